@@ -1,0 +1,13 @@
+# Warnings and sanitizers shared by every target: spb_target_flags(target).
+function(spb_target_flags tgt)
+  target_compile_options(${tgt} PRIVATE -Wall -Wextra -Wshadow -Wpointer-arith
+    -Wstrict-prototypes$<$<COMPILE_LANGUAGE:CXX>:-Wno-strict-prototypes>
+    -Wno-unused-parameter)
+  if(SPB_WERROR)
+    target_compile_options(${tgt} PRIVATE -Werror)
+  endif()
+  if(SPB_SANITIZE)
+    target_compile_options(${tgt} PRIVATE -fsanitize=${SPB_SANITIZE} -fno-omit-frame-pointer -g)
+    target_link_options(${tgt} PRIVATE -fsanitize=${SPB_SANITIZE})
+  endif()
+endfunction()

@@ -1,0 +1,63 @@
+/*
+ * spbmalloc.h — the public spb_* API of spbmalloc.
+ *
+ * spbmalloc keeps data of different lifetimes in different 2 MiB pageblocks
+ * of 1 GiB superpageblocks (SPBs), so whole huge pages stay either full or
+ * empty. Plain malloc() memory is UNMOVABLE; the spb_* calls let a program
+ * say more. See README.md for the concepts and the SPBMALLOC_* settings.
+ */
+#ifndef SPBMALLOC_H
+#define SPBMALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Lifetime classes (the kernel's migratetypes). A pageblock holds one. */
+typedef enum spb_class {
+	SPB_MOVABLE = 0,     /* objects behind handles, relocatable */
+	SPB_UNMOVABLE = 1,   /* plain pointers: the malloc default */
+	SPB_RECLAIMABLE = 2, /* caches the program can drop on request */
+	SPB_SECRET = 3,      /* secret memory (tag reserved) */
+	SPB_NR_CLASSES = 4
+} spb_class_t;
+
+/* Request flags. */
+#define SPB_F_OPTIONAL 0x1u /* caller has a cheap fallback: refuse rather
+			       than taint a clean SPB (counted) */
+#define SPB_F_ZERO 0x2u     /* memory must read as zero */
+
+/* Page-granular allocation straight from the SPB engine: npages of 4 KiB
+ * (up to a pageblock) in a pageblock of class cls, or whole pageblocks for
+ * larger sizes, or a dedicated mapping over 1 GiB. align is a power of two
+ * (0 = natural: 4 KiB for page runs, 2 MiB for whole pageblocks).
+ * Returns NULL with errno ENOMEM when the OS refuses, or with errno EAGAIN
+ * when SPB_F_OPTIONAL refused to taint a clean SPB. */
+void *spb_pages_alloc(size_t bytes, size_t align, spb_class_t cls,
+		      unsigned flags);
+/* Free what spb_pages_alloc returned. A pointer that is not the start of a
+ * live allocation ends the process with a one-line diagnosis. */
+void spb_pages_free(void *p);
+/* Usable size of an spb_pages_alloc allocation (0 for a foreign pointer). */
+size_t spb_pages_usable_size(const void *p);
+
+/* Counters: the list in spbmalloc_counters.def, summed over zones. */
+size_t spb_counter_count(void);
+const char *spb_counter_name(size_t idx);
+const char *spb_counter_desc(size_t idx);
+uint64_t spb_counter_value(size_t idx);
+/* Value of the counter with this name, or UINT64_MAX if there is none. */
+uint64_t spb_counter_get(const char *name);
+
+/* Run the decay now: release free pageblocks and unmap empty SPBs whose
+ * delay has passed. Returns ms until the next release is due (UINT64_MAX if
+ * nothing is pending). A background thread calls this; so can a program. */
+uint64_t spb_decay(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,26 @@
+/*
+ * counters.c — the counter names (from spbmalloc_counters.def) and their
+ * sums. Counters are kept per zone and bumped under the zone lock the
+ * event already holds, so they cost the hot path nothing.
+ */
+#include "engine.h"
+
+const char *const spb__counter_names[SPB_NR_COUNTERS] = {
+#define SPB_COUNTER(e, name, desc) [e] = name,
+#include "spbmalloc_counters.def"
+#undef SPB_COUNTER
+};
+
+const char *const spb__counter_descs[SPB_NR_COUNTERS] = {
+#define SPB_COUNTER(e, name, desc) [e] = desc,
+#include "spbmalloc_counters.def"
+#undef SPB_COUNTER
+};
+
+uint64_t spb__counter_sum(enum spb_counter c)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < spb__nr_zones; i++)
+		v += __atomic_load_n(&spb__zones[i].counters[c], __ATOMIC_RELAXED);
+	return v;
+}

@@ -1,0 +1,210 @@
+/*
+ * engine.h — the region engine: superpageblocks (spb.c), pageblocks
+ * (pageblock.c), zones and their decay (zone.c), the address map
+ * (spbmap.c), allocation steering (steer.c), dedicated large mappings
+ * (large.c) and counters (counters.c).
+ *
+ * Memory layout. An SPB is a 1 GiB-aligned 1 GiB data area; its descriptor
+ * (struct spb, with 512 struct pageblock) lives in a separate metadata
+ * mapping so the data area can be a single 1 GiB page. spb__map[addr >> 30]
+ * points at the descriptor of the region owning addr (an SPB or a dedicated
+ * large mapping); (addr >> 21) & 511 is the pageblock, (addr >> 12) & 511
+ * the 4 KiB page inside it.
+ *
+ * A pageblock is FREE or holds one lifetime class (never two: the kernel's
+ * defrag_mode no-fallback rule). A class pageblock is either in RUNS mode
+ * (page runs of 1..511 pages, a 512-bit free map, the run lengths) or part
+ * of a MULTI allocation (a run of whole pageblocks, the head records the
+ * length). An SPB is EMPTY (every pageblock free), CLEAN (no non-movable
+ * pageblock) or TAINTED (at least one) and sits on its zone's list for its
+ * category and fullness bucket. Everything here is under the zone lock.
+ *
+ * Calls down to the platform layer only.
+ */
+#ifndef SPB_ENGINE_H
+#define SPB_ENGINE_H
+
+#include <pthread.h>
+
+#include "platform.h"
+#include "spbmalloc.h"
+
+enum spb_counter {
+#define SPB_COUNTER(e, name, desc) e,
+#include "spbmalloc_counters.def"
+#undef SPB_COUNTER
+	SPB_NR_COUNTERS
+};
+extern const char *const spb__counter_names[SPB_NR_COUNTERS] SPB_HIDDEN;
+extern const char *const spb__counter_descs[SPB_NR_COUNTERS] SPB_HIDDEN;
+
+#define SPB_NR_ZONES_MAX 64
+#define SPB_MAP_SLOTS ((size_t)1 << (47 - SPB_SPB_SHIFT)) /* 128 TiB / 1 GiB */
+
+/* Pageblock class tag: a lifetime class, or one of these. */
+#define SPB_PB_FREE 0xff
+#define SPB_PB_BUSY 0xfe /* being released to the OS: not allocatable */
+
+enum spb_pb_mode { SPB_PB_MODE_NONE = 0, SPB_PB_MODE_RUNS, SPB_PB_MODE_MULTI_HEAD,
+		   SPB_PB_MODE_MULTI_TAIL };
+
+enum spb_category { SPB_CAT_EMPTY = 0, SPB_CAT_CLEAN, SPB_CAT_TAINTED, SPB_NR_CATS };
+#define SPB_NR_FULLNESS 4 /* buckets of used pages: [0,25%) .. [75%,100%] */
+
+struct spb_zone;
+
+struct spb_pageblock {
+	uint8_t cls;         /* SPB_PB_FREE, SPB_PB_BUSY or a spb_class_t */
+	uint8_t mode;        /* enum spb_pb_mode */
+	uint8_t rung;        /* enum spb_rung; NONE = no memory behind it */
+	uint8_t dirty;       /* free but may hold memory: on the zone's decay list */
+	uint8_t zero;        /* FREE: known to read as zero (fresh or released) */
+	uint16_t zero_hwm;   /* RUNS: pages at or above this were never handed out */
+	uint16_t nr_free;    /* RUNS: free pages */
+	uint16_t longest;    /* RUNS: longest free run (pages) */
+	uint32_t multi_npb;  /* MULTI_HEAD: pageblocks in the run */
+	uint64_t freed_at;   /* ms, when it went free (decay) */
+	struct spb *owner;
+	struct spb_link link;  /* RUNS: spb->partial[cls]; free+dirty: zone->dirty */
+	spb_map512_t free_map; /* RUNS: bit set = page free */
+	uint16_t run_len[SPB_PAGES_PER_PB]; /* RUNS: pages in the run starting here */
+};
+
+/* Common header of what spb__map points at. */
+enum spb_region_kind { SPB_REGION_SPB = 1, SPB_REGION_LARGE = 2 };
+struct spb_region {
+	uint8_t kind;
+	uint8_t cls;
+	uint8_t rung;
+	uintptr_t base;
+	size_t size; /* data bytes */
+};
+
+struct spb {
+	struct spb_region r;
+	struct spb_zone *zone;
+	uint8_t category;  /* enum spb_category */
+	uint8_t fullness;  /* bucket */
+	uint8_t rung;      /* SPB-level rung: HUGETLB_1G, THP or 4K */
+	uint8_t dead;      /* unmapped: descriptor waits for reuse */
+	uint16_t nr_free_pb;           /* pageblocks tagged FREE */
+	uint16_t nr_busy_pb;           /* pageblocks being released */
+	uint16_t nr_class_pb[SPB_NR_CLASSES];
+	uint32_t nr_used_pages;        /* pages handed out (runs + multi) */
+	uint32_t nr_partial_free[SPB_NR_CLASSES]; /* free pages in RUNS pbs */
+	uint32_t tainted_contrib;      /* what this SPB adds to zone->tainted_free_pb */
+	uint64_t empty_since;          /* ms, for the unmap decay */
+	struct spb_link link;          /* zone->lists[category][fullness] */
+	struct spb_link empty_link;    /* zone->emptyq while empty */
+	struct spb_link partial[SPB_NR_CLASSES]; /* RUNS pbs with free pages */
+	spb_map512_t free_pb_map;      /* bit set = pageblock FREE */
+	struct spb_pageblock pb[SPB_PB_PER_SPB];
+};
+
+struct spb_zone {
+	pthread_mutex_t lock;
+	int node;
+	uint32_t nr_spbs;
+	uint32_t nr_spbs_reserving; /* reservations in flight (lock dropped) */
+	uint32_t tainted_free_pb;   /* free pageblocks in tainted SPBs */
+	uint32_t nr_by_cat[SPB_NR_CATS];
+	uint32_t total_pb;          /* pageblocks in the zone's SPBs */
+	bool below_reserve;         /* tainted_free_pb <= reserve (edge state) */
+	bool evac_wanted;           /* signal for the compaction thread */
+	uint64_t next_decay;        /* ms: earliest pending release, or UINT64_MAX */
+	struct spb_link lists[SPB_NR_CATS][SPB_NR_FULLNESS];
+	struct spb_link dirty;      /* free pageblocks holding memory, oldest first */
+	struct spb_link emptyq;     /* empty SPBs, oldest first */
+	struct spb_link dead;       /* unmapped SPB descriptors, kept for reuse */
+	uint64_t counters[SPB_NR_COUNTERS];
+	/* gauges */
+	uint64_t pb_by_class[SPB_NR_CLASSES];
+	uint64_t pb_by_rung[SPB_NR_RUNGS];
+	uint64_t large_bytes;
+};
+
+/* A hook the compaction thread of a later layer installs: called (without
+ * the zone lock) when a zone's tainted reserve is crossed. */
+extern void (*spb__evac_hook)(struct spb_zone *z) SPB_HIDDEN;
+
+/* ---- spbmap.c ---- */
+extern struct spb_region *_Atomic spb__map[SPB_MAP_SLOTS] SPB_HIDDEN;
+static inline struct spb_region *spb__region_of(const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+	if (SPB_UNLIKELY((a >> SPB_SPB_SHIFT) >= SPB_MAP_SLOTS))
+		return NULL;
+	return __atomic_load_n(&spb__map[a >> SPB_SPB_SHIFT], __ATOMIC_ACQUIRE);
+}
+void spb__map_register(uintptr_t base, size_t size, struct spb_region *r) SPB_HIDDEN;
+void spb__map_unregister(uintptr_t base, size_t size) SPB_HIDDEN;
+
+/* ---- zone.c ---- */
+extern struct spb_zone spb__zones[SPB_NR_ZONES_MAX] SPB_HIDDEN;
+extern int spb__nr_zones SPB_HIDDEN;
+void spb__engine_init(void) SPB_HIDDEN;
+struct spb_zone *spb__zone_current(void) SPB_HIDDEN;
+void spb__zone_lock(struct spb_zone *z) SPB_HIDDEN;
+void spb__zone_unlock(struct spb_zone *z) SPB_HIDDEN;
+/* Free pageblocks the zone keeps in tainted SPBs for non-movable demand. */
+uint32_t spb__zone_reserve(const struct spb_zone *z) SPB_HIDDEN;
+/* Recompute the reserve edge; may set evac_wanted. Returns true when the
+ * reserve was just crossed (the caller runs the hook after unlocking). */
+bool spb__zone_check_reserve_locked(struct spb_zone *z) SPB_HIDDEN;
+/* Queue a free pageblock for release after the decay delay. */
+void spb__zone_pb_dirty_locked(struct spb_zone *z, struct spb_pageblock *pb) SPB_HIDDEN;
+void spb__zone_pb_undirty_locked(struct spb_zone *z, struct spb_pageblock *pb) SPB_HIDDEN;
+/* Release what is due; returns ms until the next item is due. */
+uint64_t spb__zone_decay(struct spb_zone *z, uint64_t now) SPB_HIDDEN;
+/* Cheap check from the slow path: runs the decay when due. */
+void spb__zone_decay_tick(struct spb_zone *z) SPB_HIDDEN;
+
+/* ---- spb.c ---- */
+/* Reserve and add a new SPB to z. Called and returns with the lock held
+ * (dropped around the mmap). NULL if the OS refused or the limit is hit. */
+struct spb *spb__spb_grow_locked(struct spb_zone *z) SPB_HIDDEN;
+/* Recompute category and fullness; move between lists in O(1). */
+void spb__spb_update_locked(struct spb *s) SPB_HIDDEN;
+/* Unlink an empty SPB and unmap it (lock dropped around munmap). */
+void spb__spb_unmap_locked(struct spb *s) SPB_HIDDEN;
+static inline unsigned spb__pb_index(const struct spb *s, const struct spb_pageblock *pb)
+{
+	return (unsigned)(pb - s->pb);
+}
+static inline void *spb__pb_addr(const struct spb *s, unsigned i)
+{
+	return (void *)(s->r.base + ((uintptr_t)i << SPB_PB_SHIFT));
+}
+static inline bool spb__class_taints(unsigned cls) { return cls != SPB_MOVABLE; }
+
+/* ---- pageblock.c ---- */
+/* Tag n free pageblocks starting at i with cls (backing them first).
+ * Returns true when all of them are known to read as zero. */
+bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
+			  unsigned mode) SPB_HIDDEN;
+/* Return n class pageblocks starting at i to FREE. */
+void spb__pb_unclaim_locked(struct spb *s, unsigned i, unsigned n) SPB_HIDDEN;
+/* Page run of n pages aligned to align pages in a RUNS pageblock, or -1. */
+int spb__pb_run_alloc_locked(struct spb *s, struct spb_pageblock *pb, unsigned n,
+			     unsigned align, bool *zero) SPB_HIDDEN;
+/* Free the run at page index pg; returns pages freed. Faults on bad input. */
+unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
+				 unsigned pg, const void *p) SPB_HIDDEN;
+
+/* ---- steer.c ---- */
+void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
+		       unsigned cls, unsigned flags) SPB_HIDDEN;
+void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
+			    unsigned cls, unsigned flags) SPB_HIDDEN;
+void spb__free(void *p) SPB_HIDDEN;
+size_t spb__usable_size(const void *p) SPB_HIDDEN;
+
+/* ---- large.c ---- */
+void *spb__large_alloc(struct spb_zone *z, size_t bytes, size_t align,
+		       unsigned cls) SPB_HIDDEN;
+void spb__large_free(struct spb_region *r, const void *p) SPB_HIDDEN;
+
+/* ---- counters.c ---- */
+uint64_t spb__counter_sum(enum spb_counter c) SPB_HIDDEN;
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * options.c — the SPBMALLOC_* settings, read once from the environment
+ * (getenv does not allocate, so this is safe before main and inside other
+ * libraries' constructors). The table is options.def.
+ */
+#include <stdlib.h>
+
+#include "platform.h"
+
+struct option_desc {
+	const char *env;
+	long def, lo, hi;
+};
+
+static const struct option_desc option_table[SPB_NR_OPTIONS] = {
+#define SPB_OPTION(e, env, def, lo, hi, desc) [e] = {"SPBMALLOC_" env, def, lo, hi},
+#include "options.def"
+#undef SPB_OPTION
+};
+
+long spb__options[SPB_NR_OPTIONS] = {
+#define SPB_OPTION(e, env, def, lo, hi, desc) [e] = def,
+#include "options.def"
+#undef SPB_OPTION
+};
+
+static int options_done;
+
+/* Decimal only; returns false on anything else (and on overflow). */
+static bool parse_long(const char *s, long *out)
+{
+	long v = 0;
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || v > (__LONG_MAX__ - 9) / 10)
+			return false;
+		v = v * 10 + (*s - '0');
+	}
+	*out = v;
+	return true;
+}
+
+void spb__options_init(void)
+{
+	if (__atomic_load_n(&options_done, __ATOMIC_ACQUIRE))
+		return;
+	for (int i = 0; i < SPB_NR_OPTIONS; i++) {
+		const struct option_desc *d = &option_table[i];
+		const char *s = getenv(d->env);
+		long v;
+		if (!s)
+			continue;
+		if (parse_long(s, &v) && v >= d->lo && v <= d->hi)
+			spb__options[i] = v;
+		else
+			spb__warn(d->env, s, "is not valid: using the default");
+	}
+	__atomic_store_n(&options_done, 1, __ATOMIC_RELEASE);
+}
+
+void spb__option_set(enum spb_option o, long v)
+{
+	spb__options_init();
+	spb__options[o] = v;
+}

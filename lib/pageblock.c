@@ -1,0 +1,126 @@
+/*
+ * pageblock.c — one 2 MiB pageblock: claiming it for a lifetime class,
+ * returning it to its SPB, and page runs inside it.
+ *
+ * A RUNS pageblock keeps a 512-bit map of free pages and the length of the
+ * run that starts at each page, so a free can tell a run's start from an
+ * interior pointer or a second free. A pageblock that becomes entirely free
+ * goes back to its SPB at once; its memory goes back to the OS only after
+ * the decay delay (zone.c). Everything here runs under the zone lock.
+ */
+#include "engine.h"
+
+bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
+			  unsigned mode)
+{
+	bool all_zero = true;
+	struct spb_zone *z = s->zone;
+	static const enum spb_counter by_cat[SPB_NR_CATS] = {
+		[SPB_CAT_EMPTY] = PB_CLAIM_EMPTY, [SPB_CAT_CLEAN] = PB_CLAIM_CLEAN,
+		[SPB_CAT_TAINTED] = PB_CLAIM_TAINTED,
+	};
+	z->counters[PB_CLAIM] += n;
+	z->counters[by_cat[s->category]] += n;
+	for (unsigned j = i; j < i + n; j++) {
+		struct spb_pageblock *pb = &s->pb[j];
+		spb__zone_pb_undirty_locked(z, pb);
+		if (pb->rung == SPB_RUNG_NONE) {
+			pb->rung = spb__backing_claim_pb(spb__pb_addr(s, j), s->rung,
+							 z->counters);
+			z->pb_by_rung[SPB_RUNG_NONE]--;
+			z->pb_by_rung[pb->rung]++;
+		}
+		all_zero = all_zero && pb->zero;
+		pb->zero = 0;
+		pb->cls = (uint8_t)cls;
+		pb->mode = (uint8_t)(j == i ? mode : SPB_PB_MODE_MULTI_TAIL);
+		s->nr_class_pb[cls]++;
+		z->pb_by_class[cls]++;
+	}
+	spb__map_clear_range(&s->free_pb_map, i, n);
+	s->nr_free_pb -= n;
+	if (mode == SPB_PB_MODE_RUNS) {
+		struct spb_pageblock *pb = &s->pb[i];
+		spb__map_set_range(&pb->free_map, 0, SPB_PAGES_PER_PB);
+		pb->nr_free = SPB_PAGES_PER_PB;
+		pb->longest = SPB_PAGES_PER_PB;
+		pb->zero_hwm = all_zero ? 0 : SPB_PAGES_PER_PB;
+		s->nr_partial_free[cls] += SPB_PAGES_PER_PB;
+		spb__list_add_tail(&s->partial[cls], &pb->link);
+	}
+	spb__spb_update_locked(s);
+	return all_zero;
+}
+
+void spb__pb_unclaim_locked(struct spb *s, unsigned i, unsigned n)
+{
+	struct spb_zone *z = s->zone;
+	z->counters[PB_UNCLAIM] += n;
+	for (unsigned j = i; j < i + n; j++) {
+		struct spb_pageblock *pb = &s->pb[j];
+		s->nr_class_pb[pb->cls]--;
+		z->pb_by_class[pb->cls]--;
+		pb->cls = SPB_PB_FREE;
+		pb->mode = SPB_PB_MODE_NONE;
+		pb->multi_npb = 0;
+		if (pb->rung != SPB_RUNG_NONE)
+			spb__zone_pb_dirty_locked(z, pb);
+	}
+	spb__map_set_range(&s->free_pb_map, i, n);
+	s->nr_free_pb += n;
+	spb__spb_update_locked(s);
+}
+
+int spb__pb_run_alloc_locked(struct spb *s, struct spb_pageblock *pb, unsigned n,
+			     unsigned align, bool *zero)
+{
+	if (pb->longest < n)
+		return -1;
+	int at = spb__map_find_run(&pb->free_map, n, align);
+	if (at < 0)
+		return -1;
+	unsigned pg = (unsigned)at;
+	spb__map_clear_range(&pb->free_map, pg, n);
+	pb->run_len[pg] = (uint16_t)n;
+	*zero = pg >= pb->zero_hwm;
+	if (pg + n > pb->zero_hwm)
+		pb->zero_hwm = (uint16_t)(pg + n);
+	pb->nr_free -= n;
+	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
+	s->nr_partial_free[pb->cls] -= n;
+	s->nr_used_pages += n;
+	if (pb->nr_free == 0)
+		spb__list_del(&pb->link);
+	s->zone->counters[RUN_ALLOC]++;
+	spb__spb_update_locked(s);
+	return at;
+}
+
+unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
+				 unsigned pg, const void *p)
+{
+	unsigned n = pb->run_len[pg];
+	if (n == 0) {
+		if (spb__map_test(&pb->free_map, pg))
+			spb__fatal("double free", p);
+		spb__fatal("invalid pointer (inside an allocation, not its start)", p);
+	}
+	pb->run_len[pg] = 0;
+	spb__map_set_range(&pb->free_map, pg, n);
+	if (pb->nr_free == 0)
+		spb__list_add_tail(&s->partial[pb->cls], &pb->link);
+	pb->nr_free += n;
+	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
+	s->nr_partial_free[pb->cls] += n;
+	s->nr_used_pages -= n;
+	s->zone->counters[RUN_FREE]++;
+	if (pb->nr_free == SPB_PAGES_PER_PB) {
+		/* Entirely free: back to the SPB, so another class may have it. */
+		spb__list_del(&pb->link);
+		s->nr_partial_free[pb->cls] -= SPB_PAGES_PER_PB;
+		spb__pb_unclaim_locked(s, spb__pb_index(s, pb), 1);
+	} else {
+		spb__spb_update_locked(s);
+	}
+	return n;
+}

@@ -1,0 +1,168 @@
+/*
+ * platform.h — the platform layer: OS memory calls (os.c), the huge-page
+ * backing ladder (backing.c), topology (topo.c), options (options.c),
+ * fatal errors (error.c) and the small helpers every layer uses.
+ * This layer calls only the kernel and libc functions that do not allocate.
+ */
+#ifndef SPB_PLATFORM_H
+#define SPB_PLATFORM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPB_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SPB_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define SPB_HIDDEN __attribute__((visibility("hidden")))
+#define SPB_TLS __thread __attribute__((tls_model("initial-exec")))
+
+#define SPB_PAGE_SHIFT 12
+#define SPB_PAGE_SIZE ((size_t)1 << SPB_PAGE_SHIFT)
+#define SPB_PB_SHIFT 21
+#define SPB_PB_SIZE ((size_t)1 << SPB_PB_SHIFT)
+#define SPB_SPB_SHIFT 30
+#define SPB_SPB_SIZE ((size_t)1 << SPB_SPB_SHIFT)
+#define SPB_PAGES_PER_PB 512
+#define SPB_PB_PER_SPB 512
+
+/* ---- os.c: the only caller of mmap/munmap/madvise ---- */
+
+/* Fault injection seam: tests set these to make the OS "refuse". Each
+ * counter > 0 fails that many calls (then decrements); < 0 fails always. */
+struct spb_os_inject {
+	int fail_reserve;     /* plain SPB reservation / dedicated mapping */
+	int fail_hugetlb_1g;  /* MAP_HUGETLB|MAP_HUGE_1GB */
+	int fail_hugetlb_2m;  /* MAP_HUGETLB|MAP_HUGE_2MB */
+	int fail_thp;         /* madvise(MADV_HUGEPAGE) */
+	int fail_collapse;    /* madvise(MADV_COLLAPSE) */
+	int fail_meta;        /* metadata mappings */
+};
+extern struct spb_os_inject spb__os_inject SPB_HIDDEN;
+
+/* Reserve size bytes of address space aligned to align (a power of two
+ * >= 4 KiB), readable and writable, MAP_NORESERVE. NULL on failure. */
+void *spb__os_reserve_aligned(size_t size, size_t align) SPB_HIDDEN;
+/* One 1 GiB hugetlb page (it is 1 GiB-aligned by the kernel). */
+void *spb__os_map_hugetlb_1g(void) SPB_HIDDEN;
+/* Replace [p, p+2 MiB) with a 2 MiB hugetlb page (MAP_FIXED). */
+bool spb__os_map_hugetlb_2m_at(void *p) SPB_HIDDEN;
+/* Replace [p, p+size) with fresh plain anonymous memory (MAP_FIXED). */
+bool spb__os_remap_plain_at(void *p, size_t size) SPB_HIDDEN;
+bool spb__os_advise_hugepage(void *p, size_t size) SPB_HIDDEN;
+bool spb__os_advise_nohugepage(void *p, size_t size) SPB_HIDDEN;
+bool spb__os_collapse(void *p, size_t size) SPB_HIDDEN;
+/* Give the memory back; it reads as zero afterwards. */
+bool spb__os_dontneed(void *p, size_t size) SPB_HIDDEN;
+void spb__os_unmap(void *p, size_t size) SPB_HIDDEN;
+/* Zeroed memory for metadata, never handed to the program. */
+void *spb__os_meta_alloc(size_t size) SPB_HIDDEN;
+void spb__os_meta_free(void *p, size_t size) SPB_HIDDEN;
+/* Milliseconds on CLOCK_MONOTONIC_COARSE (vDSO, no syscall). */
+uint64_t spb__os_now_ms(void) SPB_HIDDEN;
+
+/* ---- backing.c: the huge-page ladder ---- */
+enum spb_rung {
+	SPB_RUNG_NONE = 0,   /* not backed yet / released */
+	SPB_RUNG_HUGETLB_1G, /* the whole SPB is one 1 GiB page */
+	SPB_RUNG_HUGETLB_2M, /* this pageblock is one 2 MiB hugetlb page */
+	SPB_RUNG_THP,        /* MADV_HUGEPAGE: the kernel faults 2 MiB pages */
+	SPB_RUNG_4K,         /* plain pages */
+	SPB_NR_RUNGS
+};
+extern const char *const spb__rung_names[SPB_NR_RUNGS] SPB_HIDDEN;
+
+/* Reserve one SPB's data area, best rung first. Returns the base (1 GiB
+ * aligned) and the SPB-level rung in *rung (1G, THP or 4K), or NULL. */
+void *spb__backing_reserve_spb(uint8_t *rung, uint64_t *counters) SPB_HIDDEN;
+/* Back a pageblock of an SPB whose rung is spb_rung before it is handed
+ * out; returns the pageblock's rung. */
+uint8_t spb__backing_claim_pb(void *pb, uint8_t spb_rung,
+			      uint64_t *counters) SPB_HIDDEN;
+/* Give a free pageblock's memory back to the OS; returns the rung it has
+ * afterwards (NONE), or its old rung if it cannot be released (1 GiB). */
+uint8_t spb__backing_release_pb(void *pb, uint8_t rung,
+				uint8_t spb_rung, uint64_t *counters) SPB_HIDDEN;
+void spb__backing_unmap_spb(void *base, uint8_t rung) SPB_HIDDEN;
+
+/* ---- topo.c: topology (the only place that asks about NUMA) ---- */
+int spb__topo_nr_nodes(void) SPB_HIDDEN;
+/* The NUMA node of the calling thread's CPU (0 when unknown). */
+int spb__topo_current_node(void) SPB_HIDDEN;
+/* Prefer node for [p, p+size) (best effort). */
+void spb__topo_bind(void *p, size_t size, int node) SPB_HIDDEN;
+
+/* ---- options.c ---- */
+enum spb_option {
+#define SPB_OPTION(e, env, def, lo, hi, desc) e,
+#include "options.def"
+#undef SPB_OPTION
+	SPB_NR_OPTIONS
+};
+extern long spb__options[SPB_NR_OPTIONS] SPB_HIDDEN;
+/* Read SPBMALLOC_* once (idempotent, safe before main). */
+void spb__options_init(void) SPB_HIDDEN;
+static inline long spb__opt(enum spb_option o) { return spb__options[o]; }
+/* Tests change options at run time through this. */
+void spb__option_set(enum spb_option o, long v) SPB_HIDDEN;
+
+/* ---- error.c: never allocates ---- */
+/* "spbmalloc: <what>: <addr>" on stderr, then abort(). */
+__attribute__((noreturn, cold)) void spb__fatal(const char *what,
+						const void *addr) SPB_HIDDEN;
+__attribute__((cold)) void spb__warn(const char *a, const char *b,
+				     const char *c) SPB_HIDDEN;
+/* Append decimal / hex to buf (no allocation, no stdio). */
+size_t spb__fmt_u64(char *buf, uint64_t v) SPB_HIDDEN;
+size_t spb__fmt_hex(char *buf, uint64_t v) SPB_HIDDEN;
+
+/* ---- bitmap.c: 512-bit maps (pages of a pageblock, pageblocks of an SPB) ---- */
+#define SPB_MAP_WORDS 8
+typedef struct spb_map512 {
+	uint64_t w[SPB_MAP_WORDS];
+} spb_map512_t;
+void spb__map_set_range(spb_map512_t *m, unsigned start, unsigned n) SPB_HIDDEN;
+void spb__map_clear_range(spb_map512_t *m, unsigned start, unsigned n) SPB_HIDDEN;
+bool spb__map_range_all_set(const spb_map512_t *m, unsigned start,
+			    unsigned n) SPB_HIDDEN;
+bool spb__map_range_any_set(const spb_map512_t *m, unsigned start,
+			    unsigned n) SPB_HIDDEN;
+/* First index i, a multiple of align, with bits [i, i+n) all set; -1 if none. */
+int spb__map_find_run(const spb_map512_t *m, unsigned n, unsigned align) SPB_HIDDEN;
+/* Length of the longest run of set bits. */
+unsigned spb__map_longest_run(const spb_map512_t *m) SPB_HIDDEN;
+static inline bool spb__map_test(const spb_map512_t *m, unsigned i)
+{
+	return (m->w[i >> 6] >> (i & 63)) & 1;
+}
+
+/* ---- intrusive doubly linked lists ---- */
+struct spb_link {
+	struct spb_link *prev, *next;
+};
+static inline void spb__list_init(struct spb_link *h) { h->prev = h->next = h; }
+static inline bool spb__list_empty(const struct spb_link *h) { return h->next == h; }
+static inline bool spb__list_linked(const struct spb_link *n) { return n->next != NULL; }
+static inline void spb__list_add_tail(struct spb_link *h, struct spb_link *n)
+{
+	n->prev = h->prev;
+	n->next = h;
+	h->prev->next = n;
+	h->prev = n;
+}
+static inline void spb__list_add_head(struct spb_link *h, struct spb_link *n)
+{
+	n->next = h->next;
+	n->prev = h;
+	h->next->prev = n;
+	h->next = n;
+}
+static inline void spb__list_del(struct spb_link *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->prev = n->next = NULL;
+}
+#define spb__container_of(p, type, member) \
+	((type *)((char *)(p) - __builtin_offsetof(type, member)))
+
+#endif

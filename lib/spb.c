@@ -1,0 +1,163 @@
+/*
+ * spb.c — superpageblocks: reserving one, keeping it on the right
+ * category/fullness list, and unmapping it when it has stayed empty.
+ *
+ * Category: EMPTY (no pageblock holds a class), CLEAN (only MOVABLE
+ * pageblocks), TAINTED (at least one non-movable pageblock). Fullness: the
+ * share of its pages handed out, in SPB_NR_FULLNESS buckets. Every change
+ * to an SPB's counts ends in spb__spb_update_locked, which moves it between
+ * lists in O(1) and keeps the zone's tainted free-pageblock count exact.
+ */
+#include <string.h>
+
+#include "engine.h"
+
+static uint8_t category_of(const struct spb *s)
+{
+	for (unsigned c = 0; c < SPB_NR_CLASSES; c++)
+		if (spb__class_taints(c) && s->nr_class_pb[c])
+			return SPB_CAT_TAINTED;
+	return s->nr_class_pb[SPB_MOVABLE] ? SPB_CAT_CLEAN : SPB_CAT_EMPTY;
+}
+
+static uint8_t fullness_of(const struct spb *s)
+{
+	uint32_t f = (uint32_t)(((uint64_t)s->nr_used_pages * SPB_NR_FULLNESS) /
+				(SPB_PB_PER_SPB * SPB_PAGES_PER_PB));
+	return f >= SPB_NR_FULLNESS ? SPB_NR_FULLNESS - 1 : (uint8_t)f;
+}
+
+void spb__spb_update_locked(struct spb *s)
+{
+	struct spb_zone *z = s->zone;
+	uint8_t cat = category_of(s), full = fullness_of(s);
+
+	/* The zone's count of free pageblocks in tainted SPBs, exact. */
+	uint32_t contrib = cat == SPB_CAT_TAINTED ? s->nr_free_pb : 0;
+	z->tainted_free_pb += contrib - s->tainted_contrib;
+	s->tainted_contrib = contrib;
+
+	if (cat != s->category) {
+		if (cat == SPB_CAT_TAINTED)
+			z->counters[SPB_TAINT]++;
+		else if (s->category == SPB_CAT_TAINTED)
+			z->counters[SPB_UNTAINT]++;
+		z->nr_by_cat[s->category]--;
+		z->nr_by_cat[cat]++;
+		if (cat == SPB_CAT_EMPTY) {
+			s->empty_since = spb__os_now_ms();
+			spb__list_add_tail(&z->emptyq, &s->empty_link);
+			uint64_t due = s->empty_since + (uint64_t)spb__opt(OPT_DECAY_MS);
+			if (due < z->next_decay)
+				__atomic_store_n(&z->next_decay, due, __ATOMIC_RELAXED);
+		} else if (s->category == SPB_CAT_EMPTY) {
+			spb__list_del(&s->empty_link);
+		}
+	}
+	if (cat != s->category || full != s->fullness) {
+		spb__list_del(&s->link);
+		/* Head of its bucket: the SPB touched last is tried first, which
+		 * keeps a working set on few SPBs. */
+		spb__list_add_head(&z->lists[cat][full], &s->link);
+		s->category = cat;
+		s->fullness = full;
+	}
+}
+
+static void spb_init_locked(struct spb_zone *z, struct spb *s, void *base,
+			    uint8_t rung)
+{
+	s->r.kind = SPB_REGION_SPB;
+	s->r.base = (uintptr_t)base;
+	s->r.size = SPB_SPB_SIZE;
+	s->r.rung = rung;
+	s->zone = z;
+	s->rung = rung;
+	s->dead = 0;
+	s->category = SPB_CAT_EMPTY;
+	s->fullness = 0;
+	s->nr_free_pb = SPB_PB_PER_SPB;
+	for (unsigned c = 0; c < SPB_NR_CLASSES; c++)
+		spb__list_init(&s->partial[c]);
+	spb__map_set_range(&s->free_pb_map, 0, SPB_PB_PER_SPB);
+	for (unsigned i = 0; i < SPB_PB_PER_SPB; i++) {
+		struct spb_pageblock *pb = &s->pb[i];
+		pb->cls = SPB_PB_FREE;
+		pb->owner = s;
+		pb->zero = 1;
+		pb->rung = rung == SPB_RUNG_HUGETLB_1G ? rung : SPB_RUNG_NONE;
+	}
+	z->pb_by_rung[rung == SPB_RUNG_HUGETLB_1G ? rung : SPB_RUNG_NONE] +=
+		SPB_PB_PER_SPB;
+	z->nr_by_cat[SPB_CAT_EMPTY]++;
+	spb__list_add_head(&z->lists[SPB_CAT_EMPTY][0], &s->link);
+	s->empty_since = spb__os_now_ms();
+	spb__list_add_tail(&z->emptyq, &s->empty_link);
+	z->nr_spbs++;
+	z->total_pb += SPB_PB_PER_SPB;
+	z->counters[SPB_RESERVE]++;
+	spb__map_register(s->r.base, SPB_SPB_SIZE, &s->r);
+}
+
+struct spb *spb__spb_grow_locked(struct spb_zone *z)
+{
+	long max = spb__opt(OPT_MAX_SPBS);
+	if (max && z->nr_spbs + z->nr_spbs_reserving >= (uint64_t)max)
+		return NULL;
+	struct spb *s = NULL;
+	if (!spb__list_empty(&z->dead)) {
+		s = spb__container_of(z->dead.next, struct spb, link);
+		spb__list_del(&s->link);
+	}
+	z->nr_spbs_reserving++;
+	spb__zone_unlock(z);
+
+	uint64_t local[SPB_NR_COUNTERS] = {0};
+	uint8_t rung = SPB_RUNG_NONE;
+	void *base = spb__backing_reserve_spb(&rung, local);
+	if (base && !s)
+		s = spb__os_meta_alloc(sizeof *s);
+	if (base)
+		spb__topo_bind(base, SPB_SPB_SIZE, z->node);
+
+	spb__zone_lock(z);
+	z->nr_spbs_reserving--;
+	for (int c = 0; c < SPB_NR_COUNTERS; c++)
+		z->counters[c] += local[c];
+	if (!base || !s) {
+		z->counters[SPB_RESERVE_FAIL]++;
+		if (base)
+			spb__backing_unmap_spb(base, rung);
+		else if (s) /* keep the clean descriptor for the next try */
+			spb__list_add_head(&z->dead, &s->link);
+		return NULL;
+	}
+	spb_init_locked(z, s, base, rung);
+	return s;
+}
+
+void spb__spb_unmap_locked(struct spb *s)
+{
+	struct spb_zone *z = s->zone;
+	spb__list_del(&s->link);
+	spb__list_del(&s->empty_link);
+	for (unsigned i = 0; i < SPB_PB_PER_SPB; i++) {
+		spb__zone_pb_undirty_locked(z, &s->pb[i]);
+		z->pb_by_rung[s->pb[i].rung]--;
+	}
+	z->nr_by_cat[SPB_CAT_EMPTY]--;
+	z->nr_spbs--;
+	z->total_pb -= SPB_PB_PER_SPB;
+	z->counters[SPB_UNMAP]++;
+	spb__map_unregister(s->r.base, SPB_SPB_SIZE);
+	void *base = (void *)s->r.base;
+	uint8_t rung = s->rung;
+	s->dead = 1;
+	spb__zone_unlock(z);
+	spb__backing_unmap_spb(base, rung);
+	/* Zero the descriptor without touching it (it stays mapped, so a
+	 * stale lookup of a bad pointer reads zeros, never unmapped memory). */
+	spb__os_dontneed(s, sizeof *s);
+	spb__zone_lock(z);
+	spb__list_add_head(&z->dead, &s->link);
+}

@@ -1,0 +1,283 @@
+/*
+ * steer.c — where a request goes: the allocation passes, the no-fallback
+ * rule, the refusal gate, and freeing back through them.
+ *
+ * MOVABLE: fullest clean SPB first (pack, so sparse SPBs drain), then an
+ * empty SPB, then a new one, and a tainted SPB only above its reserve
+ * (the reserve is for non-movable demand), then any tainted SPB.
+ * Non-movable: a partial pageblock of its class (these live only in
+ * tainted SPBs), then a free pageblock of a tainted SPB (fullest first),
+ * and only then an empty SPB, a new one, or (last) the emptiest clean SPB,
+ * which taints it. A pageblock never holds two classes.
+ * Refusal gate (seed 001): a non-movable SPB_F_OPTIONAL request gets NULL
+ * instead of tainting fresh capacity while a tainted SPB still has free
+ * pages or a free pageblock that evacuation could make usable.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "engine.h"
+
+/* What the walk over tainted SPBs saw (the kernel's spb_tainted_walk). */
+struct tainted_walk {
+	bool saw_free_pages;
+	bool saw_free_pb;
+};
+
+enum claim_result { CLAIM_OK, CLAIM_REFUSED, CLAIM_NOSPACE };
+
+static uint32_t spb_free_pages(const struct spb *s)
+{
+	uint32_t n = (uint32_t)s->nr_free_pb * SPB_PAGES_PER_PB;
+	for (unsigned c = 0; c < SPB_NR_CLASSES; c++)
+		n += s->nr_partial_free[c];
+	return n;
+}
+
+/* First SPB of category cat, fullest (or emptiest) bucket first, with npb
+ * free pageblocks in a row at a multiple of align. */
+static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_first,
+				unsigned npb, unsigned align, int *idx,
+				struct tainted_walk *w)
+{
+	for (int k = 0; k < SPB_NR_FULLNESS; k++) {
+		int f = fullest_first ? SPB_NR_FULLNESS - 1 - k : k;
+		struct spb_link *h = &z->lists[cat][f];
+		for (struct spb_link *l = h->next; l != h; l = l->next) {
+			struct spb *s = spb__container_of(l, struct spb, link);
+			if (w) {
+				w->saw_free_pb |= s->nr_free_pb > 0;
+				w->saw_free_pages |= spb_free_pages(s) > 0;
+			}
+			if (s->nr_free_pb < npb)
+				continue;
+			int i = spb__map_find_run(&s->free_pb_map, npb, align);
+			if (i >= 0) {
+				*idx = i;
+				return s;
+			}
+		}
+	}
+	return NULL;
+}
+
+static struct spb *grow_for_pbs(struct spb_zone *z, unsigned npb, unsigned align, int *idx)
+{
+	struct spb *s = spb__spb_grow_locked(z);
+	if (!s)
+		return NULL;
+	*idx = spb__map_find_run(&s->free_pb_map, npb, align);
+	return *idx >= 0 ? s : NULL;
+}
+
+static struct spb *find_movable(struct spb_zone *z, unsigned npb, unsigned align, int *idx)
+{
+	struct spb *s = scan_for_pbs(z, SPB_CAT_CLEAN, true, npb, align, idx, NULL);
+	if (!s)
+		s = scan_for_pbs(z, SPB_CAT_EMPTY, true, npb, align, idx, NULL);
+	if (!s)
+		s = grow_for_pbs(z, npb, align, idx);
+	if (!s && z->tainted_free_pb >= spb__zone_reserve(z) + npb)
+		s = scan_for_pbs(z, SPB_CAT_TAINTED, true, npb, align, idx, NULL);
+	if (!s) /* out of everything else: the reserve is better used than a failure */
+		s = scan_for_pbs(z, SPB_CAT_TAINTED, true, npb, align, idx, NULL);
+	return s;
+}
+
+static struct spb *find_unmovable(struct spb_zone *z, unsigned npb, unsigned align,
+				  unsigned flags, int *idx, enum claim_result *res)
+{
+	struct tainted_walk w = {false, false};
+	struct spb *s = scan_for_pbs(z, SPB_CAT_TAINTED, true, npb, align, idx, &w);
+	if (s)
+		return s;
+	if ((flags & SPB_F_OPTIONAL) && (w.saw_free_pages || w.saw_free_pb)) {
+		z->counters[SPB_HIGHORDER_REFUSED]++;
+		z->evac_wanted = true;
+		*res = CLAIM_REFUSED;
+		return NULL;
+	}
+	/* The last-chance defrag (direct compaction of a tainted SPB) of the
+	 * compaction layer goes here, before fresh capacity is tainted. */
+	s = scan_for_pbs(z, SPB_CAT_EMPTY, true, npb, align, idx, NULL);
+	if (!s)
+		s = grow_for_pbs(z, npb, align, idx);
+	if (!s) /* emptiest clean SPB: the cheapest to evacuate later */
+		s = scan_for_pbs(z, SPB_CAT_CLEAN, false, npb, align, idx, NULL);
+	return s;
+}
+
+static enum claim_result claim(struct spb_zone *z, unsigned npb, unsigned align,
+			       unsigned cls, unsigned flags, unsigned mode,
+			       struct spb **out, unsigned *idx, bool *zero)
+{
+	enum claim_result res = CLAIM_NOSPACE;
+	int i = -1;
+	struct spb *s = cls == SPB_MOVABLE ? find_movable(z, npb, align, &i)
+					   : find_unmovable(z, npb, align, flags, &i, &res);
+	if (!s) {
+		if (res == CLAIM_NOSPACE)
+			z->counters[SPB_NOSPACE]++;
+		return res;
+	}
+	*zero = spb__pb_claim_locked(s, (unsigned)i, npb, cls, mode);
+	*out = s;
+	*idx = (unsigned)i;
+	return CLAIM_OK;
+}
+
+/* Pass 1 for page runs: a partial pageblock of the class, fullest SPB
+ * first; movable looks at clean SPBs before tainted ones. */
+static void *run_from_partials(struct spb_zone *z, unsigned npages, unsigned align,
+			       unsigned cls, bool *zero)
+{
+	static const unsigned movable_cats[] = {SPB_CAT_CLEAN, SPB_CAT_TAINTED};
+	static const unsigned other_cats[] = {SPB_CAT_TAINTED};
+	const unsigned *cats = cls == SPB_MOVABLE ? movable_cats : other_cats;
+	unsigned ncats = cls == SPB_MOVABLE ? 2 : 1;
+	for (unsigned c = 0; c < ncats; c++)
+		for (int f = SPB_NR_FULLNESS - 1; f >= 0; f--) {
+			struct spb_link *h = &z->lists[cats[c]][f];
+			for (struct spb_link *l = h->next; l != h; l = l->next) {
+				struct spb *s = spb__container_of(l, struct spb, link);
+				if (s->nr_partial_free[cls] < npages)
+					continue;
+				struct spb_link *ph = &s->partial[cls];
+				for (struct spb_link *q = ph->next; q != ph; q = q->next) {
+					struct spb_pageblock *pb =
+						spb__container_of(q, struct spb_pageblock, link);
+					int at = spb__pb_run_alloc_locked(s, pb, npages, align, zero);
+					if (at >= 0)
+						return (char *)spb__pb_addr(s, spb__pb_index(s, pb)) +
+						       ((size_t)at << SPB_PAGE_SHIFT);
+				}
+			}
+		}
+	return NULL;
+}
+
+/* Unlock, run the evacuation hook if the reserve was crossed, set errno. */
+static void *finish(struct spb_zone *z, void *p, enum claim_result res, bool zero,
+		    size_t bytes, unsigned flags)
+{
+	bool crossed = spb__zone_check_reserve_locked(z);
+	spb__zone_unlock(z);
+	if (crossed && spb__evac_hook)
+		spb__evac_hook(z);
+	if (!p) {
+		errno = res == CLAIM_REFUSED ? EAGAIN : ENOMEM;
+		return NULL;
+	}
+	if ((flags & SPB_F_ZERO) && !zero)
+		memset(p, 0, bytes);
+	return p;
+}
+
+void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
+		       unsigned cls, unsigned flags)
+{
+	bool zero = false;
+	enum claim_result res = CLAIM_OK;
+	spb__zone_decay_tick(z);
+	spb__zone_lock(z);
+	void *p = run_from_partials(z, (unsigned)npages, (unsigned)align_pages, cls, &zero);
+	if (!p) {
+		struct spb *s;
+		unsigned i;
+		bool pbzero;
+		res = claim(z, 1, 1, cls, flags, SPB_PB_MODE_RUNS, &s, &i, &pbzero);
+		if (res == CLAIM_OK) {
+			int at = spb__pb_run_alloc_locked(s, &s->pb[i], (unsigned)npages,
+							  (unsigned)align_pages, &zero);
+			p = (char *)spb__pb_addr(s, i) + ((size_t)at << SPB_PAGE_SHIFT);
+		}
+	}
+	return finish(z, p, res, zero, npages << SPB_PAGE_SHIFT, flags);
+}
+
+void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
+			    unsigned cls, unsigned flags)
+{
+	bool zero = false;
+	struct spb *s = NULL;
+	unsigned i = 0;
+	void *p = NULL;
+	spb__zone_decay_tick(z);
+	spb__zone_lock(z);
+	enum claim_result res = claim(z, (unsigned)npb, (unsigned)align_pb, cls, flags,
+				      SPB_PB_MODE_MULTI_HEAD, &s, &i, &zero);
+	if (res == CLAIM_OK) {
+		s->pb[i].multi_npb = (uint32_t)npb;
+		s->nr_used_pages += (uint32_t)(npb * SPB_PAGES_PER_PB);
+		z->counters[MULTI_ALLOC]++;
+		spb__spb_update_locked(s);
+		p = spb__pb_addr(s, i);
+	}
+	p = finish(z, p, res, zero, npb << SPB_PB_SHIFT, flags);
+	if (p && spb__opt(OPT_COLLAPSE) && s->rung == SPB_RUNG_THP) {
+		bool ok = spb__os_collapse(p, npb << SPB_PB_SHIFT);
+		spb__zone_lock(z);
+		z->counters[ok ? PB_COLLAPSE : PB_COLLAPSE_FAIL]++;
+		spb__zone_unlock(z);
+	}
+	return p;
+}
+
+void spb__free(void *p)
+{
+	struct spb_region *r = spb__region_of(p);
+	if (SPB_UNLIKELY(!r || !r->kind))
+		spb__fatal("free(): invalid pointer (not allocated by spbmalloc)", p);
+	if (r->kind == SPB_REGION_LARGE) {
+		spb__large_free(r, p);
+		return;
+	}
+	struct spb *s = (struct spb *)r;
+	struct spb_zone *z = s->zone;
+	unsigned i = (unsigned)(((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1));
+	struct spb_pageblock *pb = &s->pb[i];
+	spb__zone_lock(z);
+	if (pb->cls == SPB_PB_FREE || pb->cls == SPB_PB_BUSY)
+		spb__fatal("free(): double free or invalid pointer (pageblock is free)", p);
+	switch (pb->mode) {
+	case SPB_PB_MODE_RUNS:
+		if ((uintptr_t)p & (SPB_PAGE_SIZE - 1))
+			spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
+		spb__pb_run_free_locked(s, pb, (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) &
+							  (SPB_PAGES_PER_PB - 1)), p);
+		break;
+	case SPB_PB_MODE_MULTI_HEAD:
+		if ((uintptr_t)p & (SPB_PB_SIZE - 1))
+			spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
+		s->nr_used_pages -= pb->multi_npb * SPB_PAGES_PER_PB;
+		z->counters[MULTI_FREE]++;
+		spb__pb_unclaim_locked(s, i, pb->multi_npb);
+		break;
+	default:
+		spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
+	}
+	spb__zone_check_reserve_locked(z);
+	spb__zone_unlock(z);
+	spb__zone_decay_tick(z);
+}
+
+size_t spb__usable_size(const void *p)
+{
+	struct spb_region *r = spb__region_of(p);
+	if (!r || !r->kind)
+		return 0;
+	if (r->kind == SPB_REGION_LARGE)
+		return r->size;
+	struct spb *s = (struct spb *)r;
+	struct spb_pageblock *pb =
+		&s->pb[((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1)];
+	size_t n = 0;
+	spb__zone_lock(s->zone);
+	if (pb->mode == SPB_PB_MODE_RUNS)
+		n = (size_t)pb->run_len[((uintptr_t)p >> SPB_PAGE_SHIFT) &
+					(SPB_PAGES_PER_PB - 1)] << SPB_PAGE_SHIFT;
+	else if (pb->mode == SPB_PB_MODE_MULTI_HEAD)
+		n = (size_t)pb->multi_npb << SPB_PB_SHIFT;
+	spb__zone_unlock(s->zone);
+	return n;
+}

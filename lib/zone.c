@@ -1,0 +1,252 @@
+/*
+ * zone.c — zones (one per NUMA node), their locks, the tainted reserve,
+ * and the decay that gives free pageblocks and empty SPBs back to the OS.
+ *
+ * Pageblock traffic takes one zone's lock, never a global one. The decay
+ * keeps two FIFOs per zone (free pageblocks that still hold memory, and
+ * empty SPBs), so a pass costs O(items released) and knows exactly when
+ * its next item is due: the background thread of a later layer sleeps
+ * until then (spb_decay() returns the delay). System calls run with the
+ * lock dropped; what is being released is tagged BUSY meanwhile.
+ */
+#include <string.h>
+
+#include "engine.h"
+
+struct spb_zone spb__zones[SPB_NR_ZONES_MAX];
+int spb__nr_zones;
+void (*spb__evac_hook)(struct spb_zone *z);
+
+static int engine_state; /* 0 none, 1 initialising, 2 ready */
+static SPB_TLS struct spb_zone *tls_zone;
+
+static void zone_init(struct spb_zone *z, int node)
+{
+	memset(z, 0, sizeof *z);
+	pthread_mutex_init(&z->lock, NULL);
+	z->node = node;
+	z->next_decay = UINT64_MAX;
+	for (int c = 0; c < SPB_NR_CATS; c++)
+		for (int f = 0; f < SPB_NR_FULLNESS; f++)
+			spb__list_init(&z->lists[c][f]);
+	spb__list_init(&z->dirty);
+	spb__list_init(&z->emptyq);
+	spb__list_init(&z->dead);
+}
+
+void spb__engine_init(void)
+{
+	int st = __atomic_load_n(&engine_state, __ATOMIC_ACQUIRE);
+	if (SPB_LIKELY(st == 2))
+		return;
+	st = 0;
+	if (__atomic_compare_exchange_n(&engine_state, &st, 1, false,
+					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		spb__options_init();
+		int n = spb__opt(OPT_NUMA) ? spb__topo_nr_nodes() : 1;
+		if (n > SPB_NR_ZONES_MAX)
+			n = SPB_NR_ZONES_MAX;
+		for (int i = 0; i < n; i++)
+			zone_init(&spb__zones[i], i);
+		spb__nr_zones = n;
+		__atomic_store_n(&engine_state, 2, __ATOMIC_RELEASE);
+		return;
+	}
+	while (__atomic_load_n(&engine_state, __ATOMIC_ACQUIRE) != 2)
+		__builtin_ia32_pause();
+}
+
+struct spb_zone *spb__zone_current(void)
+{
+	struct spb_zone *z = tls_zone;
+	if (SPB_LIKELY(z != NULL))
+		return z;
+	spb__engine_init();
+	int node = spb__nr_zones > 1 ? spb__topo_current_node() : 0;
+	if (node < 0 || node >= spb__nr_zones)
+		node = 0;
+	z = &spb__zones[node];
+	tls_zone = z;
+	return z;
+}
+
+void spb__zone_lock(struct spb_zone *z)
+{
+	pthread_mutex_lock(&z->lock);
+}
+
+void spb__zone_unlock(struct spb_zone *z)
+{
+	pthread_mutex_unlock(&z->lock);
+}
+
+uint32_t spb__zone_reserve(const struct spb_zone *z)
+{
+	/* In the spirit of the kernel's spb_tainted_reserve: a floor, or
+	 * 1/32 of the zone's pageblocks, whichever is larger. */
+	uint32_t r = z->total_pb / 32;
+	uint32_t min = (uint32_t)spb__opt(OPT_RESERVE_MIN);
+	return r > min ? r : min;
+}
+
+bool spb__zone_check_reserve_locked(struct spb_zone *z)
+{
+	bool below = z->nr_by_cat[SPB_CAT_TAINTED] > 0 &&
+		     z->tainted_free_pb <= spb__zone_reserve(z);
+	bool crossed = below && !z->below_reserve;
+	z->below_reserve = below;
+	if (crossed) {
+		z->counters[SPB_RESERVE_CROSSED]++;
+		z->evac_wanted = true;
+	}
+	return crossed;
+}
+
+static uint64_t due_at(uint64_t since)
+{
+	return since + (uint64_t)spb__opt(OPT_DECAY_MS);
+}
+
+void spb__zone_pb_dirty_locked(struct spb_zone *z, struct spb_pageblock *pb)
+{
+	if (pb->dirty)
+		return;
+	pb->dirty = 1;
+	pb->freed_at = spb__os_now_ms();
+	spb__list_add_tail(&z->dirty, &pb->link);
+	if (due_at(pb->freed_at) < z->next_decay)
+		__atomic_store_n(&z->next_decay, due_at(pb->freed_at), __ATOMIC_RELAXED);
+}
+
+void spb__zone_pb_undirty_locked(struct spb_zone *z, struct spb_pageblock *pb)
+{
+	(void)z;
+	if (!pb->dirty)
+		return;
+	spb__list_del(&pb->link);
+	pb->dirty = 0;
+}
+
+#define RELEASE_BATCH 32
+
+/* Take up to RELEASE_BATCH due pageblocks off the dirty FIFO and tag them
+ * BUSY so nobody allocates them while the lock is dropped. */
+static unsigned collect_due_locked(struct spb_zone *z, uint64_t now,
+				   struct spb_pageblock **batch)
+{
+	unsigned n = 0;
+	while (n < RELEASE_BATCH && !spb__list_empty(&z->dirty)) {
+		struct spb_pageblock *pb =
+			spb__container_of(z->dirty.next, struct spb_pageblock, link);
+		if (due_at(pb->freed_at) > now)
+			break;
+		spb__zone_pb_undirty_locked(z, pb);
+		struct spb *s = pb->owner;
+		if (pb->rung == SPB_RUNG_HUGETLB_1G) {
+			z->counters[PB_RELEASE_SKIP_1G]++;
+			continue;
+		}
+		unsigned i = spb__pb_index(s, pb);
+		pb->cls = SPB_PB_BUSY;
+		spb__map_clear_range(&s->free_pb_map, i, 1);
+		s->nr_free_pb--;
+		s->nr_busy_pb++;
+		spb__spb_update_locked(s);
+		batch[n++] = pb;
+	}
+	return n;
+}
+
+static void finish_release_locked(struct spb_zone *z, struct spb_pageblock *pb,
+				  uint8_t rung)
+{
+	struct spb *s = pb->owner;
+	unsigned i = spb__pb_index(s, pb);
+	if (rung != pb->rung) {
+		z->pb_by_rung[pb->rung]--;
+		z->pb_by_rung[rung]++;
+	}
+	pb->rung = rung;
+	pb->cls = SPB_PB_FREE;
+	pb->zero = rung == SPB_RUNG_NONE;
+	spb__map_set_range(&s->free_pb_map, i, 1);
+	s->nr_free_pb++;
+	s->nr_busy_pb--;
+	if (rung != SPB_RUNG_NONE) /* release failed: try again later */
+		spb__zone_pb_dirty_locked(z, pb);
+	spb__spb_update_locked(s);
+}
+
+static void release_due_locked(struct spb_zone *z, uint64_t now)
+{
+	struct spb_pageblock *batch[RELEASE_BATCH];
+	uint8_t rungs[RELEASE_BATCH];
+	unsigned n;
+	while ((n = collect_due_locked(z, now, batch)) > 0) {
+		uint64_t local[SPB_NR_COUNTERS] = {0};
+		spb__zone_unlock(z);
+		for (unsigned k = 0; k < n; k++) {
+			struct spb *s = batch[k]->owner;
+			rungs[k] = spb__backing_release_pb(
+				spb__pb_addr(s, spb__pb_index(s, batch[k])),
+				batch[k]->rung, s->rung, local);
+		}
+		spb__zone_lock(z);
+		for (unsigned k = 0; k < n; k++)
+			finish_release_locked(z, batch[k], rungs[k]);
+		for (int c = 0; c < SPB_NR_COUNTERS; c++)
+			z->counters[c] += local[c];
+	}
+}
+
+static void unmap_due_locked(struct spb_zone *z, uint64_t now)
+{
+	while (!spb__list_empty(&z->emptyq)) {
+		struct spb *s = spb__container_of(z->emptyq.next, struct spb, empty_link);
+		if (due_at(s->empty_since) > now || s->nr_busy_pb)
+			break;
+		spb__spb_unmap_locked(s);
+	}
+}
+
+static void recompute_next_locked(struct spb_zone *z)
+{
+	uint64_t next = UINT64_MAX;
+	if (!spb__list_empty(&z->dirty)) {
+		struct spb_pageblock *pb =
+			spb__container_of(z->dirty.next, struct spb_pageblock, link);
+		next = due_at(pb->freed_at);
+	}
+	if (!spb__list_empty(&z->emptyq)) {
+		struct spb *s = spb__container_of(z->emptyq.next, struct spb, empty_link);
+		if (due_at(s->empty_since) < next)
+			next = due_at(s->empty_since);
+	}
+	__atomic_store_n(&z->next_decay, next, __ATOMIC_RELAXED);
+}
+
+uint64_t spb__zone_decay(struct spb_zone *z, uint64_t now)
+{
+	spb__zone_lock(z);
+	if (z->next_decay <= now) {
+		z->counters[DECAY_RUN]++;
+		/* Whole SPBs first: unmapping one is cheaper than releasing
+		 * its pageblocks one by one and then unmapping it. */
+		unmap_due_locked(z, now);
+		release_due_locked(z, now);
+	}
+	recompute_next_locked(z);
+	uint64_t next = z->next_decay;
+	spb__zone_unlock(z);
+	return next == UINT64_MAX ? UINT64_MAX : (next > now ? next - now : 0);
+}
+
+void spb__zone_decay_tick(struct spb_zone *z)
+{
+	uint64_t next = __atomic_load_n(&z->next_decay, __ATOMIC_RELAXED);
+	if (next == UINT64_MAX)
+		return;
+	uint64_t now = spb__os_now_ms();
+	if (now >= next)
+		spb__zone_decay(z, now);
+}
