@@ -30,7 +30,9 @@ fi
 # objects of many sizes, then stays alive long enough for spbstat to look.
 ready=$(mktemp)
 trap 'rm -f "$ready"' EXIT
-LD_PRELOAD=$lib SPBMALLOC_STATS=1 python3 -c '
+linger=0
+[ -x "$spbstat" ] && linger=${SPB_SETUP_LINGER:-2}
+SPB_SETUP_LINGER=$linger LD_PRELOAD=$lib SPBMALLOC_STATS=1 python3 -c '
 import os, sys, time
 keep = []
 for rnd in range(4):
@@ -42,7 +44,7 @@ total = sum(len(b) for blobs in keep for b in blobs)
 print("python3: churned 4 rounds, keeps %d objects, %.1f MiB" %
       (sum(map(len, keep)), total / 2**20))
 open(sys.argv[1], "w").write(str(os.getpid()))
-time.sleep(float(os.environ.get("SPB_SETUP_LINGER", "2")))
+time.sleep(float(os.environ["SPB_SETUP_LINGER"]))
 ' "$ready" &
 prog=$!
 
