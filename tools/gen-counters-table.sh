@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # the backticks are markdown
 # gen-counters-table.sh — print the README's "Counters" table (markdown)
 # from include/spbmalloc_counters.def, the one list of event counters.
 # A one-line /* comment */ in the list becomes a group row.

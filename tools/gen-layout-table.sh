@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # the backticks are markdown
 # gen-layout-table.sh — print the README's "Layout" table (markdown): each
 # lib/ file and the first sentence of its top-of-file comment (what it owns).
 # Usage: tools/gen-layout-table.sh [lib-dir]

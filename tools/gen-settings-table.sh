@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # the backticks are markdown
 # gen-settings-table.sh — print the README's "Settings" table (markdown)
 # from lib/options.def, the one list of SPBMALLOC_* settings.
 # Usage: tools/gen-settings-table.sh [path/to/options.def]

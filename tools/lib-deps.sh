@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # the lists are used by the scripts that source this
 # lib-deps.sh — sourced by tools/setup.sh and tools/test.sh: the Debian
 # packages spbmalloc needs, and one function that installs the missing ones.
 #
