@@ -2,7 +2,7 @@
 #
 # pkg-config first (hwloc.pc), then a plain find_path/find_library search.
 # Defines:
-#   HWLOC_FOUND, HWLOC_VERSION (from pkg-config, else from hwloc.h),
+#   HWLOC_FOUND, HWLOC_VERSION (when pkg-config knows it),
 #   HWLOC_INCLUDE_DIRS, HWLOC_LIBRARIES,
 #   HWLOC::hwloc — imported target.
 # Only the tools and benchmarks use hwloc; the allocator must not (it
@@ -20,11 +20,6 @@ find_library(HWLOC_LIBRARY NAMES hwloc
 
 if(PC_HWLOC_VERSION)
   set(HWLOC_VERSION ${PC_HWLOC_VERSION})
-elseif(HWLOC_INCLUDE_DIR AND EXISTS "${HWLOC_INCLUDE_DIR}/hwloc/autogen/config.h")
-  file(STRINGS "${HWLOC_INCLUDE_DIR}/hwloc/autogen/config.h" _hwloc_ver
-    REGEX "^#define HWLOC_VERSION \"[^\"]*\"")
-  string(REGEX REPLACE ".*\"([^\"]*)\".*" "\\1" HWLOC_VERSION "${_hwloc_ver}")
-  unset(_hwloc_ver)
 endif()
 
 include(FindPackageHandleStandardArgs)
