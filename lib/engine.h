@@ -99,6 +99,10 @@ struct spb {
 	struct spb_link partial[SPB_NR_CLASSES]; /* RUNS pbs with free pages */
 	spb_map512_t free_pb_map;      /* bit set = pageblock FREE */
 	struct spb_pageblock pb[SPB_PB_PER_SPB];
+	/* The malloc layer's owner of each 4 KiB page (its span), or NULL for
+	 * page runs handed out directly. 2 MiB of address space per SPB,
+	 * touched only where spans live. */
+	void *_Atomic pagemap[SPB_PB_PER_SPB * SPB_PAGES_PER_PB];
 };
 
 struct spb_zone {
@@ -206,5 +210,37 @@ void spb__large_free(struct spb_region *r, const void *p) SPB_HIDDEN;
 
 /* ---- counters.c ---- */
 uint64_t spb__counter_sum(enum spb_counter c) SPB_HIDDEN;
+
+/* ---- statseg.c, bgthread.c, summary.c (and os.c's shared mapping) ---- */
+struct spb_stats_gauges;
+struct spb_stats_spb;
+/* mmap(MAP_SHARED) of a file; os.c stays the only mmap caller. */
+void *spb__os_map_shared(int fd, size_t size) SPB_HIDDEN;
+/* Create and map /dev/shm/spbmalloc.<pid> (idempotent, never allocates). */
+void spb__statseg_init(void) SPB_HIDDEN;
+/* Write a snapshot into the segment under its seqlock. */
+void spb__statseg_publish(void) SPB_HIDDEN;
+/* In a forked child: drop the parent's mapping; the child makes its own
+ * segment at its next spb__statseg_init (from spb__bg_maybe_start). */
+void spb__statseg_atfork_child(void) SPB_HIDDEN;
+/* Normal exit: unlink the segment (the mapping stays until the end). */
+void spb__statseg_exit(void) SPB_HIDDEN;
+/* Gauges and counters (and the SPB map when spbs != NULL, up to max
+ * records) from the zones, each zone's lock held briefly. */
+void spb__stats_collect(struct spb_stats_gauges *g, uint64_t *counters,
+			struct spb_stats_spb *spbs, uint32_t max) SPB_HIDDEN;
+/* Start the background thread once (may call malloc: pthread_create). */
+void spb__bg_maybe_start(void) SPB_HIDDEN;
+/* In a forked child: the thread is gone; the next maybe_start restarts it. */
+void spb__bg_atfork_child(void) SPB_HIDDEN;
+/* Wake the background thread early (e.g. the reserve was crossed). */
+void spb__bg_wake(void) SPB_HIDDEN;
+/* The compaction layer's hook: run once per round of the background
+ * thread; returns ms until it wants to run again (UINT64_MAX: idle). */
+extern uint64_t (*_Atomic spb__bg_hook)(uint64_t now_ms) SPB_HIDDEN;
+/* The SPBMALLOC_STATS=1 exit summary, write(2) only. */
+void spb__stats_print_summary(int fd) SPB_HIDDEN;
+/* Arms the exit summary and segment removal (links summary.c in). */
+void spb__summary_arm(void) SPB_HIDDEN;
 
 #endif
