@@ -50,6 +50,7 @@ void spb__engine_init(void)
 			zone_init(&spb__zones[i], i);
 		spb__nr_zones = n;
 		__atomic_store_n(&engine_state, 2, __ATOMIC_RELEASE);
+		spb__statseg_init(); /* statseg.c: no allocation */
 		return;
 	}
 	while (__atomic_load_n(&engine_state, __ATOMIC_ACQUIRE) != 2)

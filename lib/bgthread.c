@@ -1,0 +1,141 @@
+/*
+ * bgthread.c — the one background thread, in the style of jemalloc's:
+ * each round it runs the decay (which says when its next release is due),
+ * the compaction layer's hook if one is installed, and publishes the stats
+ * segment once per SPBMALLOC_STATS_INTERVAL_MS; then it sleeps on a futex
+ * until the earliest deadline, and spb__bg_wake() cuts the sleep short.
+ *
+ * Started lazily by spb__bg_maybe_start() (from a malloc slow path: the
+ * thread is created with every signal blocked, named "spb-bg"), not
+ * inherited by fork (spb__bg_atfork_child marks it stopped so the child
+ * restarts its own). Inside the thread nothing allocates: it runs in a
+ * process whose malloc is ours.
+ * May call: the engine (spb_decay), statseg.c, os.c, libc's pthread
+ * (pthread_create only in spb__bg_maybe_start).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine.h"
+
+enum { BG_STOPPED = 0, BG_STARTING, BG_RUNNING, BG_OFF };
+
+static int bg_state;
+static uint32_t bg_futex; /* bumped by every wake */
+static int atfork_registered;
+uint64_t (*_Atomic spb__bg_hook)(uint64_t now_ms);
+
+static void bg_sleep(uint32_t seen, uint64_t ms)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+			      .tv_nsec = (long)(ms % 1000) * 1000000L};
+	/* Returns at the timeout, on a wake, or at once if bg_futex moved
+	 * since `seen` (a wake that came before we slept is not lost). */
+	syscall(SYS_futex, &bg_futex, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+}
+
+void spb__bg_wake(void)
+{
+	__atomic_fetch_add(&bg_futex, 1, __ATOMIC_RELEASE);
+	if (__atomic_load_n(&bg_state, __ATOMIC_ACQUIRE) == BG_RUNNING)
+		syscall(SYS_futex, &bg_futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* One round: everything due now; returns ms until the next deadline. */
+static uint64_t bg_round(uint64_t *next_publish)
+{
+	uint64_t wait = spb_decay();
+	uint64_t (*hook)(uint64_t) = __atomic_load_n(&spb__bg_hook, __ATOMIC_ACQUIRE);
+	if (hook)
+		wait = min_u64(wait, hook(spb__os_now_ms()));
+	uint64_t now = spb__os_now_ms();
+	if (now >= *next_publish) {
+		spb__statseg_publish();
+		*next_publish = now + (uint64_t)spb__opt(OPT_STATS_INTERVAL_MS);
+	}
+	wait = min_u64(wait, *next_publish - now);
+	/* A release the kernel refused is retried at once by the decay: keep
+	 * at least a millisecond between rounds so that cannot spin. */
+	return wait ? wait : 1;
+}
+
+static void *bg_main(void *arg)
+{
+	(void)arg;
+	prctl(PR_SET_NAME, "spb-bg", 0, 0, 0);
+	spb__statseg_init();
+	uint64_t next_publish = 0;
+	for (;;) {
+		uint32_t seen = __atomic_load_n(&bg_futex, __ATOMIC_ACQUIRE);
+		uint64_t wait = bg_round(&next_publish);
+		bg_sleep(seen, wait);
+	}
+	return NULL;
+}
+
+static void bg_atfork_child_hook(void)
+{
+	spb__statseg_atfork_child();
+	spb__bg_atfork_child();
+}
+
+static bool bg_create(void)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t t;
+	if (pthread_attr_init(&attr) != 0)
+		return false;
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	/* Born with every signal blocked: no handler of the program ever
+	 * runs on our thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int rc = pthread_create(&t, &attr, bg_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return rc == 0;
+}
+
+void spb__bg_maybe_start(void)
+{
+	if (SPB_LIKELY(__atomic_load_n(&bg_state, __ATOMIC_ACQUIRE) != BG_STOPPED))
+		return;
+	int st = BG_STOPPED;
+	if (!__atomic_compare_exchange_n(&bg_state, &st, BG_STARTING, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return;
+	spb__engine_init();
+	spb__statseg_init();
+	/* Until init.c's fork hooks call the two atfork functions, register
+	 * them here (both are idempotent, so a second call is harmless). */
+	if (!__atomic_exchange_n(&atfork_registered, 1, __ATOMIC_ACQ_REL))
+		pthread_atfork(NULL, NULL, bg_atfork_child_hook);
+	if (!spb__opt(OPT_BG)) {
+		__atomic_store_n(&bg_state, BG_OFF, __ATOMIC_RELEASE);
+		return;
+	}
+	/* On failure, stay off: retrying on every slow path would cost a
+	 * failed clone each time. */
+	__atomic_store_n(&bg_state, bg_create() ? BG_RUNNING : BG_OFF,
+			 __ATOMIC_RELEASE);
+}
+
+void spb__bg_atfork_child(void)
+{
+	__atomic_store_n(&bg_futex, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&bg_state, BG_STOPPED, __ATOMIC_RELEASE);
+}

@@ -1,0 +1,185 @@
+/*
+ * summary.c — what happens at normal exit: the SPBMALLOC_STATS=1 summary
+ * on stderr, and the removal of the stats segment.
+ *
+ * Runs from a destructor, so it works for LD_PRELOAD and static linking
+ * alike (statseg.c calls spb__summary_arm, which pulls this file into a
+ * static link). Written with write(2) into a stack buffer: no stdio, no
+ * malloc, since it runs inside a process whose malloc is ours.
+ * May call: statseg.c (collect, exit), the engine's names, error.c.
+ */
+#include <unistd.h>
+
+#include "engine.h"
+#include "spbmalloc_stats.h"
+
+static int armed;
+static uint64_t armed_at_ms;
+
+static const char *const class_names[SPB_STATS_NR_ROWS] = {
+	"movable", "unmovable", "reclaimable", "secret", "free", "busy",
+};
+
+struct out {
+	int fd;
+	size_t len;
+	char buf[512];
+};
+
+static void flush(struct out *o)
+{
+	size_t off = 0;
+	while (off < o->len) {
+		ssize_t r = write(o->fd, o->buf + off, o->len - off);
+		if (r <= 0)
+			break;
+		off += (size_t)r;
+	}
+	o->len = 0;
+}
+
+static void put(struct out *o, const char *s)
+{
+	for (; *s; s++) {
+		if (o->len == sizeof o->buf)
+			flush(o);
+		o->buf[o->len++] = *s;
+	}
+}
+
+static void put_u64(struct out *o, uint64_t v)
+{
+	char tmp[24];
+	tmp[spb__fmt_u64(tmp, v)] = 0;
+	put(o, tmp);
+}
+
+/* v / div with one decimal. */
+static void put_dec1(struct out *o, uint64_t v, uint64_t div)
+{
+	uint64_t tenths = div ? (v * 10 + div / 2) / div : 0;
+	put_u64(o, tenths / 10);
+	char d[3] = {'.', (char)('0' + tenths % 10), 0};
+	put(o, d);
+}
+
+static void put_bytes(struct out *o, uint64_t b)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	unsigned u = 0;
+	uint64_t div = 1;
+	while (u < 4 && b >= div * 1024) {
+		div *= 1024;
+		u++;
+	}
+	if (u == 0)
+		put_u64(o, b);
+	else
+		put_dec1(o, b, div);
+	put(o, " ");
+	put(o, units[u]);
+}
+
+static void line_start(struct out *o, const char *what)
+{
+	put(o, "spbmalloc: ");
+	put(o, what);
+}
+
+static void print_pageblocks(struct out *o, const struct spb_stats_gauges *g)
+{
+	line_start(o, "pageblocks   ");
+	for (unsigned r = 0; r < SPB_STATS_NR_ROWS; r++) {
+		put(o, r ? ", " : "");
+		put(o, class_names[r]);
+		put(o, " ");
+		put_u64(o, g->pb_by_class[r]);
+	}
+	put(o, "\n");
+	line_start(o, "backing rung ");
+	for (unsigned r = 0; r < SPB_NR_RUNGS; r++) {
+		put(o, r ? ", " : "");
+		put(o, spb__rung_names[r]);
+		put(o, " ");
+		put_u64(o, g->pb_by_rung[r]);
+	}
+	put(o, " (pageblocks)\n");
+}
+
+void spb__stats_print_summary(int fd)
+{
+	struct spb_stats_gauges g;
+	uint64_t c[SPB_NR_COUNTERS];
+	struct out o = {.fd = fd};
+	spb__stats_collect(&g, c, NULL, 0);
+
+	line_start(&o, "summary of pid ");
+	put_u64(&o, (uint64_t)getpid());
+	put(&o, ", ran ");
+	put_dec1(&o, spb__os_now_ms() - armed_at_ms, 1000);
+	put(&o, " s\n");
+	line_start(&o, "allocations  ");
+	put_u64(&o, c[MALLOC_ALLOC]);
+	put(&o, " served, ");
+	put_u64(&o, c[MALLOC_FREE]);
+	put(&o, " freed; page runs ");
+	put_u64(&o, c[RUN_ALLOC]);
+	put(&o, ", pageblock runs ");
+	put_u64(&o, c[MULTI_ALLOC]);
+	put(&o, "\n");
+	line_start(&o, "bytes        current ");
+	put_bytes(&o, g.live_bytes);
+	put(&o, ", peak ");
+	put_bytes(&o, g.peak_live_bytes);
+	put(&o, " (sampled); backed ");
+	put_bytes(&o, g.mapped_bytes);
+	put(&o, ", reserved ");
+	put_bytes(&o, g.reserved_bytes);
+	put(&o, "\n");
+	line_start(&o, "SPBs         ");
+	put_u64(&o, g.nr_spbs);
+	put(&o, " (empty ");
+	put_u64(&o, g.spbs_by_cat[SPB_CAT_EMPTY]);
+	put(&o, ", clean ");
+	put_u64(&o, g.spbs_by_cat[SPB_CAT_CLEAN]);
+	put(&o, ", tainted ");
+	put_u64(&o, g.spbs_by_cat[SPB_CAT_TAINTED]);
+	put(&o, "); claims ");
+	put_u64(&o, c[PB_CLAIM]);
+	put(&o, ", taints ");
+	put_u64(&o, c[SPB_TAINT]);
+	put(&o, ", refusals ");
+	put_u64(&o, c[SPB_HIGHORDER_REFUSED]);
+	put(&o, ", releases ");
+	put_u64(&o, c[PB_RELEASE]);
+	put(&o, "\n");
+	print_pageblocks(&o, &g);
+	line_start(&o, "huge pages   ");
+	put_bytes(&o, g.anon_huge_bytes);
+	put(&o, " of ");
+	put_bytes(&o, g.anon_bytes);
+	put(&o, " anonymous memory (");
+	put_dec1(&o, g.huge_permille, 10);
+	put(&o, "%), rss ");
+	put_bytes(&o, g.rss_bytes);
+	put(&o, "\n");
+	flush(&o);
+}
+
+void spb__summary_arm(void)
+{
+	if (!__atomic_exchange_n(&armed, 1, __ATOMIC_ACQ_REL))
+		armed_at_ms = spb__os_now_ms();
+}
+
+/* Normal exit (exit() or return from main), in the shared library and in
+ * a static link alike. A program that never initialised the allocator has
+ * nothing to report and no segment to remove. */
+__attribute__((destructor)) static void stats_at_exit(void)
+{
+	if (!__atomic_load_n(&armed, __ATOMIC_ACQUIRE))
+		return;
+	if (spb__opt(OPT_STATS))
+		spb__stats_print_summary(2);
+	spb__statseg_exit();
+}
