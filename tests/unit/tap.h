@@ -65,6 +65,23 @@ static inline int tap_done(const char *name)
 	return tap_failures ? 1 : 0;
 }
 
+/*
+ * Before the first allocation: no background thread (it would run the
+ * decay behind the test's back), no stats segment. The library also
+ * defines malloc, so a test must not call anything that mallocs (stdio on
+ * stdout, calloc, fopen) while it expects exact engine state: the object
+ * layer would take unmovable pageblocks from the same zone. The engine must
+ * be untouched when a test starts.
+ */
+static inline struct spb_zone *tap_engine_setup(void)
+{
+	spb__option_set(OPT_BG, 0);
+	spb__option_set(OPT_STATSEG, 0);
+	struct spb_zone *z = spb__zone_current();
+	REQUIRE(z->nr_spbs == 0);
+	return z;
+}
+
 static inline uint64_t ctr(enum spb_counter c)
 {
 	return spb__counter_sum(c);

@@ -68,8 +68,10 @@ static struct shadow *shadow_for(uintptr_t a, bool create)
 	REQUIRE(create && empty);
 	empty->key = key;
 	empty->used = 0;
-	empty->owner = calloc(PAGES_PER_SPB, sizeof(uint32_t));
-	REQUIRE(empty->owner);
+	/* mmap, not calloc: malloc is spbmalloc here and would share the zone */
+	empty->owner = mmap(NULL, PAGES_PER_SPB * sizeof(uint32_t), PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(empty->owner != MAP_FAILED);
 	return empty;
 }
 
@@ -94,7 +96,7 @@ static void shadow_mark(const struct alloc *a, uint32_t id)
 	} else {
 		sh->used -= a->npages;
 		if (!sh->used) {
-			free(sh->owner);
+			munmap(sh->owner, PAGES_PER_SPB * sizeof(uint32_t));
 			memset(sh, 0, sizeof *sh);
 		}
 	}
@@ -317,11 +319,10 @@ int main(void)
 		spb__option_set(OPT_THP, 0);
 	spb__option_set(OPT_DECAY_MS, decay);
 	spb__option_set(OPT_MAX_SPBS, 4);
-	printf("test_model: seed %llu (SPB_MODEL_SEED=%llu to replay), %lu ops, decay %ld ms\n",
+	struct spb_zone *z = tap_engine_setup();
+	fprintf(stderr, "test_model: seed %llu (SPB_MODEL_SEED=%llu to replay), %lu ops, decay %ld ms\n",
 	       (unsigned long long)seed, (unsigned long long)seed, ops, decay);
-	fflush(stdout);
 
-	struct spb_zone *z = spb__zone_current();
 	uint64_t target = 200;
 	for (unsigned long step = 1; step <= ops && tap_failures == 0; step++) {
 		if (step % 4000 == 1) /* phases: fill up, drain, churn */
@@ -356,7 +357,7 @@ int main(void)
 	CHECK_EQ(z->pb_by_class[SPB_MOVABLE] + z->pb_by_class[SPB_UNMOVABLE] +
 			 z->pb_by_class[SPB_RECLAIMABLE], 0);
 	CHECK_ZONES();
-	printf("test_model: spbs reserved %llu, unmapped %llu, refused %llu, nospace %llu, "
+	fprintf(stderr, "test_model: spbs reserved %llu, unmapped %llu, refused %llu, nospace %llu, "
 	       "released %llu, taints %llu\n",
 	       (unsigned long long)ctr(SPB_RESERVE), (unsigned long long)ctr(SPB_UNMAP),
 	       (unsigned long long)ctr(SPB_HIGHORDER_REFUSED), (unsigned long long)ctr(SPB_NOSPACE),
