@@ -256,8 +256,12 @@ void spb__free(void *p)
 	default:
 		spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
 	}
-	spb__zone_check_reserve_locked(z);
+	/* A free can cross the reserve too: when a tainted SPB loses its last
+	 * non-movable pageblock, its free pageblocks stop counting. */
+	bool crossed = spb__zone_check_reserve_locked(z);
 	spb__zone_unlock(z);
+	if (crossed && spb__evac_hook)
+		spb__evac_hook(z);
 	spb__zone_decay_tick(z);
 }
 
