@@ -234,13 +234,15 @@ static int tp_child(const char *unit, int cls, int threads, double ms, int touch
 		failed |= t[i].failed;
 	}
 	double el = now_s() - t0;
-	printf("ops_per_s=%.0f releases=%llu\n", failed ? 0.0 : (double)ops / el,
-	       (unsigned long long)spb_counter_get("pb_release"));
+	printf("ops_per_s=%.0f releases=%llu unmaps=%llu\n", failed ? 0.0 : (double)ops / el,
+	       (unsigned long long)spb_counter_get("pb_release"),
+	       (unsigned long long)spb_counter_get("spb_unmap"));
 	return failed;
 }
 
 /* Run one configuration in a fresh process (settings are read once). */
-static double tp_spawn(const struct tp_config *c, double ms, int touch, uint64_t *releases)
+static double tp_spawn(const struct tp_config *c, double ms, int touch, uint64_t *releases,
+		       uint64_t *unmaps)
 {
 	int fd[2];
 	char cls[8], thr[8], msb[32], tch[4];
@@ -281,11 +283,12 @@ static double tp_spawn(const struct tp_config *c, double ms, int touch, uint64_t
 		exit(1);
 	}
 	buf[n] = 0;
-	unsigned long long rel = 0;
+	unsigned long long rel = 0, unm = 0;
 	double ops = 0;
-	if (sscanf(buf, "ops_per_s=%lf releases=%llu", &ops, &rel) != 2)
+	if (sscanf(buf, "ops_per_s=%lf releases=%llu unmaps=%llu", &ops, &rel, &unm) != 3)
 		die("child output");
 	*releases = rel;
+	*unmaps = unm;
 	return ops;
 }
 
@@ -295,7 +298,7 @@ static int run_throughput(int reps, double ms, int touch)
 	static const spb_class_t classes[] = {SPB_MOVABLE, SPB_UNMOVABLE};
 	struct tp_config cfg[16];
 	double res[16][MAX_REPS];
-	uint64_t rel[16] = {0};
+	uint64_t rel[16] = {0}, unm[16] = {0};
 	int nc = 0;
 	for (int u = 0; u < 2; u++)
 		for (int d = 0; d < 2; d++)
@@ -303,23 +306,25 @@ static int run_throughput(int reps, double ms, int touch)
 				for (int t = 1; t <= 2; t++)
 					cfg[nc++] = (struct tp_config){units[u], classes[c], t, d};
 	printf("# claim/release throughput: batches of %d allocations then %d frees, "
-	       "%d reps x %.0f ms, median; ops = allocations + frees%s\n",
+	       "%d reps x %.0f ms, median; ops = allocations + frees%s;\n"
+	       "# pb_release, spb_unmap: the engine's counters in the last repetition\n",
 	       BATCH, BATCH, reps, ms, touch ? "; first byte of each allocation written" : "");
 	for (int r = 0; r < reps; r++) /* interleaved: each rep visits every config */
 		for (int i = 0; i < nc; i++)
-			res[i][r] = tp_spawn(&cfg[i], ms, touch, &rel[i]);
-	printf("%-10s %-10s %-8s %-7s %14s %14s %14s %12s\n", "unit", "class", "decay",
-	       "threads", "median_ops/s", "min_ops/s", "max_ops/s", "releases");
+			res[i][r] = tp_spawn(&cfg[i], ms, touch, &rel[i], &unm[i]);
+	printf("%-10s %-10s %-8s %-7s %14s %14s %14s %10s %10s\n", "unit", "class", "decay",
+	       "threads", "median_ops/s", "min_ops/s", "max_ops/s", "pb_release", "spb_unmap");
 	for (int i = 0; i < nc; i++) {
 		double lo = res[i][0], hi = res[i][0];
 		for (int r = 1; r < reps; r++) {
 			lo = res[i][r] < lo ? res[i][r] : lo;
 			hi = res[i][r] > hi ? res[i][r] : hi;
 		}
-		printf("%-10s %-10s %-8s %-7d %14.0f %14.0f %14.0f %12llu\n", cfg[i].unit,
+		printf("%-10s %-10s %-8s %-7d %14.0f %14.0f %14.0f %10llu %10llu\n", cfg[i].unit,
 		       cfg[i].cls == SPB_MOVABLE ? "MOVABLE" : "UNMOVABLE",
 		       cfg[i].decay0 ? "0" : "default", cfg[i].threads,
-		       median(res[i], reps), lo, hi, (unsigned long long)rel[i]);
+		       median(res[i], reps), lo, hi, (unsigned long long)rel[i],
+		       (unsigned long long)unm[i]);
 	}
 	return 0;
 }

@@ -3,7 +3,7 @@
 # 2 MiB allocations (issue 2's target: spbmalloc coverage >= 0.95 with RSS
 # <= 1.02 x glibc), for each allocator, interleaved, with repetitions.
 #
-#   benchmarks/engine/coverage.sh [-b BUILD_DIR] [-r REPS] [-m MIB]
+#   benchmarks/engine/coverage.sh [-b BUILD_DIR] [-r REPS] [-m MIB] [-o RAW_FILE]
 #
 # Rows: glibc, jemalloc, tcmalloc, mimalloc and spbmalloc run
 # bench_engine_malloc (plain malloc) under LD_PRELOAD of each library
@@ -15,12 +15,14 @@ set -eu
 build=build
 reps=3
 mib=4096
-while getopts b:r:m: o; do
+raw=
+while getopts b:r:m:o: o; do
 	case $o in
 	b) build=$OPTARG ;;
 	r) reps=$OPTARG ;;
 	m) mib=$OPTARG ;;
-	*) echo "usage: $0 [-b BUILD_DIR] [-r REPS] [-m MIB]" >&2; exit 2 ;;
+	o) raw=$OPTARG ;;
+	*) echo "usage: $0 [-b BUILD_DIR] [-r REPS] [-m MIB] [-o RAW_FILE]" >&2; exit 2 ;;
 	esac
 done
 malloc_bin=$build/benchmarks/bench_engine_malloc
@@ -36,6 +38,11 @@ libpath() { # the path of a shared library known to the dynamic linker
 jemalloc=$(libpath libjemalloc.so.2)
 tcmalloc=$(libpath libtcmalloc.so.4)
 mimalloc=$(libpath libmimalloc.so.2)
+
+if [ -f "$spb_so" ] && command -v nm >/dev/null &&
+   ! nm -D --defined-only "$spb_so" | awk '$3 == "malloc" { f = 1 } END { exit !f }'; then
+	echo "note: $spb_so defines no malloc yet: the spbmalloc row measures glibc's malloc" >&2
+fi
 
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
@@ -63,6 +70,7 @@ while [ "$r" -le "$reps" ]; do
 	done
 	r=$((r + 1))
 done
+[ -z "$raw" ] || cp "$tmp" "$raw"
 
 # Medians per allocator; RSS ratio against glibc's median.
 awk -v mib="$mib" -v reps="$reps" '
@@ -79,7 +87,9 @@ END {
 		mc[a] = med(c, n[a]); mh[a] = med(h, n[a]); ma[a] = med(an, n[a]); mr[a] = med(r, n[a]); mt[a] = med(t, n[a]) }
 	printf "# huge-page coverage, %d MiB working set of 2 MiB allocations, median of %d\n", mib, reps
 	printf "%-10s %9s %15s %13s %11s %13s %10s\n", "allocator", "coverage", "AnonHugePages", "Anonymous", "RSS_MiB", "RSS/glibc", "touch_ms"
+	g = 0; for (i = 1; i <= na; i++) if (order[i] == "glibc") g = mr["glibc"]
 	for (i = 1; i <= na; i++) { a = order[i]
+		ratio = "-"; if (g > 0) ratio = sprintf("%.4f", mr[a] / g)
 		printf "%-10s %9.4f %12.0f MiB %9.0f MiB %11.1f %13s %10.0f\n", a, mc[a], mh[a] / 1024, ma[a] / 1024,
-			mr[a] / 1024, ("glibc" in mr) && mr["glibc"] > 0 ? sprintf("%.4f", mr[a] / mr["glibc"]) : "-", mt[a] }
+			mr[a] / 1024, ratio, mt[a] }
 }' "$tmp"
