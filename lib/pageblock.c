@@ -102,8 +102,8 @@ unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 	unsigned n = pb->run_len[pg];
 	if (n == 0) {
 		if (spb__map_test(&pb->free_map, pg))
-			spb__fatal("double free", p);
-		spb__fatal("invalid pointer (inside an allocation, not its start)", p);
+			spb__fatal("free(): double free detected", p);
+		spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
 	}
 	pb->run_len[pg] = 0;
 	spb__map_set_range(&pb->free_map, pg, n);

@@ -152,12 +152,12 @@ void spb__spb_unmap_locked(struct spb *s)
 	spb__map_unregister(s->r.base, SPB_SPB_SIZE);
 	void *base = (void *)s->r.base;
 	uint8_t rung = s->rung;
-	s->dead = 1;
 	spb__zone_unlock(z);
 	spb__backing_unmap_spb(base, rung);
 	/* Zero the descriptor without touching it (it stays mapped, so a
 	 * stale lookup of a bad pointer reads zeros, never unmapped memory). */
 	spb__os_dontneed(s, sizeof *s);
 	spb__zone_lock(z);
+	s->dead = 1; /* set after the zeroing, which would clear it */
 	spb__list_add_head(&z->dead, &s->link);
 }
