@@ -57,6 +57,23 @@ uint64_t spb_counter_get(const char *name);
  * nothing is pending). A background thread calls this; so can a program. */
 uint64_t spb_decay(void);
 
+/* ---- the malloc layer ---- */
+
+/* malloc() in a pageblock of lifetime class cls (SPB_UNMOVABLE or
+ * SPB_RECLAIMABLE; SPB_MOVABLE objects live behind handles, SPB_SECRET is
+ * not there yet: EINVAL). The result is freed with free(). flags:
+ * SPB_F_ZERO zeroes; SPB_F_OPTIONAL lets the allocator refuse (NULL,
+ * EAGAIN) rather than taint a clean SPB. */
+void *spb_malloc_class(size_t size, spb_class_t cls, unsigned flags);
+/* The class plain malloc() uses in the calling thread (default
+ * SPB_UNMOVABLE). Returns 0, or -1 with errno EINVAL/ENOMEM. */
+int spb_set_thread_class(spb_class_t cls);
+spb_class_t spb_thread_class(void);
+/* Give every free pageblock and empty SPB back to the OS now, whatever the
+ * decay delay, and collect what exited threads left. Returns pageblocks
+ * released plus SPBs unmapped. (malloc_trim() calls this.) */
+size_t spb_trim(void);
+
 #ifdef __cplusplus
 }
 #endif

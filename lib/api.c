@@ -10,12 +10,18 @@
 
 void *spb_pages_alloc(size_t bytes, size_t align, spb_class_t cls, unsigned flags)
 {
-	struct spb_zone *z = spb__zone_current();
 	if ((unsigned)cls >= SPB_NR_CLASSES || cls == SPB_SECRET ||
 	    (align & (align - 1)) || align > SPB_SPB_SIZE) {
 		errno = EINVAL;
 		return NULL;
 	}
+	spb__bg_maybe_start(); /* bgthread.c: once; until the malloc layer does it */
+	return spb__pages_alloc(spb__zone_current(), bytes, align, cls, flags);
+}
+
+void *spb__pages_alloc(struct spb_zone *z, size_t bytes, size_t align, unsigned cls,
+		       unsigned flags)
+{
 	if (bytes > ((size_t)1 << 46)) {
 		errno = ENOMEM;
 		return NULL;
@@ -86,3 +92,18 @@ uint64_t spb_decay(void)
 	}
 	return next;
 }
+
+size_t spb_trim(void)
+{
+	spb__engine_init();
+	if (spb__trim_hook)
+		spb__trim_hook();
+	uint64_t before = spb__counter_sum(PB_RELEASE) + spb__counter_sum(SPB_UNMAP);
+	/* "Now" far in the future: every pending release is due. */
+	uint64_t far = UINT64_MAX / 2;
+	for (int i = 0; i < spb__nr_zones; i++)
+		spb__zone_decay(&spb__zones[i], far);
+	return (size_t)(spb__counter_sum(PB_RELEASE) + spb__counter_sum(SPB_UNMAP) - before);
+}
+
+void (*spb__trim_hook)(void);

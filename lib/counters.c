@@ -17,9 +17,12 @@ const char *const spb__counter_descs[SPB_NR_COUNTERS] = {
 #undef SPB_COUNTER
 };
 
+uint64_t (*spb__counter_extra)(enum spb_counter c);
+
 uint64_t spb__counter_sum(enum spb_counter c)
 {
-	uint64_t v = 0;
+	uint64_t (*extra)(enum spb_counter) = spb__counter_extra;
+	uint64_t v = extra ? extra(c) : 0;
 	for (int i = 0; i < spb__nr_zones; i++)
 		v += __atomic_load_n(&spb__zones[i].counters[c], __ATOMIC_RELAXED);
 	return v;

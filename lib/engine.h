@@ -200,8 +200,17 @@ void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
 		       unsigned cls, unsigned flags) SPB_HIDDEN;
 void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
 			    unsigned cls, unsigned flags) SPB_HIDDEN;
-void spb__free(void *p) SPB_HIDDEN;
+/* Free a page run, pageblock run or large mapping; returns its size. */
+size_t spb__free(void *p) SPB_HIDDEN;
 size_t spb__usable_size(const void *p) SPB_HIDDEN;
+/* Page-granular allocation of any size (api.c): page run, pageblocks or a
+ * dedicated mapping. align: a power of two <= 1 GiB (0 = natural). */
+void *spb__pages_alloc(struct spb_zone *z, size_t bytes, size_t align,
+		       unsigned cls, unsigned flags) SPB_HIDDEN;
+
+/* Run by spb_trim() before the release (the malloc layer sweeps the spans
+ * exited threads left, so their pageblocks can go too). */
+extern void (*spb__trim_hook)(void) SPB_HIDDEN;
 
 /* ---- large.c ---- */
 void *spb__large_alloc(struct spb_zone *z, size_t bytes, size_t align,
@@ -210,6 +219,8 @@ void spb__large_free(struct spb_region *r, const void *p) SPB_HIDDEN;
 
 /* ---- counters.c ---- */
 uint64_t spb__counter_sum(enum spb_counter c) SPB_HIDDEN;
+/* Set by the malloc layer: its per-thread counters, folded in on read. */
+extern uint64_t (*spb__counter_extra)(enum spb_counter c) SPB_HIDDEN;
 
 /* ---- statseg.c, bgthread.c, summary.c (and os.c's shared mapping) ---- */
 struct spb_stats_gauges;

@@ -15,6 +15,7 @@ struct spb_heap spb__empty_heap = {
 	.bins = {[0 ... SPB_NR_BINS - 1] = &empty_span},
 };
 SPB_TLS struct spb_heap *spb__tls_heap = &spb__empty_heap;
+static SPB_TLS struct spb_heap *tls_primary; /* the thread's UNMOVABLE heap */
 uintptr_t spb__free_cookie;
 
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -26,10 +27,10 @@ static pthread_mutex_t aband_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct spb_link abandoned[SPB_NR_BINS];
 static uint32_t nr_abandoned[SPB_NR_BINS];
 
-extern pthread_key_t spb__thread_key SPB_HIDDEN;
 
-static void heap_init(struct spb_heap *h)
+static void heap_init(struct spb_heap *h, unsigned cls)
 {
+	memset(h->by_class, 0, sizeof h->by_class);
 	memset(h->counters, 0, sizeof h->counters);
 	for (unsigned b = 0; b < SPB_NR_BINS; b++) {
 		h->bins[b] = &empty_span;
@@ -37,9 +38,29 @@ static void heap_init(struct spb_heap *h)
 		spb__list_init(&h->full[b]);
 	}
 	h->zone = spb__zone_current();
-	h->cls = SPB_UNMOVABLE;
+	h->cls = (uint8_t)cls;
 	h->live = 1;
 	__atomic_store_n(&h->xnotify, NULL, __ATOMIC_RELAXED);
+}
+
+static struct spb_heap *heap_new(unsigned cls)
+{
+	struct spb_heap *h = NULL;
+	pthread_mutex_lock(&heaps_lock);
+	if (!spb__list_empty(&heaps_pool)) {
+		h = spb__container_of(heaps_pool.next, struct spb_heap, all_link);
+		spb__list_del(&h->all_link);
+	}
+	pthread_mutex_unlock(&heaps_lock);
+	if (!h)
+		h = spb__os_meta_alloc(sizeof *h);
+	if (!h)
+		return NULL;
+	heap_init(h, cls);
+	pthread_mutex_lock(&heaps_lock);
+	spb__list_add_tail(&heaps_live, &h->all_link);
+	pthread_mutex_unlock(&heaps_lock);
+	return h;
 }
 
 struct spb_heap *spb__heap_get(void)
@@ -51,24 +72,34 @@ struct spb_heap *spb__heap_get(void)
 	h = spb__tls_heap; /* init may have allocated, and made a heap */
 	if (h != &spb__empty_heap)
 		return h;
-	pthread_mutex_lock(&heaps_lock);
-	if (!spb__list_empty(&heaps_pool)) {
-		h = spb__container_of(heaps_pool.next, struct spb_heap, all_link);
-		spb__list_del(&h->all_link);
-	}
-	pthread_mutex_unlock(&heaps_lock);
-	if (!h)
-		h = spb__os_meta_alloc(sizeof *h);
+	h = heap_new(SPB_UNMOVABLE);
 	if (!h)
 		return NULL;
-	heap_init(h);
-	pthread_mutex_lock(&heaps_lock);
-	spb__list_add_tail(&heaps_live, &h->all_link);
-	pthread_mutex_unlock(&heaps_lock);
+	h->by_class[SPB_UNMOVABLE] = h;
 	h->counters[MALLOC_THREAD_INIT]++;
+	tls_primary = h;
 	spb__tls_heap = h;
 	pthread_setspecific(spb__thread_key, h);
 	return h;
+}
+
+struct spb_heap *spb__heap_for_class(unsigned cls)
+{
+	if (!tls_primary && !spb__heap_get())
+		return NULL;
+	struct spb_heap *p = tls_primary;
+	if (!p->by_class[cls])
+		p->by_class[cls] = heap_new(cls);
+	return p->by_class[cls];
+}
+
+int spb__heap_set_default(unsigned cls)
+{
+	struct spb_heap *h = spb__heap_for_class(cls);
+	if (!h)
+		return -1;
+	spb__tls_heap = h;
+	return 0;
 }
 
 static void mark_full(struct spb_heap *h, struct spb_span *s)
@@ -233,16 +264,22 @@ static void heap_retire_locked(struct spb_heap *h)
 	spb__list_add_tail(&heaps_pool, &h->all_link);
 }
 
-void spb__heap_thread_exit(struct spb_heap *h)
+void spb__heap_thread_exit(struct spb_heap *primary)
 {
-	if (!h || h == &spb__empty_heap)
+	if (!primary || primary == &spb__empty_heap)
 		return;
-	h->counters[MALLOC_THREAD_EXIT]++;
-	heap_release_spans(h);
+	primary->counters[MALLOC_THREAD_EXIT]++;
 	spb__tls_heap = &spb__empty_heap;
-	pthread_mutex_lock(&heaps_lock);
-	heap_retire_locked(h);
-	pthread_mutex_unlock(&heaps_lock);
+	tls_primary = NULL;
+	for (unsigned c = 0; c < SPB_NR_CLASSES; c++) {
+		struct spb_heap *h = primary->by_class[c];
+		if (!h || (h == primary && c != SPB_UNMOVABLE))
+			continue;
+		heap_release_spans(h);
+		pthread_mutex_lock(&heaps_lock);
+		heap_retire_locked(h);
+		pthread_mutex_unlock(&heaps_lock);
+	}
 }
 
 void spb__heap_sweep_abandoned(void)
@@ -275,7 +312,6 @@ uint64_t spb__heap_counter_sum(enum spb_counter c)
 	return v;
 }
 
-void spb__heap_init_once(void) SPB_HIDDEN;
 void spb__heap_init_once(void)
 {
 	for (unsigned b = 0; b < SPB_NR_BINS; b++)
@@ -301,11 +337,11 @@ void spb__heap_postfork_child(void)
 	/* Only the forking thread exists in the child: the other threads'
 	 * heaps will never run again, so their spans become abandoned and
 	 * their blocks reachable by the child's threads. */
-	struct spb_heap *self = spb__tls_heap;
+	struct spb_heap *self = tls_primary;
 	for (struct spb_link *l = heaps_live.next, *nx; l != &heaps_live; l = nx) {
 		nx = l->next;
 		struct spb_heap *h = spb__container_of(l, struct spb_heap, all_link);
-		if (h == self)
+		if (self && self->by_class[h->cls] == h)
 			continue;
 		heap_release_spans(h);
 		heap_retire_locked(h);

@@ -64,6 +64,7 @@ struct spb_heap {
 	struct spb_link avail[SPB_NR_BINS];   /* spans with (maybe) free blocks */
 	struct spb_link full[SPB_NR_BINS];    /* spans seen full */
 	struct spb_link all_link;             /* all heaps (live or pooled) */
+	struct spb_heap *by_class[SPB_NR_CLASSES]; /* primary heap: the thread's heaps */
 };
 
 /* ---- sizeclass.c ---- */
@@ -90,6 +91,8 @@ void spb__span_release(struct spb_span *s) SPB_HIDDEN;
 bool spb__span_extend(struct spb_span *s) SPB_HIDDEN;
 /* Move the xfree stack onto the free list; returns blocks collected. */
 uint32_t spb__span_collect(struct spb_span *s) SPB_HIDDEN;
+void spb__span_prefork(void) SPB_HIDDEN;
+void spb__span_postfork(bool child) SPB_HIDDEN;
 static inline struct spb_span *spb__span_of(const struct spb *sp, const void *p)
 {
 	return __atomic_load_n(&sp->pagemap[((uintptr_t)p >> SPB_PAGE_SHIFT) &
@@ -104,6 +107,10 @@ extern uintptr_t spb__free_cookie SPB_HIDDEN;
 /* The calling thread's heap, created on first use (NULL only if the OS
  * refused the metadata). */
 struct spb_heap *spb__heap_get(void) SPB_HIDDEN;
+/* The calling thread's heap for a lifetime class (created on demand). */
+struct spb_heap *spb__heap_for_class(unsigned cls) SPB_HIDDEN;
+/* Make cls the class of the calling thread's plain malloc. */
+int spb__heap_set_default(unsigned cls) SPB_HIDDEN;
 /* Refill bin from the heap's spans, abandoned spans, or a new span. */
 struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin) SPB_HIDDEN;
 /* A span's last block came back (owner path). */
@@ -129,6 +136,12 @@ void spb__free_ptr(void *p) SPB_HIDDEN;
 size_t spb__usable(const void *p) SPB_HIDDEN;
 
 /* ---- init.c ---- */
+extern pthread_key_t spb__thread_key SPB_HIDDEN;
 void spb__process_init(void) SPB_HIDDEN;
+void spb__heap_init_once(void) SPB_HIDDEN;
+/* Set by the observability layer (statseg/bgthread): run at the end of
+ * process init, and in a forked child after the allocator is consistent. */
+extern void (*spb__process_init_hook)(void) SPB_HIDDEN;
+extern void (*spb__atfork_child_hook)(void) SPB_HIDDEN;
 
 #endif

@@ -137,3 +137,16 @@ uint32_t spb__span_collect(struct spb_span *s)
 	s->used -= n;
 	return n;
 }
+
+void spb__span_prefork(void)
+{
+	pthread_mutex_lock(&desc_lock);
+}
+
+void spb__span_postfork(bool child)
+{
+	if (child)
+		pthread_mutex_init(&desc_lock, NULL);
+	else
+		pthread_mutex_unlock(&desc_lock);
+}

@@ -223,19 +223,21 @@ void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
 	return p;
 }
 
-void spb__free(void *p)
+size_t spb__free(void *p)
 {
 	struct spb_region *r = spb__region_of(p);
 	if (SPB_UNLIKELY(!r || !r->kind))
 		spb__fatal("free(): invalid pointer (not allocated by spbmalloc)", p);
 	if (r->kind == SPB_REGION_LARGE) {
+		size_t size = r->size;
 		spb__large_free(r, p);
-		return;
+		return size;
 	}
 	struct spb *s = (struct spb *)r;
 	struct spb_zone *z = s->zone;
 	unsigned i = (unsigned)(((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1));
 	struct spb_pageblock *pb = &s->pb[i];
+	size_t freed;
 	spb__zone_lock(z);
 	if (pb->cls == SPB_PB_FREE || pb->cls == SPB_PB_BUSY)
 		spb__fatal("free(): double free or invalid pointer (pageblock is free)", p);
@@ -243,12 +245,14 @@ void spb__free(void *p)
 	case SPB_PB_MODE_RUNS:
 		if ((uintptr_t)p & (SPB_PAGE_SIZE - 1))
 			spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
-		spb__pb_run_free_locked(s, pb, (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) &
-							  (SPB_PAGES_PER_PB - 1)), p);
+		freed = (size_t)spb__pb_run_free_locked(
+				s, pb, (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) &
+						  (SPB_PAGES_PER_PB - 1)), p) << SPB_PAGE_SHIFT;
 		break;
 	case SPB_PB_MODE_MULTI_HEAD:
 		if ((uintptr_t)p & (SPB_PB_SIZE - 1))
 			spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
+		freed = (size_t)pb->multi_npb << SPB_PB_SHIFT;
 		s->nr_used_pages -= pb->multi_npb * SPB_PAGES_PER_PB;
 		z->counters[MULTI_FREE]++;
 		spb__pb_unclaim_locked(s, i, pb->multi_npb);
@@ -263,6 +267,7 @@ void spb__free(void *p)
 	if (crossed && spb__evac_hook)
 		spb__evac_hook(z);
 	spb__zone_decay_tick(z);
+	return freed;
 }
 
 size_t spb__usable_size(const void *p)

@@ -1,0 +1,189 @@
+/*
+ * alloc.c — the allocation paths of the malloc family: the small-object
+ * fast path (pop the current span's free list), its slow path, requests
+ * above the size classes (page runs and pageblocks from the engine), and
+ * calloc, realloc, aligned allocation, usable size. No symbol here is
+ * named malloc: override.c maps the C names onto these.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "heap.h"
+
+static void count_alloc(struct spb_heap *h, size_t bytes)
+{
+	h->counters[MALLOC_ALLOC]++;
+	h->counters[MALLOC_ALLOC_BYTES] += bytes;
+}
+
+static __attribute__((noinline)) void *alloc_small_slow(struct spb_heap *h, size_t size,
+							 unsigned bin_hint)
+{
+	if (h == &spb__empty_heap) {
+		h = spb__heap_get();
+		if (!h) {
+			errno = ENOMEM;
+			return NULL;
+		}
+	}
+	/* The bin the fast path computed may predate the size-class table. */
+	unsigned bin = bin_hint < SPB_NR_BINS && spb__bin_size[bin_hint] >= size
+			       ? bin_hint : spb__bin_of(size);
+	struct spb_span *s = spb__heap_refill(h, bin);
+	if (!s) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	struct spb_block *b = s->free;
+	s->free = b->next;
+	s->used++;
+	b->tag = 0;
+	count_alloc(h, s->bsize);
+	return b;
+}
+
+static inline void *heap_alloc_small(struct spb_heap *h, size_t size, unsigned bin)
+{
+	struct spb_span *s = h->bins[bin];
+	struct spb_block *b = s->free;
+	if (SPB_LIKELY(b != NULL)) {
+		s->free = b->next;
+		s->used++;
+		b->tag = 0; /* not free any more: the double-free check must not fire */
+		h->counters[MALLOC_ALLOC]++;
+		h->counters[MALLOC_ALLOC_BYTES] += s->bsize;
+		return b;
+	}
+	return alloc_small_slow(h, size, bin);
+}
+
+/* Above the size classes, or aligned beyond what a class gives. */
+static void *alloc_pages(struct spb_heap *h, size_t size, size_t align, unsigned flags)
+{
+	if (h == &spb__empty_heap && !(h = spb__heap_get())) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	void *p = spb__pages_alloc(h->zone, size, align, h->cls, flags);
+	if (p) {
+		h->counters[MALLOC_LARGE_ALLOC]++;
+		count_alloc(h, spb__usable(p));
+	}
+	return p;
+}
+
+void *spb__malloc(size_t size)
+{
+	struct spb_heap *h = spb__tls_heap;
+	if (SPB_LIKELY(size <= SPB_SMALL_MAX))
+		return heap_alloc_small(h, size, spb__bin_of(size));
+	return alloc_pages(h, size, 0, 0);
+}
+
+void *spb__malloc_class(size_t size, unsigned cls, unsigned flags)
+{
+	if (cls != SPB_UNMOVABLE && cls != SPB_RECLAIMABLE) {
+		errno = EINVAL; /* MOVABLE needs handles; SECRET is not there yet */
+		return NULL;
+	}
+	struct spb_heap *h = spb__heap_for_class(cls);
+	if (!h) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	void *p;
+	if (size <= SPB_SMALL_MAX && !(flags & SPB_F_OPTIONAL))
+		p = heap_alloc_small(h, size, spb__bin_of(size));
+	else
+		p = alloc_pages(h, size, 0, flags & ~SPB_F_ZERO);
+	if (p && (flags & SPB_F_ZERO))
+		memset(p, 0, size);
+	return p;
+}
+
+void *spb__calloc(size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (total <= SPB_SMALL_MAX) {
+		void *p = spb__malloc(total);
+		if (p)
+			memset(p, 0, total);
+		return p;
+	}
+	/* The engine knows which pages are fresh from the OS: no memset there. */
+	return alloc_pages(spb__tls_heap, total, 0, SPB_F_ZERO);
+}
+
+size_t spb__usable(const void *p)
+{
+	struct spb_region *r = spb__region_of(p);
+	if (!r || !r->kind)
+		return 0;
+	if (r->kind == SPB_REGION_SPB) {
+		struct spb_span *s = spb__span_of((struct spb *)r, p);
+		if (s)
+			return s->bsize;
+	}
+	return spb__usable_size(p);
+}
+
+/* Smallest class at least size whose blocks are multiples of align
+ * (span starts are page aligned), or SPB_NR_BINS. */
+static unsigned aligned_bin(size_t size, size_t align)
+{
+	unsigned b = spb__bin_of(size < align ? align : size);
+	while (b < SPB_NR_BINS && spb__bin_size[b] % align)
+		b++;
+	return b;
+}
+
+void *spb__aligned(size_t align, size_t size)
+{
+	if (align <= SPB_MIN_ALIGN)
+		return spb__malloc(size);
+	if (size <= SPB_SMALL_MAX && align <= SPB_PAGE_SIZE) {
+		struct spb_heap *h = spb__tls_heap;
+		if (h == &spb__empty_heap && !(h = spb__heap_get())) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		unsigned b = aligned_bin(size, align);
+		if (b < SPB_NR_BINS)
+			return heap_alloc_small(h, spb__bin_size[b], b);
+	}
+	if (align > SPB_SPB_SIZE) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return alloc_pages(spb__tls_heap, size, align, 0);
+}
+
+void *spb__realloc(void *p, size_t size)
+{
+	if (!p)
+		return spb__malloc(size);
+	if (size == 0) { /* glibc: frees and returns NULL */
+		spb__free_ptr(p);
+		return NULL;
+	}
+	size_t old = spb__usable(p);
+	if (!old)
+		spb__fatal("realloc(): invalid pointer (not allocated by spbmalloc)", p);
+	/* In place while it fits and no more than half would be wasted. */
+	if (size <= old && size >= old / 2) {
+		struct spb_heap *h = spb__tls_heap;
+		if (h != &spb__empty_heap)
+			h->counters[MALLOC_REALLOC_INPLACE]++;
+		return p;
+	}
+	void *q = spb__malloc(size);
+	if (!q)
+		return NULL; /* p stays valid, as C requires */
+	memcpy(q, p, old < size ? old : size);
+	spb__free_ptr(p);
+	return q;
+}

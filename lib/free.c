@@ -1,0 +1,81 @@
+/*
+ * free.c — the free paths: a block of the calling thread's span goes back
+ * on that span's free list (no lock, no atomic); a block of another
+ * thread's span goes on its atomic xfree stack; page runs, pageblocks and
+ * large mappings go back to the engine. Every pointer is checked before it
+ * is trusted: foreign, interior and double frees end the process with one
+ * line naming the fault and the address.
+ */
+#include "heap.h"
+
+static __attribute__((noinline)) void free_xthread(struct spb_heap *h, struct spb_span *s,
+						    struct spb_block *b)
+{
+	uint32_t bsize = s->bsize; /* read before the push: then s may go */
+	b->tag = spb__free_cookie ^ (uintptr_t)b;
+	struct spb_block *head = __atomic_load_n(&s->xfree, __ATOMIC_RELAXED);
+	do
+		b->next = head;
+	while (!__atomic_compare_exchange_n(&s->xfree, &head, b, true, __ATOMIC_SEQ_CST,
+					    __ATOMIC_RELAXED));
+	/* Paired with mark_full (heap.c): either the owner's second look at
+	 * xfree sees this block, or this load sees the span flagged full. */
+	if (__atomic_load_n(&s->full, __ATOMIC_SEQ_CST) == SPB_SPAN_FULL)
+		spb__heap_notify(s);
+	if (h == &spb__empty_heap)
+		h = spb__heap_get();
+	if (h) {
+		h->counters[MALLOC_FREE]++;
+		h->counters[MALLOC_FREE_BYTES] += bsize;
+		h->counters[MALLOC_XTHREAD_FREE]++;
+	}
+}
+
+/* Not a span block: a page run or pageblocks of an SPB, a large mapping,
+ * or not ours at all. */
+static __attribute__((noinline)) void free_pages(void *p, struct spb_region *r)
+{
+	if (!r || !r->kind)
+		spb__fatal("free(): invalid pointer (not allocated by spbmalloc)", p);
+	size_t n = spb__free(p);
+	struct spb_heap *h = spb__tls_heap;
+	if (h == &spb__empty_heap)
+		h = spb__heap_get();
+	if (h) {
+		h->counters[MALLOC_FREE]++;
+		h->counters[MALLOC_FREE_BYTES] += n;
+	}
+}
+
+void spb__free_ptr(void *p)
+{
+	struct spb_region *r = spb__region_of(p);
+	if (SPB_UNLIKELY(!r || r->kind != SPB_REGION_SPB)) {
+		free_pages(p, r);
+		return;
+	}
+	struct spb_span *s = spb__span_of((struct spb *)r, p);
+	if (SPB_UNLIKELY(!s)) {
+		free_pages(p, r);
+		return;
+	}
+	uintptr_t off = (uintptr_t)p - s->start;
+	if (SPB_UNLIKELY(((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off))
+		spb__fatal("free(): invalid pointer (inside a block, not its start)", p);
+	struct spb_block *b = p;
+	if (SPB_UNLIKELY(b->tag == (spb__free_cookie ^ (uintptr_t)b)))
+		spb__fatal("free(): double free detected", p);
+	struct spb_heap *h = spb__tls_heap;
+	if (SPB_LIKELY(__atomic_load_n(&s->heap, __ATOMIC_RELAXED) == h)) {
+		b->next = s->free;
+		b->tag = spb__free_cookie ^ (uintptr_t)b;
+		s->free = b;
+		h->counters[MALLOC_FREE]++;
+		h->counters[MALLOC_FREE_BYTES] += s->bsize;
+		if (SPB_UNLIKELY(--s->used == 0 ||
+				 __atomic_load_n(&s->full, __ATOMIC_RELAXED) != SPB_SPAN_AVAIL))
+			spb__heap_span_empty(h, s);
+		return;
+	}
+	free_xthread(h, s, b);
+}

@@ -1,0 +1,89 @@
+/*
+ * init.c — process integration: first-use initialisation (safe before
+ * main, inside other libraries' constructors, and re-entrantly: what init
+ * calls may itself call malloc), thread exit (a pthread key destructor
+ * hands the thread's heaps back), and fork (every allocator lock is taken
+ * before fork and released — or re-created — on both sides, so the child
+ * gets a consistent heap even while other threads were allocating).
+ */
+#define _GNU_SOURCE
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "heap.h"
+
+pthread_key_t spb__thread_key;
+static int init_state; /* 0 none, 1 running, 2 done */
+static SPB_TLS int in_init;
+
+static void thread_exit_cb(void *h)
+{
+	spb__heap_thread_exit(h);
+}
+
+static void prefork(void)
+{
+	spb__heap_prefork();
+	for (int i = 0; i < spb__nr_zones; i++)
+		spb__zone_lock(&spb__zones[i]);
+	spb__span_prefork();
+}
+
+static void postfork_parent(void)
+{
+	spb__span_postfork(false);
+	for (int i = 0; i < spb__nr_zones; i++)
+		spb__zone_unlock(&spb__zones[i]);
+	spb__heap_postfork_parent();
+}
+
+static void postfork_child(void)
+{
+	spb__span_postfork(true);
+	for (int i = 0; i < spb__nr_zones; i++)
+		pthread_mutex_init(&spb__zones[i].lock, NULL);
+	spb__heap_postfork_child();
+	if (spb__atfork_child_hook)
+		spb__atfork_child_hook();
+}
+
+void (*spb__atfork_child_hook)(void);
+
+static uintptr_t make_cookie(void)
+{
+	uintptr_t c = 0;
+	if (syscall(SYS_getrandom, &c, sizeof c, GRND_NONBLOCK) != sizeof c)
+		c = (uintptr_t)__builtin_ia32_rdtsc() * 0x9e3779b97f4a7c15ull;
+	return c | 1;
+}
+
+void spb__process_init(void)
+{
+	if (SPB_LIKELY(__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2) || in_init)
+		return;
+	int st = 0;
+	if (!__atomic_compare_exchange_n(&init_state, &st, 1, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		while (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2)
+			__builtin_ia32_pause();
+		return;
+	}
+	in_init = 1;
+	spb__engine_init();
+	spb__sizeclass_init();
+	spb__heap_init_once();
+	spb__free_cookie = make_cookie();
+	spb__counter_extra = spb__heap_counter_sum;
+	spb__trim_hook = spb__heap_sweep_abandoned;
+	pthread_key_create(&spb__thread_key, thread_exit_cb);
+	__atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
+	/* May allocate (glibc keeps the handlers in a growable array): the
+	 * allocator is ready by now. */
+	pthread_atfork(prefork, postfork_parent, postfork_child);
+	if (spb__process_init_hook)
+		spb__process_init_hook();
+	in_init = 0;
+}
+
+void (*spb__process_init_hook)(void);
