@@ -219,7 +219,7 @@ static void do_alloc(struct spb_zone *z)
 	}
 	if (below(5) == 0)
 		flags |= SPB_F_OPTIONAL;
-	if (below(7) == 0 && a.bytes <= 4 * SPB_PB_SIZE)
+	if (below(10) == 0 && a.bytes <= SPB_PB_SIZE)
 		flags |= SPB_F_ZERO;
 
 	size_t npages = (a.bytes + SPB_PAGE_SIZE - 1) / SPB_PAGE_SIZE;
