@@ -68,6 +68,7 @@ static void *alloc_pages(struct spb_heap *h, size_t size, size_t align, unsigned
 	if (p) {
 		h->counters[MALLOC_LARGE_ALLOC]++;
 		count_alloc(h, spb__usable(p));
+		spb__bg_maybe_start();
 	}
 	return p;
 }

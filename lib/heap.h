@@ -139,9 +139,5 @@ size_t spb__usable(const void *p) SPB_HIDDEN;
 extern pthread_key_t spb__thread_key SPB_HIDDEN;
 void spb__process_init(void) SPB_HIDDEN;
 void spb__heap_init_once(void) SPB_HIDDEN;
-/* Set by the observability layer (statseg/bgthread): run at the end of
- * process init, and in a forked child after the allocator is consistent. */
-extern void (*spb__process_init_hook)(void) SPB_HIDDEN;
-extern void (*spb__atfork_child_hook)(void) SPB_HIDDEN;
 
 #endif

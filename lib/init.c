@@ -44,11 +44,11 @@ static void postfork_child(void)
 	for (int i = 0; i < spb__nr_zones; i++)
 		pthread_mutex_init(&spb__zones[i].lock, NULL);
 	spb__heap_postfork_child();
-	if (spb__atfork_child_hook)
-		spb__atfork_child_hook();
+	/* The child has its own stats segment, and no background thread
+	 * until its next slow path starts one. */
+	spb__statseg_atfork_child();
+	spb__bg_atfork_child();
 }
-
-void (*spb__atfork_child_hook)(void);
 
 static uintptr_t make_cookie(void)
 {
@@ -81,9 +81,5 @@ void spb__process_init(void)
 	/* May allocate (glibc keeps the handlers in a growable array): the
 	 * allocator is ready by now. */
 	pthread_atfork(prefork, postfork_parent, postfork_child);
-	if (spb__process_init_hook)
-		spb__process_init_hook();
 	in_init = 0;
 }
-
-void (*spb__process_init_hook)(void);

@@ -85,6 +85,7 @@ struct spb_span *spb__span_new(struct spb_heap *h, unsigned bin)
 	__atomic_store_n(&s->heap, h, __ATOMIC_RELAXED);
 	pagemap_set(s->start, npages, s);
 	h->counters[MALLOC_SPAN_ALLOC]++;
+	spb__bg_maybe_start(); /* once; pthread_create may malloc: it is guarded */
 	return s;
 }
 
