@@ -8,6 +8,7 @@
  *   fork           fork a child that allocates, publishes, prints
  *                  "child <pid>", lives 3 s and exits normally
  *   wait           reap the child; prints "ok"
+ *   exec           exec /bin/sleep 20 (a program without spbmalloc)
  *   exit           exit(0) (the segment must go away)
  *   layout         print the header offsets the driver needs to forge
  *                  segments, as JSON
@@ -87,6 +88,10 @@ int main(void)
 			printf("ok %d\n", st);
 		} else if (!strncmp(line, "layout", 6)) {
 			layout();
+		} else if (!strncmp(line, "exec", 4)) {
+			/* becomes a program without spbmalloc: the segment stays */
+			execl("/bin/sleep", "sleep", "20", (char *)NULL);
+			exit(4);
 		} else if (!strncmp(line, "exit", 4)) {
 			exit(0);
 		}

@@ -186,11 +186,25 @@ def case_off(spbstat, helper):
         check(not os.path.exists(SHM + str(h.pid)), "SPBMALLOC_STATSEG=0: no segment")
     finally:
         h.exit()
-    h = Helper(helper, {"SPBMALLOC_STATS": "1"})
-    h.p.stdin.write("exit\n")
-    h.p.stdin.close()
-    h.p.wait(timeout=20)
-    h.p.stdout.close()
+
+
+def case_summary(spbstat, helper):
+    env = dict(os.environ, SPBMALLOC_STATS="1", SPBMALLOC_DECAY_MS="600000")
+    r = subprocess.run([helper], input="pattern 3 2 1\nexit\n", capture_output=True,
+                       text=True, env=env, timeout=20)
+    pid = int(r.stdout.split()[1])
+    lines = r.stderr.splitlines()
+    print(r.stderr)
+    check(r.returncode == 0 and lines and lines[0].startswith("spbmalloc: summary of pid %d" % pid),
+          "SPBMALLOC_STATS=1 prints the summary at exit")
+    text = "\n".join(lines)
+    check("movable 3, unmovable 1, reclaimable 2" in text, "pageblocks by class")
+    check("thp " in text and "backing rung" in text, "pageblocks by rung")
+    check("huge pages" in text and "anonymous memory" in text, "huge-page coverage")
+    check("SPBs         2 (empty 0, clean 1, tainted 1)" in text, "SPBs by category")
+    r = subprocess.run([helper], input="exit\n", capture_output=True, text=True,
+                       env=dict(os.environ, SPBMALLOC_STATS="0"), timeout=20)
+    check("summary" not in r.stderr, "no summary by default")
 
 
 def case_gc(spbstat, helper):
@@ -209,6 +223,27 @@ def case_gc(spbstat, helper):
         live.exit()
         if os.path.exists(path):
             os.unlink(path)
+
+
+def case_gc_exec(spbstat, helper):
+    h = Helper(helper)
+    path = SHM + str(h.pid)
+    try:
+        h.p.stdin.write("exec\n")
+        h.p.stdin.flush()
+        for _ in range(50):
+            time.sleep(0.05)
+            if open("/proc/%d/comm" % h.pid).read().strip() == "sleep":
+                break
+        check(os.path.exists(path), "exec leaves the segment behind")
+        rc, out, err = run(spbstat)
+        check(str(h.pid) not in [l.split()[0] for l in out.splitlines()],
+              "the list leaves out a process that no longer maps its segment")
+        rc, out, err = run(spbstat, "--gc")
+        check(rc == 0 and not os.path.exists(path),
+              "--gc removes it although the pid lives on (%s)" % out.strip())
+    finally:
+        h.kill()
 
 
 def with_forged(spbstat, helper, mutate, expect_rc, expect_msg, what):

@@ -67,12 +67,34 @@ static uint64_t read_starttime(int pid)
 	return strtoull(p, NULL, 10);
 }
 
+/* Whether pid still maps its segment: false after it exec'd a program
+ * without spbmalloc; true when /proc/pid/maps cannot be read. */
+static bool maps_segment(int pid)
+{
+	char path[64], want[64], line[512];
+	snprintf(path, sizeof path, "/proc/%d/maps", pid);
+	snprintf(want, sizeof want, SPB_STATS_PATH_PREFIX "%d", pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return true;
+	bool found = false, any = false;
+	while (!found && fgets(line, sizeof line, f)) {
+		any = true;
+		char *p = strstr(line, want);
+		found = p && (p[strlen(want)] == '\n' || p[strlen(want)] == ' ');
+	}
+	fclose(f);
+	return found || !any;
+}
+
 bool proc_matches(int pid, uint64_t starttime)
 {
 	if (pid <= 0 || (kill(pid, 0) != 0 && errno != EPERM))
 		return false;
 	uint64_t st = read_starttime(pid);
-	return !starttime || !st || st == starttime;
+	if (starttime && st && st != starttime)
+		return false; /* the pid was reused */
+	return maps_segment(pid);
 }
 
 void proc_comm(int pid, char *buf, size_t cap)
