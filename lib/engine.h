@@ -195,6 +195,11 @@ int spb__pb_run_alloc_locked(struct spb *s, struct spb_pageblock *pb, unsigned n
 unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 				 unsigned pg, const void *p) SPB_HIDDEN;
 
+/* Grow or shrink the run at page pg to n_new pages (>= 1) in place;
+ * false when the pages after it are not free. */
+bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned pg,
+			       unsigned n_new) SPB_HIDDEN;
+
 /* ---- steer.c ---- */
 void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
 		       unsigned cls, unsigned flags) SPB_HIDDEN;
@@ -203,6 +208,9 @@ void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
 /* Free a page run, pageblock run or large mapping; returns its size. */
 size_t spb__free(void *p) SPB_HIDDEN;
 size_t spb__usable_size(const void *p) SPB_HIDDEN;
+/* Resize a page run or pageblock run in place to hold bytes; returns the
+ * new usable size, or 0 when it cannot (the caller moves the data). */
+size_t spb__resize_in_place(void *p, size_t bytes) SPB_HIDDEN;
 /* Page-granular allocation of any size (api.c): page run, pageblocks or a
  * dedicated mapping. align: a power of two <= 1 GiB (0 = natural). */
 void *spb__pages_alloc(struct spb_zone *z, size_t bytes, size_t align,
@@ -225,7 +233,7 @@ extern uint64_t (*spb__counter_extra)(enum spb_counter c) SPB_HIDDEN;
 /* ---- statseg.c, bgthread.c, summary.c (and os.c's shared mapping) ---- */
 struct spb_stats_gauges;
 struct spb_stats_spb;
-/* mmap(MAP_SHARED) of a file; os.c stays the only mmap caller. */
+/* mmap(MAP_SHARED) of a file, or private memory when fd < 0 (os.c). */
 void *spb__os_map_shared(int fd, size_t size) SPB_HIDDEN;
 /* Create and map /dev/shm/spbmalloc.<pid> (idempotent, never allocates). */
 void spb__statseg_init(void) SPB_HIDDEN;

@@ -145,9 +145,13 @@ uint64_t spb__os_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Map size bytes of the file fd shared (the stats segment, statseg.c). */
+/* The stats segment's mappings (statseg.c): the file fd shared, or, when
+ * fd < 0, private zeroed memory (its staging copy). Outside the fault
+ * injection seam, so a test that makes the OS refuse metadata is not
+ * disturbed by the segment. */
 void *spb__os_map_shared(int fd, size_t size)
 {
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	void *p = fd >= 0 ? mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+			  : map_anon(NULL, size, MAP_NORESERVE);
 	return p == MAP_FAILED ? NULL : p;
 }

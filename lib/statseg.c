@@ -347,7 +347,7 @@ static bool seg_create(void)
 		p = spb__os_map_shared(fd, seg.size);
 	close(fd);
 	if (p && !seg.stage)
-		seg.stage = spb__os_meta_alloc(seg.stage_size);
+		seg.stage = spb__os_map_shared(-1, seg.stage_size);
 	if (!p || !seg.stage) {
 		if (p)
 			spb__os_unmap(p, seg.size);

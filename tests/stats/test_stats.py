@@ -418,13 +418,20 @@ def case_fork(spbstat, helper):
 def case_bgthread(spbstat, helper):
     h = Helper(helper, {"SPBMALLOC_STATS_INTERVAL_MS": "100"})
     try:
-        comms = [open("/proc/%d/task/%s/comm" % (h.pid, t)).read().strip()
-                 for t in os.listdir("/proc/%d/task" % h.pid)]
+        for _ in range(100):  # the thread names itself once it runs
+            comms = [open("/proc/%d/task/%s/comm" % (h.pid, t)).read().strip()
+                     for t in os.listdir("/proc/%d/task" % h.pid)]
+            if "spb-bg" in comms:
+                break
+            time.sleep(0.02)
         check("spb-bg" in comms, "a thread named spb-bg (%s)" % comms)
         a = snapshot(spbstat, h.pid)
         h.cmd("pattern 2 0 0")
-        time.sleep(0.5)
-        b = snapshot(spbstat, h.pid)
+        for _ in range(60):  # 100 ms period: a few rounds, even on a busy machine
+            time.sleep(0.1)
+            b = snapshot(spbstat, h.pid)
+            if b["gauges"]["publish_count"] >= a["gauges"]["publish_count"] + 2:
+                break
         check(b["gauges"]["publish_count"] >= a["gauges"]["publish_count"] + 2,
               "the background thread publishes on its own (%d -> %d)"
               % (a["gauges"]["publish_count"], b["gauges"]["publish_count"]))
