@@ -163,6 +163,28 @@ void *spb__aligned(size_t align, size_t size)
 	return alloc_pages(spb__tls_heap, size, align, 0);
 }
 
+/* A block that is not in a span (a page run or pageblocks): resize it in
+ * place when the neighbouring pages allow. */
+static bool realloc_pages_in_place(void *p, size_t old, size_t size)
+{
+	struct spb_region *r = spb__region_of(p);
+	if (size <= SPB_SMALL_MAX || !r || r->kind != SPB_REGION_SPB ||
+	    spb__span_of((struct spb *)r, p))
+		return false;
+	size_t got = spb__resize_in_place(p, size);
+	if (!got)
+		return false;
+	struct spb_heap *h = spb__tls_heap;
+	if (h != &spb__empty_heap) {
+		h->counters[MALLOC_REALLOC_INPLACE]++;
+		if (got > old)
+			h->counters[MALLOC_ALLOC_BYTES] += got - old;
+		else
+			h->counters[MALLOC_FREE_BYTES] += old - got;
+	}
+	return true;
+}
+
 void *spb__realloc(void *p, size_t size)
 {
 	if (!p)
@@ -181,6 +203,8 @@ void *spb__realloc(void *p, size_t size)
 			h->counters[MALLOC_REALLOC_INPLACE]++;
 		return p;
 	}
+	if (realloc_pages_in_place(p, old, size))
+		return p;
 	void *q = spb__malloc(size);
 	if (!q)
 		return NULL; /* p stays valid, as C requires */

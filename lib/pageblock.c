@@ -124,3 +124,37 @@ unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 	}
 	return n;
 }
+
+bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned pg,
+			       unsigned n_new)
+{
+	unsigned n = pb->run_len[pg];
+	if (n_new == n)
+		return true;
+	if (n_new > n) {
+		unsigned d = n_new - n;
+		if (pg + n_new > SPB_PAGES_PER_PB ||
+		    !spb__map_range_all_set(&pb->free_map, pg + n, d))
+			return false;
+		spb__map_clear_range(&pb->free_map, pg + n, d);
+		pb->nr_free -= d;
+		s->nr_partial_free[pb->cls] -= d;
+		s->nr_used_pages += d;
+		if (pb->nr_free == 0)
+			spb__list_del(&pb->link);
+		if (pg + n_new > pb->zero_hwm)
+			pb->zero_hwm = (uint16_t)(pg + n_new);
+	} else {
+		unsigned d = n - n_new;
+		spb__map_set_range(&pb->free_map, pg + n_new, d);
+		if (pb->nr_free == 0)
+			spb__list_add_tail(&s->partial[pb->cls], &pb->link);
+		pb->nr_free += d;
+		s->nr_partial_free[pb->cls] += d;
+		s->nr_used_pages -= d;
+	}
+	pb->run_len[pg] = (uint16_t)n_new;
+	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
+	spb__spb_update_locked(s);
+	return true;
+}

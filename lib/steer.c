@@ -290,3 +290,54 @@ size_t spb__usable_size(const void *p)
 	spb__zone_unlock(s->zone);
 	return n;
 }
+
+/* Pageblock run at i of npb pageblocks -> npb_new, in place. */
+static bool multi_resize_locked(struct spb *s, unsigned i, unsigned npb_new)
+{
+	struct spb_pageblock *head = &s->pb[i];
+	unsigned npb = head->multi_npb;
+	if (npb_new > npb) {
+		unsigned d = npb_new - npb;
+		if (i + npb_new > SPB_PB_PER_SPB ||
+		    !spb__map_range_all_set(&s->free_pb_map, i + npb, d))
+			return false;
+		spb__pb_claim_locked(s, i + npb, d, head->cls, SPB_PB_MODE_MULTI_TAIL);
+		s->nr_used_pages += d * SPB_PAGES_PER_PB;
+	} else if (npb_new < npb) {
+		unsigned d = npb - npb_new;
+		s->nr_used_pages -= d * SPB_PAGES_PER_PB;
+		spb__pb_unclaim_locked(s, i + npb_new, d);
+	}
+	head->multi_npb = npb_new;
+	spb__spb_update_locked(s);
+	return true;
+}
+
+size_t spb__resize_in_place(void *p, size_t bytes)
+{
+	struct spb_region *r = spb__region_of(p);
+	if (!r || r->kind != SPB_REGION_SPB || bytes == 0)
+		return 0;
+	struct spb *s = (struct spb *)r;
+	struct spb_zone *z = s->zone;
+	unsigned i = (unsigned)(((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1));
+	struct spb_pageblock *pb = &s->pb[i];
+	size_t got = 0;
+	spb__zone_lock(z);
+	if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1))) {
+		unsigned pg = (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) & (SPB_PAGES_PER_PB - 1));
+		size_t n = (bytes + SPB_PAGE_SIZE - 1) >> SPB_PAGE_SHIFT;
+		if (pb->run_len[pg] && n < SPB_PAGES_PER_PB &&
+		    spb__pb_run_resize_locked(s, pb, pg, (unsigned)n))
+			got = n << SPB_PAGE_SHIFT;
+	} else if (pb->mode == SPB_PB_MODE_MULTI_HEAD && !((uintptr_t)p & (SPB_PB_SIZE - 1))) {
+		size_t n = (bytes + SPB_PB_SIZE - 1) >> SPB_PB_SHIFT;
+		if (n <= SPB_PB_PER_SPB && multi_resize_locked(s, i, (unsigned)n))
+			got = n << SPB_PB_SHIFT;
+	}
+	bool crossed = spb__zone_check_reserve_locked(z);
+	spb__zone_unlock(z);
+	if (crossed && spb__evac_hook)
+		spb__evac_hook(z);
+	return got;
+}
