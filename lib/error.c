@@ -46,6 +46,8 @@ static size_t append(char *buf, size_t len, size_t cap, const char *s)
 	return len + n;
 }
 
+void (*spb__fatal_hook)(void);
+
 void spb__fatal(const char *what, const void *addr)
 {
 	char buf[256];
@@ -56,6 +58,9 @@ void spb__fatal(const char *what, const void *addr)
 	buf[len++] = '\n';
 	ssize_t r = write(2, buf, len);
 	(void)r;
+	void (*hook)(void) = spb__fatal_hook;
+	if (hook)
+		hook();
 	abort();
 }
 

@@ -109,6 +109,9 @@ void spb__option_set(enum spb_option o, long v) SPB_HIDDEN;
 /* "spbmalloc: <what>: <addr>" on stderr, then abort(). */
 __attribute__((noreturn, cold)) void spb__fatal(const char *what,
 						const void *addr) SPB_HIDDEN;
+/* Run by spb__fatal before abort() (async-signal-safe work only): the
+ * stats segment removes its file. */
+extern void (*spb__fatal_hook)(void) SPB_HIDDEN;
 __attribute__((cold)) void spb__warn(const char *a, const char *b,
 				     const char *c) SPB_HIDDEN;
 /* Append decimal / hex to buf (no allocation, no stdio). */

@@ -356,6 +356,9 @@ static bool seg_create(void)
 	}
 	seg.hdr = p;
 	fill_header(seg.hdr, max_spbs);
+	/* A process that dies of a detected fault (abort, no destructors)
+	 * removes its segment too. */
+	spb__fatal_hook = spb__statseg_exit;
 	return true;
 }
 
