@@ -185,6 +185,27 @@ static bool realloc_pages_in_place(void *p, size_t old, size_t size)
 	return true;
 }
 
+/* The usable size of the block realloc was handed, checked the way free()
+ * checks it (tests/api/test_badfree found both holes): an interior pointer
+ * or a block already freed used to be "resized" in place and returned, so a
+ * free block could be handed out twice. Non-span pointers: the engine's
+ * usable size is 0 unless p starts a live allocation. */
+static size_t realloc_old_size(void *p)
+{
+	struct spb_region *r = spb__region_of(p);
+	if (!r || r->kind != SPB_REGION_SPB)
+		return spb__usable(p);
+	struct spb_span *s = spb__span_of((struct spb *)r, p);
+	if (!s)
+		return spb__usable_size(p);
+	uintptr_t off = (uintptr_t)p - s->start;
+	if (((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off)
+		spb__fatal("realloc(): invalid pointer (inside a block, not its start)", p);
+	if (((struct spb_block *)p)->tag == (spb__free_cookie ^ (uintptr_t)p))
+		spb__fatal("realloc(): invalid pointer (block is free: double free?)", p);
+	return s->bsize;
+}
+
 void *spb__realloc(void *p, size_t size)
 {
 	if (!p)
@@ -193,7 +214,7 @@ void *spb__realloc(void *p, size_t size)
 		spb__free_ptr(p);
 		return NULL;
 	}
-	size_t old = spb__usable(p);
+	size_t old = realloc_old_size(p);
 	if (!old)
 		spb__fatal("realloc(): invalid pointer (not allocated by spbmalloc)", p);
 	/* In place while it fits and no more than half would be wasted. */

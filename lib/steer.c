@@ -275,17 +275,19 @@ size_t spb__usable_size(const void *p)
 	struct spb_region *r = spb__region_of(p);
 	if (!r || !r->kind)
 		return 0;
+	/* 0 unless p starts an allocation: realloc trusts a non-zero size
+	 * (an interior pointer got the whole size before; test_badfree). */
 	if (r->kind == SPB_REGION_LARGE)
-		return r->size;
+		return (uintptr_t)p == r->base ? r->size : 0;
 	struct spb *s = (struct spb *)r;
 	struct spb_pageblock *pb =
 		&s->pb[((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1)];
 	size_t n = 0;
 	spb__zone_lock(s->zone);
-	if (pb->mode == SPB_PB_MODE_RUNS)
+	if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1)))
 		n = (size_t)pb->run_len[((uintptr_t)p >> SPB_PAGE_SHIFT) &
 					(SPB_PAGES_PER_PB - 1)] << SPB_PAGE_SHIFT;
-	else if (pb->mode == SPB_PB_MODE_MULTI_HEAD)
+	else if (pb->mode == SPB_PB_MODE_MULTI_HEAD && !((uintptr_t)p & (SPB_PB_SIZE - 1)))
 		n = (size_t)pb->multi_npb << SPB_PB_SHIFT;
 	spb__zone_unlock(s->zone);
 	return n;

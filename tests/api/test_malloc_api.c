@@ -1,0 +1,536 @@
+/*
+ * test_malloc_api.c — conformance of the whole malloc family as a program
+ * linked normally against libspbmalloc.so sees it: glibc-compatible
+ * results, errno values, zero and huge sizes, every power-of-two alignment
+ * from 1 byte to 1 GiB, realloc across size classes, page runs and whole
+ * pageblocks with contents preserved, and the spb_* class API.
+ *
+ * Proof that spbmalloc served the calls: dladdr() names libspbmalloc as the
+ * home of the malloc the program binds to, and the public counter
+ * malloc_alloc grows with each call checked.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <malloc.h>
+#include <pthread.h>
+
+#include "mtest.h"
+
+/* C23 / glibc 2.38 names the glibc of the build host may not declare. */
+void free_sized(void *p, size_t size);
+void free_aligned_sized(void *p, size_t align, size_t size);
+void *__libc_memalign(size_t align, size_t size);
+void *__libc_malloc(size_t size);
+void __libc_free(void *p);
+
+#define KiB ((size_t)1024)
+#define MiB (KiB * 1024)
+#define GiB (MiB * 1024)
+
+static int aligned(const void *p, size_t a)
+{
+	return ((uintptr_t)p & (a - 1)) == 0;
+}
+
+static void test_proof(void)
+{
+	Dl_info info;
+	void *fn = dlsym(RTLD_DEFAULT, "malloc");
+	REQUIRE(fn != NULL);
+	REQUIRE(dladdr(fn, &info) && info.dli_fname);
+	CHECK(strstr(info.dli_fname, "libspbmalloc") != NULL);
+	uint64_t before = mt_counter("malloc_alloc");
+	void *p[100];
+	for (int i = 0; i < 100; i++)
+		p[i] = malloc((size_t)i * 8 + 1);
+	CHECK(mt_counter("malloc_alloc") >= before + 100);
+	uint64_t fb = mt_counter("malloc_free");
+	for (int i = 0; i < 100; i++)
+		free(p[i]);
+	CHECK(mt_counter("malloc_free") >= fb + 100);
+}
+
+static void test_malloc_sizes(void)
+{
+	/* Every size up to 4 KiB, then every class boundary region. */
+	static void *keep[4200];
+	for (size_t n = 0; n < 4200; n++) {
+		unsigned char *p = malloc(n);
+		keep[n] = p;
+		CHECK(p != NULL);
+		if (!p)
+			continue;
+		CHECK(aligned(p, 16));
+		size_t u = malloc_usable_size(p);
+		CHECK(u >= n);
+		memset(p, (int)(n & 0xff), u);
+	}
+	for (size_t n = 0; n < 4200; n++) {
+		unsigned char *p = keep[n];
+		size_t u = malloc_usable_size(p);
+		int ok = 1;
+		for (size_t i = 0; i < u; i++)
+			ok &= p[i] == (unsigned char)(n & 0xff);
+		CHECK(ok);
+		free(p);
+	}
+	/* Sizes around every power of two up to 64 MiB: small, page runs,
+	 * pageblocks. */
+	for (size_t s = 16; s <= 64 * MiB; s <<= 1)
+		for (long d = -1; d <= 1; d++) {
+			size_t n = s + (size_t)d;
+			unsigned char *p = malloc(n);
+			CHECK(p != NULL);
+			if (!p)
+				continue;
+			CHECK(malloc_usable_size(p) >= n);
+			p[0] = 1;
+			p[n - 1] = 2;
+			CHECK(p[0] == 1 && p[n - 1] == 2);
+			free(p);
+		}
+	/* malloc(0) is a unique, freeable pointer, like glibc. */
+	void *a = malloc(0), *b = malloc(0);
+	CHECK(a && b && a != b);
+	free(a);
+	free(b);
+	free(NULL);
+}
+
+static void test_calloc(void)
+{
+	/* Dirty a block, free it, and calloc the same size: must read zero,
+	 * for small blocks, page runs and whole pageblocks. */
+	size_t sizes[] = {8, 100, 4000, 100 * KiB, 200 * KiB, 1 * MiB, 3 * MiB, 9 * MiB};
+	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+		for (int round = 0; round < 3; round++) {
+			unsigned char *d = malloc(sizes[i]);
+			REQUIRE(d);
+			memset(d, 0xa5, malloc_usable_size(d));
+			free(d);
+			unsigned char *z = calloc(1, sizes[i]);
+			REQUIRE(z);
+			size_t bad = 0;
+			for (size_t k = 0; k < sizes[i]; k++)
+				bad += z[k] != 0;
+			CHECK_EQ(bad, 0);
+			memset(z, 0x5a, sizes[i]);
+			free(z);
+		}
+	}
+	unsigned char *z = calloc(1000, 1000);
+	CHECK(z && z[0] == 0 && z[999999] == 0);
+	free(z);
+	void *e = calloc(0, 16), *f = calloc(16, 0);
+	CHECK(e && f);
+	free(e);
+	free(f);
+	errno = 0;
+	CHECK(calloc(SIZE_MAX / 2, 3) == NULL && errno == ENOMEM);
+	errno = 0;
+	CHECK(calloc((size_t)1 << 33, (size_t)1 << 33) == NULL && errno == ENOMEM);
+	errno = 0;
+	CHECK(calloc(1, SIZE_MAX) == NULL && errno == ENOMEM);
+}
+
+/* Grow a block through every regime and back, checking the contents. */
+static void test_realloc_chain(void)
+{
+	size_t steps[] = {1, 8, 16, 17, 100, 1000, 1024, 1025, 5000, 65536, 128 * KiB,
+			  128 * KiB + 1, 300 * KiB, 2 * MiB - 4 * KiB, 2 * MiB, 2 * MiB + 1,
+			  5 * MiB, 17 * MiB, 5 * MiB, 2 * MiB, 1 * MiB, 128 * KiB, 129 * KiB,
+			  4000, 33, 16, 1};
+	size_t n = sizeof steps / sizeof *steps;
+	unsigned char *p = realloc(NULL, steps[0]);
+	REQUIRE(p);
+	size_t cur = steps[0];
+	mt_fill(p, cur, 11);
+	for (size_t i = 1; i < n; i++) {
+		size_t want = steps[i];
+		unsigned char *q = realloc(p, want);
+		CHECK(q != NULL);
+		if (!q)
+			break;
+		CHECK(malloc_usable_size(q) >= want);
+		size_t keep = cur < want ? cur : want;
+		CHECK(mt_verify(q, keep, 11));
+		p = q;
+		mt_fill(p, want, 11);
+		cur = want;
+	}
+	free(p);
+
+	/* Growing a small block one byte at a time stays correct. */
+	p = NULL;
+	for (size_t s = 1; s <= 70000; s += 97) {
+		unsigned char *q = realloc(p, s);
+		REQUIRE(q);
+		if (p && s > 97)
+			CHECK(q[s - 98] == (unsigned char)((s - 97) & 0xff));
+		q[s - 1] = (unsigned char)(s & 0xff);
+		p = q;
+	}
+	free(p);
+}
+
+static void test_realloc_edges(void)
+{
+	/* realloc(p, 0) frees and returns NULL (glibc). */
+	void *p = malloc(100);
+	REQUIRE(p);
+	uint64_t f0 = mt_counter("malloc_free");
+	CHECK(realloc(p, 0) == NULL);
+	CHECK(mt_counter("malloc_free") == f0 + 1);
+	p = realloc(NULL, 0); /* = malloc(0): a pointer */
+	CHECK(p != NULL);
+	free(p);
+
+	/* Failure leaves the block intact. */
+	unsigned char *b = malloc(500);
+	REQUIRE(b);
+	mt_fill(b, 500, 3);
+	errno = 0;
+	CHECK(realloc(b, SIZE_MAX) == NULL && errno == ENOMEM);
+	errno = 0;
+	CHECK(realloc(b, SIZE_MAX / 2) == NULL && errno == ENOMEM);
+	CHECK(mt_verify(b, 500, 3));
+	free(b);
+
+	/* reallocarray: overflow -> NULL + ENOMEM, block intact. */
+	b = reallocarray(NULL, 10, 10);
+	REQUIRE(b);
+	mt_fill(b, 100, 5);
+	errno = 0;
+	CHECK(reallocarray(b, SIZE_MAX / 2, 3) == NULL && errno == ENOMEM);
+	CHECK(mt_verify(b, 100, 5));
+	unsigned char *c = reallocarray(b, 1000, 20);
+	CHECK(c && malloc_usable_size(c) >= 20000 && mt_verify(c, 100, 5));
+	free(c ? c : b);
+}
+
+static void check_aligned_block(void *p, size_t align, size_t size)
+{
+	CHECK(p != NULL);
+	if (!p)
+		return;
+	CHECK(aligned(p, align));
+	CHECK(malloc_usable_size(p) >= size);
+	unsigned char *c = p;
+	c[size - 1] = 0x22;
+	c[0] = 0x11;
+	CHECK(c[0] == 0x11 && c[size - 1] == (size == 1 ? 0x11 : 0x22));
+}
+
+/* Every power-of-two alignment from 1 byte to 1 GiB, through memalign,
+ * aligned_alloc, posix_memalign and __libc_memalign, small and large. */
+static void test_alignments(void)
+{
+	for (unsigned k = 0; k <= 30; k++) {
+		size_t a = (size_t)1 << k;
+		size_t sizes[] = {1, 24, a, a + 1, 3 * a};
+		for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+			size_t s = sizes[i];
+			if (s > 3 * GiB / 2 && k == 30 && i == 4)
+				continue; /* a 3 GiB mapping adds nothing */
+			uint64_t before = mt_counter("malloc_alloc");
+			void *p = memalign(a, s);
+			check_aligned_block(p, a, s);
+			void *q = aligned_alloc(a, s);
+			check_aligned_block(q, a, s);
+			void *r = NULL;
+			int rc = posix_memalign(&r, a < sizeof(void *) ? sizeof(void *) : a, s);
+			CHECK_EQ(rc, 0);
+			check_aligned_block(r, a, s);
+			void *t = __libc_memalign(a, s);
+			check_aligned_block(t, a, s);
+			CHECK(mt_counter("malloc_alloc") >= before + 4);
+			free(p);
+			free(q);
+			free(r);
+			free(t);
+		}
+	}
+	/* Many live aligned blocks at once stay distinct. */
+	void *many[64];
+	for (int i = 0; i < 64; i++) {
+		many[i] = memalign(256, 200);
+		CHECK(many[i] && aligned(many[i], 256));
+		if (many[i])
+			memset(many[i], i, 200);
+	}
+	for (int i = 0; i < 64; i++) {
+		unsigned char *c = many[i];
+		CHECK(c && c[0] == i && c[199] == i);
+		free(c);
+	}
+}
+
+static void test_bad_alignments(void)
+{
+	size_t bad[] = {3, 5, 6, 24, 48, 100, 4097, ((size_t)1 << 20) + 16};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		errno = 0;
+		CHECK(memalign(bad[i], 64) == NULL && errno == EINVAL);
+		errno = 0;
+		CHECK(aligned_alloc(bad[i], 64) == NULL && errno == EINVAL);
+		/* posix_memalign returns the error and leaves errno and *out. */
+		void *out = (void *)0x1234;
+		errno = 777;
+		CHECK_EQ(posix_memalign(&out, bad[i], 64), EINVAL);
+		CHECK(errno == 777 && out == (void *)0x1234);
+	}
+	/* posix_memalign: 0, and powers of two below sizeof(void *). */
+	size_t small[] = {0, 1, 2, 4};
+	for (size_t i = 0; i < sizeof small / sizeof *small; i++) {
+		void *out = (void *)0x1234;
+		errno = 777;
+		CHECK_EQ(posix_memalign(&out, small[i], 64), EINVAL);
+		CHECK(errno == 777 && out == (void *)0x1234);
+	}
+	/* Success leaves errno alone too. */
+	void *out = NULL;
+	errno = 777;
+	CHECK_EQ(posix_memalign(&out, 64, 64), 0);
+	CHECK(errno == 777 && out && aligned(out, 64));
+	free(out);
+	/* Too big: ENOMEM, returned, errno untouched. */
+	out = (void *)0x1234;
+	errno = 777;
+	CHECK_EQ(posix_memalign(&out, 64, SIZE_MAX), ENOMEM);
+	CHECK(errno == 777 && out == (void *)0x1234);
+	CHECK_EQ(posix_memalign(&out, 4096, SIZE_MAX / 2), ENOMEM);
+	/* Zero sizes: a freeable pointer. */
+	void *z = memalign(64, 0), *y = aligned_alloc(4096, 0);
+	CHECK(z && aligned(z, 64) && y && aligned(y, 4096));
+	free(z);
+	free(y);
+	CHECK_EQ(posix_memalign(&out, 64, 0), 0);
+	free(out);
+}
+
+static void test_valloc(void)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	size_t sizes[] = {0, 1, 4095, 4096, 4097, 100000, 3 * MiB};
+	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+		size_t s = sizes[i];
+		unsigned char *v = valloc(s);
+		CHECK(v && aligned(v, (size_t)pg));
+		if (v && s) {
+			v[0] = 1;
+			v[s - 1] = 1;
+		}
+		CHECK(v && malloc_usable_size(v) >= s);
+		free(v);
+		unsigned char *pv = pvalloc(s);
+		size_t round = s ? (s + (size_t)pg - 1) & ~((size_t)pg - 1) : (size_t)pg;
+		CHECK(pv && aligned(pv, (size_t)pg));
+		CHECK(pv && malloc_usable_size(pv) >= round);
+		if (pv)
+			memset(pv, 7, round); /* the whole rounded size is ours */
+		free(pv);
+	}
+	errno = 0;
+	CHECK(valloc(SIZE_MAX) == NULL && errno == ENOMEM);
+	errno = 0;
+	CHECK(pvalloc(SIZE_MAX) == NULL && errno == ENOMEM);
+	errno = 0;
+	CHECK(pvalloc(SIZE_MAX - 4095) == NULL && errno == ENOMEM);
+}
+
+static void test_huge(void)
+{
+	size_t huge[] = {SIZE_MAX, SIZE_MAX - 4096, SIZE_MAX / 2, SIZE_MAX / 2 + 1,
+			 (size_t)1 << 62, (size_t)1 << 48};
+	for (size_t i = 0; i < sizeof huge / sizeof *huge; i++) {
+		errno = 0;
+		CHECK(malloc(huge[i]) == NULL && errno == ENOMEM);
+		errno = 0;
+		CHECK(calloc(1, huge[i]) == NULL && errno == ENOMEM);
+		errno = 0;
+		CHECK(memalign(64, huge[i]) == NULL && errno == ENOMEM);
+		errno = 0;
+		CHECK(aligned_alloc(1 << 21, huge[i]) == NULL && errno == ENOMEM);
+		errno = 0;
+		CHECK(realloc(NULL, huge[i]) == NULL && errno == ENOMEM);
+	}
+	/* A large (> 1 GiB) allocation: a dedicated mapping, both ends
+	 * writable, freed back. */
+	uint64_t maps = mt_counter("large_map");
+	unsigned char *p = malloc(GiB + GiB / 2);
+	CHECK(p != NULL);
+	if (p) {
+		p[0] = 1;
+		p[GiB + GiB / 2 - 1] = 2;
+		CHECK(malloc_usable_size(p) >= GiB + GiB / 2);
+		free(p);
+	}
+	CHECK(mt_counter("large_map") == maps + 1);
+	CHECK(mt_counter("large_unmap") >= 1);
+}
+
+static void test_usable_and_sized(void)
+{
+	CHECK_EQ(malloc_usable_size(NULL), 0);
+	for (size_t s = 1; s < 300 * KiB; s = s * 3 / 2 + 1) {
+		void *p = malloc(s);
+		CHECK(p && malloc_usable_size(p) >= s);
+		uint64_t f0 = mt_counter("malloc_free");
+		if (s & 1)
+			free_sized(p, s);
+		else
+			free_aligned_sized(p, 16, s);
+		CHECK(mt_counter("malloc_free") == f0 + 1);
+	}
+	void *a = aligned_alloc(256, 1000);
+	REQUIRE(a);
+	uint64_t f0 = mt_counter("malloc_free");
+	free_aligned_sized(a, 256, 1000);
+	CHECK(mt_counter("malloc_free") == f0 + 1);
+	/* glibc's own names bind to us too. */
+	uint64_t a0 = mt_counter("malloc_alloc");
+	void *g = __libc_malloc(77);
+	CHECK(g && mt_counter("malloc_alloc") == a0 + 1);
+	__libc_free(g);
+}
+
+static void test_mallopt_trim_info(void)
+{
+	CHECK_EQ(mallopt(M_MMAP_THRESHOLD, 1 << 20), 1);
+	CHECK_EQ(mallopt(M_TRIM_THRESHOLD, 1 << 20), 1);
+	CHECK_EQ(mallopt(M_ARENA_MAX, 2), 1);
+	CHECK_EQ(mallopt(12345, 1), 0);
+
+	struct mallinfo2 m0 = mallinfo2();
+	size_t n = 40 * MiB;
+	unsigned char *big = malloc(n);
+	REQUIRE(big);
+	memset(big, 1, n);
+	struct mallinfo2 m1 = mallinfo2();
+	CHECK(m1.uordblks >= m0.uordblks + n);
+	CHECK(m1.arena + m1.hblkhd >= n);
+	CHECK(m1.uordblks <= m1.arena + m1.hblkhd);
+	free(big);
+	struct mallinfo2 m2 = mallinfo2();
+	CHECK(m2.uordblks + n <= m1.uordblks);
+	/* Old mallinfo agrees within int range. */
+	struct mallinfo old = mallinfo();
+	CHECK(old.uordblks > 0 && (size_t)old.uordblks <= m2.uordblks + 1 * MiB);
+
+	/* The freed 40 MiB sits in free pageblocks (decay delay): trim gives
+	 * them back now, and says so. */
+	uint64_t rel = mt_counter("pb_release");
+	size_t rss0 = mt_rss();
+	CHECK_EQ(malloc_trim(0), 1);
+	CHECK(mt_counter("pb_release") >= rel + 16);
+	size_t rss1 = mt_rss();
+	CHECK(rss1 + 16 * MiB <= rss0);
+	printf("malloc_trim: rss %zu -> %zu KiB\n", rss0 / 1024, rss1 / 1024);
+}
+
+static void *thread_class_default(void *arg)
+{
+	(void)arg;
+	return (void *)(uintptr_t)spb_thread_class();
+}
+
+static int pageblock_sets_disjoint(void **a, void **b, int n)
+{
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < n; j++)
+			if (((uintptr_t)a[i] >> 21) == ((uintptr_t)b[j] >> 21))
+				return 0;
+	return 1;
+}
+
+static void test_classes(void)
+{
+	enum { N = 64 };
+	void *un[N], *re[N], *th[N];
+	CHECK(spb_thread_class() == SPB_UNMOVABLE);
+	for (int i = 0; i < N; i++) {
+		size_t s = i < N / 2 ? 48 : 200 * KiB;
+		un[i] = malloc(s);
+		re[i] = spb_malloc_class(s, SPB_RECLAIMABLE, 0);
+		CHECK(un[i] && re[i]);
+		memset(re[i], 0xee, s);
+	}
+	/* No pageblock holds two classes. */
+	CHECK(pageblock_sets_disjoint(un, re, N));
+	/* SPB_F_ZERO reads zero even over a dirty recycled block. */
+	for (int i = 0; i < N; i++)
+		free(re[i]);
+	for (int i = 0; i < N; i++) {
+		size_t s = i < N / 2 ? 48 : 200 * KiB;
+		unsigned char *z = spb_malloc_class(s, SPB_RECLAIMABLE, SPB_F_ZERO);
+		CHECK(z != NULL);
+		size_t bad = 0;
+		for (size_t k = 0; z && k < s; k++)
+			bad += z[k] != 0;
+		CHECK_EQ(bad, 0);
+		re[i] = z;
+	}
+	unsigned char *u = spb_malloc_class(1000, SPB_UNMOVABLE, SPB_F_ZERO);
+	CHECK(u && u[0] == 0 && u[999] == 0);
+	free(u);
+	void *opt = spb_malloc_class(64, SPB_RECLAIMABLE, SPB_F_OPTIONAL);
+	CHECK(opt != NULL || errno == EAGAIN);
+	free(opt);
+	/* MOVABLE needs handles, SECRET is not there: EINVAL. */
+	spb_class_t badc[] = {SPB_MOVABLE, SPB_SECRET, SPB_NR_CLASSES, (spb_class_t)99};
+	for (size_t i = 0; i < sizeof badc / sizeof *badc; i++) {
+		errno = 0;
+		CHECK(spb_malloc_class(64, badc[i], 0) == NULL && errno == EINVAL);
+		errno = 0;
+		CHECK_EQ(spb_set_thread_class(badc[i]), -1);
+		CHECK(errno == EINVAL);
+	}
+	CHECK(spb_thread_class() == SPB_UNMOVABLE);
+
+	/* The thread default moves plain malloc to the reclaimable class. */
+	CHECK_EQ(spb_set_thread_class(SPB_RECLAIMABLE), 0);
+	CHECK(spb_thread_class() == SPB_RECLAIMABLE);
+	for (int i = 0; i < N; i++) {
+		th[i] = malloc(i < N / 2 ? 48 : 200 * KiB);
+		CHECK(th[i] != NULL);
+	}
+	CHECK(pageblock_sets_disjoint(un, th, N));
+	/* Another thread starts on the default. */
+	pthread_t t;
+	void *ret = NULL;
+	REQUIRE(pthread_create(&t, NULL, thread_class_default, NULL) == 0);
+	pthread_join(t, &ret);
+	CHECK((spb_class_t)(uintptr_t)ret == SPB_UNMOVABLE);
+	CHECK_EQ(spb_set_thread_class(SPB_UNMOVABLE), 0);
+	CHECK(spb_thread_class() == SPB_UNMOVABLE);
+	void *back = malloc(48);
+	CHECK(back != NULL);
+	void *one[1] = {back};
+	CHECK(pageblock_sets_disjoint(one, th, N));
+	free(back);
+	for (int i = 0; i < N; i++) {
+		free(un[i]);
+		free(re[i]);
+		free(th[i]);
+	}
+}
+
+int main(void)
+{
+	double t0 = mt_now();
+	test_proof();
+	test_malloc_sizes();
+	test_calloc();
+	test_realloc_chain();
+	test_realloc_edges();
+	test_alignments();
+	test_bad_alignments();
+	test_valloc();
+	test_huge();
+	test_usable_and_sized();
+	test_classes();
+	test_mallopt_trim_info();
+	printf("served %" PRIu64 " allocations in %.2f s\n", mt_counter("malloc_alloc"),
+	       mt_now() - t0);
+	return mt_done("test_malloc_api");
+}
