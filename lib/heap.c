@@ -334,16 +334,11 @@ void spb__heap_postfork_child(void)
 {
 	pthread_mutex_init(&aband_lock, NULL);
 	pthread_mutex_init(&heaps_lock, NULL);
-	/* Only the forking thread exists in the child: the other threads'
-	 * heaps will never run again, so their spans become abandoned and
-	 * their blocks reachable by the child's threads. */
-	struct spb_heap *self = tls_primary;
-	for (struct spb_link *l = heaps_live.next, *nx; l != &heaps_live; l = nx) {
-		nx = l->next;
-		struct spb_heap *h = spb__container_of(l, struct spb_heap, all_link);
-		if (self && self->by_class[h->cls] == h)
-			continue;
-		heap_release_spans(h);
-		heap_retire_locked(h);
-	}
+	/* Only the forking thread exists in the child. The other threads'
+	 * heaps are left as they are: fork may have caught one of them in the
+	 * middle of its lock-free fast path or of a list move, so nothing in
+	 * them can be trusted to walk. Their spans stay owned by heaps that
+	 * never run again; a block the child frees into one lands on its
+	 * xfree stack. A bounded leak (what their caches held at fork), as in
+	 * jemalloc and mimalloc, instead of a corrupted heap. */
 }
