@@ -1,7 +1,7 @@
 # Warnings and sanitizers shared by every target: spb_target_flags(target).
 function(spb_target_flags tgt)
   target_compile_options(${tgt} PRIVATE -Wall -Wextra -Wshadow -Wpointer-arith
-    -Wstrict-prototypes$<$<COMPILE_LANGUAGE:CXX>:-Wno-strict-prototypes>
+    $<$<COMPILE_LANGUAGE:C>:-Wstrict-prototypes>
     -Wno-unused-parameter)
   if(SPB_WERROR)
     target_compile_options(${tgt} PRIVATE -Werror)
