@@ -154,7 +154,10 @@ static struct spb_span *adopt(struct spb_heap *h, unsigned bin)
 	if (!spb__list_empty(&abandoned[bin])) {
 		s = spb__container_of(abandoned[bin].next, struct spb_span, link);
 		spb__list_del(&s->link);
-		nr_abandoned[bin]--;
+		/* Atomic (under the lock): adopt() reads it unlocked as a hint,
+		 * and a plain write racing with that read is a data race
+		 * (ThreadSanitizer, tests/api/test_threads). */
+		__atomic_fetch_sub(&nr_abandoned[bin], 1, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&aband_lock);
 	if (!s)
@@ -226,7 +229,7 @@ static void abandon_span(struct spb_span *s)
 	__atomic_store_n(&s->full, SPB_SPAN_AVAIL, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&aband_lock);
 	spb__list_add_tail(&abandoned[s->bin], &s->link);
-	nr_abandoned[s->bin]++;
+	__atomic_fetch_add(&nr_abandoned[s->bin], 1, __ATOMIC_RELAXED); /* see adopt() */
 	pthread_mutex_unlock(&aband_lock);
 }
 
@@ -293,7 +296,7 @@ void spb__heap_sweep_abandoned(void)
 			spb__span_collect(s);
 			if (s->used == 0) {
 				spb__list_del(&s->link);
-				nr_abandoned[b]--;
+				__atomic_fetch_sub(&nr_abandoned[b], 1, __ATOMIC_RELAXED);
 				spb__span_release(s);
 			}
 		}

@@ -71,7 +71,7 @@ static int mt_failures, mt_checks;
 
 #define REQUIRE(cond)                                                          \
 	do {                                                                   \
-		mt_checks++;                                                   \
+		__atomic_fetch_add(&mt_checks, 1, __ATOMIC_RELAXED);           \
 		if (!(cond)) {                                                 \
 			fprintf(stderr, "%s:%d: REQUIRE failed: %s\n",          \
 				__FILE__, __LINE__, #cond);                    \
