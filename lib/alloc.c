@@ -201,6 +201,8 @@ static size_t realloc_old_size(void *p)
 	uintptr_t off = (uintptr_t)p - s->start;
 	if (((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off)
 		spb__fatal("realloc(): invalid pointer (inside a block, not its start)", p);
+	if (off >= (uintptr_t)__atomic_load_n(&s->extended, __ATOMIC_RELAXED) * s->bsize)
+		spb__fatal("realloc(): invalid pointer (not allocated by spbmalloc)", p);
 	if (((struct spb_block *)p)->tag == (spb__free_cookie ^ (uintptr_t)p))
 		spb__fatal("realloc(): invalid pointer (block is free: double free?)", p);
 	return s->bsize;

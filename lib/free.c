@@ -62,6 +62,13 @@ void spb__free_ptr(void *p)
 	uintptr_t off = (uintptr_t)p - s->start;
 	if (SPB_UNLIKELY(((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off))
 		spb__fatal("free(): invalid pointer (inside a block, not its start)", p);
+	/* Past what the span has put on a free list so far: never handed out,
+	 * and its tag is whatever the memory held. Accepting it pushed the
+	 * block on the free list and let extend hand it out twice
+	 * (tests/api/test_badfree never_allocated_block). */
+	if (SPB_UNLIKELY(off >= (uintptr_t)__atomic_load_n(&s->extended, __ATOMIC_RELAXED) *
+				       s->bsize))
+		spb__fatal("free(): invalid pointer (not allocated by spbmalloc)", p);
 	struct spb_block *b = p;
 	if (SPB_UNLIKELY(b->tag == (spb__free_cookie ^ (uintptr_t)b)))
 		spb__fatal("free(): double free detected", p);

@@ -274,8 +274,14 @@ void spb__heap_thread_exit(struct spb_heap *primary)
 	primary->counters[MALLOC_THREAD_EXIT]++;
 	spb__tls_heap = &spb__empty_heap;
 	tls_primary = NULL;
+	/* Copy first: once the primary (class UNMOVABLE, before RECLAIMABLE)
+	 * is retired it is back in the pool, and a thread starting now may
+	 * reuse it and clear by_class while this loop still reads it; the
+	 * thread's reclaimable heap then leaked with its spans. */
+	struct spb_heap *by_class[SPB_NR_CLASSES];
+	memcpy(by_class, primary->by_class, sizeof by_class);
 	for (unsigned c = 0; c < SPB_NR_CLASSES; c++) {
-		struct spb_heap *h = primary->by_class[c];
+		struct spb_heap *h = by_class[c];
 		if (!h || (h == primary && c != SPB_UNMOVABLE))
 			continue;
 		heap_release_spans(h);

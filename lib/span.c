@@ -118,7 +118,8 @@ bool spb__span_extend(struct spb_span *s)
 	b->next = s->free;
 	b->tag = spb__free_cookie ^ (uintptr_t)b;
 	s->free = head;
-	s->extended += n;
+	/* Atomic: a cross-thread free reads it (free.c). */
+	__atomic_store_n(&s->extended, s->extended + n, __ATOMIC_RELAXED);
 	return true;
 }
 

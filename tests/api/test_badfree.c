@@ -100,6 +100,22 @@ static void c_interior_small_odd(void *a)
 	do_free(p + 1);
 }
 
+static void c_never_allocated_block(void *a)
+{
+	(void)a;
+	/* Block-aligned, inside the span of a fresh 48-byte block, far past
+	 * what the span has handed out so far. */
+	char *p = malloc(48);
+	do_free(p + 48 * 300);
+}
+
+static void c_never_allocated_block_realloc(void *a)
+{
+	(void)a;
+	char *p = malloc(48);
+	do_realloc(p + 48 * 300, 40);
+}
+
 static void c_interior_run(void *a)
 {
 	(void)a;
@@ -315,6 +331,8 @@ static const struct bad_case cases[] = {
 	{"spb_unallocated", c_spb_unallocated, "invalid pointer", NULL},
 	{"interior_small", c_interior_small, "invalid pointer", NULL},
 	{"interior_small_odd", c_interior_small_odd, "invalid pointer", NULL},
+	{"never_allocated_block", c_never_allocated_block, "invalid pointer", NULL},
+	{"never_allocated_block_realloc", c_never_allocated_block_realloc, "invalid pointer", NULL},
 	{"interior_run", c_interior_run, "invalid pointer", NULL},
 	{"interior_run_unaligned", c_interior_run_unaligned, "invalid pointer", NULL},
 	{"interior_pageblocks", c_interior_pageblocks, "invalid pointer", NULL},
