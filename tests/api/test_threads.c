@@ -320,6 +320,53 @@ static void test_exit_while_freeing(void)
 	       rounds, mt_now() - t0, da, df);
 }
 
+/* ---- malloc from another TLS destructor, after ours has run ---- */
+
+static pthread_key_t late_key;
+
+static void late_dtor(void *v)
+{
+	/* Runs after (or before) spbmalloc's own key destructor: either way
+	 * the blocks are served and the heap this may re-create is retired. */
+	T_FREE(v);
+	void *p = T_MALLOC(200);
+	void *q = T_MALLOC(50000);
+	if (p)
+		memset(p, 1, 200);
+	T_FREE(q);
+	T_FREE(p);
+}
+
+static void *late_thread(void *arg)
+{
+	(void)arg;
+	pthread_setspecific(late_key, T_MALLOC(64));
+	return NULL;
+}
+
+static void test_tls_destructor_malloc(void)
+{
+	REQUIRE(pthread_key_create(&late_key, late_dtor) == 0);
+	int n = 400 / SCALE;
+	uint64_t ti0 = mt_counter("malloc_thread_init"), te0 = mt_counter("malloc_thread_exit");
+	uint64_t a0 = mt_counter("malloc_alloc"), f0 = mt_counter("malloc_free");
+	for (int i = 0; i < n; i++) {
+		pthread_t t;
+		REQUIRE(pthread_create(&t, NULL, late_thread, NULL) == 0);
+		pthread_join(t, NULL);
+	}
+	uint64_t ti = mt_counter("malloc_thread_init") - ti0, te = mt_counter("malloc_thread_exit") - te0;
+	uint64_t da = mt_counter("malloc_alloc") - a0, df = mt_counter("malloc_free") - f0;
+	printf("tls-destructor malloc: %d threads, heaps created %" PRIu64 ", retired %" PRIu64 "\n",
+	       n, ti, te);
+	/* Every heap a thread made, including one re-made by a late
+	 * destructor, is retired: none stays live with its spans. */
+	CHECK_EQ(ti, te);
+	CHECK(da >= (uint64_t)n * 3);
+	CHECK(da <= df + 4);
+	pthread_key_delete(late_key);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -327,5 +374,6 @@ int main(void)
 	test_rings();
 	test_exit_while_freeing();
 	test_create_join();
+	test_tls_destructor_malloc();
 	return mt_done("test_threads");
 }
