@@ -173,6 +173,50 @@ static void test_realloc_chain(void)
 	free(p);
 }
 
+/* In-place resizing of page runs and pageblock runs (the engine grows a
+ * run into free neighbours and gives a shrunk tail back): the tail handed
+ * to someone else must not overlap, contents must survive both ways. */
+static void test_realloc_in_place_runs(void)
+{
+	size_t sizes[][3] = {
+		{1 * MiB, 300 * KiB, 600 * KiB},  /* page runs */
+		{9 * MiB, 4 * MiB, 4 * MiB},      /* pageblock runs */
+	};
+	for (int k = 0; k < 2; k++) {
+		size_t big = sizes[k][0], small = sizes[k][1], other = sizes[k][2];
+		unsigned char *p = malloc(big);
+		REQUIRE(p);
+		mt_stamp(p, big, 21);
+		unsigned char *q = realloc(p, small);
+		REQUIRE(q);
+		CHECK(mt_verify(q, 64, 21));
+		for (size_t off = 4096; off + 8 <= small - 64; off += 4096) {
+			uint64_t seed = 21;
+			CHECK(memcmp(q + off, &seed, 8) == 0);
+		}
+		mt_stamp(q, small, 22);
+		/* Whatever takes the freed tail must not overlap q. */
+		unsigned char *r = malloc(other);
+		REQUIRE(r);
+		CHECK(r >= q + small || r + other <= q);
+		memset(r, 0xcd, other);
+		CHECK(mt_stamp_ok(q, small, 22));
+		/* Growing again: in place or moved, contents kept. */
+		unsigned char *g = realloc(q, big);
+		REQUIRE(g);
+		CHECK(mt_stamp_ok(g, small, 22));
+		CHECK(malloc_usable_size(g) >= big);
+		g[big - 1] = 1;
+		CHECK(r[0] == 0xcd && r[other - 1] == 0xcd);
+		free(r);
+		/* With the neighbour gone it can grow in place. */
+		unsigned char *h = realloc(g, big + big / 2);
+		REQUIRE(h);
+		CHECK(mt_stamp_ok(h, small, 22));
+		free(h);
+	}
+}
+
 static void test_realloc_edges(void)
 {
 	/* realloc(p, 0) frees and returns NULL (glibc). */
@@ -523,6 +567,7 @@ int main(void)
 	test_calloc();
 	test_realloc_chain();
 	test_realloc_edges();
+	test_realloc_in_place_runs();
 	test_alignments();
 	test_bad_alignments();
 	test_valloc();
