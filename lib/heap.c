@@ -102,18 +102,34 @@ int spb__heap_set_default(unsigned cls)
 	return 0;
 }
 
-static void mark_full(struct spb_heap *h, struct spb_span *s)
+/* A span's full state moves AVAIL -> FULL (owner), FULL -> NOTIFIED (a
+ * cross-thread freer, which then puts it on the owner's xnotify list) and
+ * NOTIFIED -> AVAIL (the owner's drain, which takes it off that list).
+ * Every owner transition is a compare-and-swap from the state it expects,
+ * so NOTIFIED is never overwritten: a span on an xnotify list is never
+ * pushed a second time (which would make the list a cycle). */
+static bool full_cas(struct spb_span *s, uint8_t from, uint8_t to)
+{
+	return __atomic_compare_exchange_n(&s->full, &from, to, false, __ATOMIC_SEQ_CST,
+					   __ATOMIC_SEQ_CST);
+}
+
+static void move_to(struct spb_link *list, struct spb_span *s)
 {
 	spb__list_del(&s->link);
-	spb__list_add_tail(&h->full[s->bin], &s->link);
-	__atomic_store_n(&s->full, SPB_SPAN_FULL, __ATOMIC_SEQ_CST);
+	spb__list_add_tail(list, &s->link);
+}
+
+static void mark_full(struct spb_heap *h, struct spb_span *s)
+{
+	move_to(&h->full[s->bin], s);
+	full_cas(s, SPB_SPAN_AVAIL, SPB_SPAN_FULL);
 }
 
 static void mark_avail(struct spb_heap *h, struct spb_span *s)
 {
-	__atomic_store_n(&s->full, SPB_SPAN_AVAIL, __ATOMIC_RELAXED);
-	spb__list_del(&s->link);
-	spb__list_add_tail(&h->avail[s->bin], &s->link);
+	full_cas(s, SPB_SPAN_FULL, SPB_SPAN_AVAIL);
+	move_to(&h->avail[s->bin], s);
 }
 
 /* Spans that got a cross-thread free while their owner saw them full. */
@@ -123,8 +139,8 @@ static void drain_notify(struct spb_heap *h)
 	while (s) {
 		struct spb_span *next = s->notify_next;
 		if (__atomic_load_n(&s->heap, __ATOMIC_RELAXED) == h &&
-		    __atomic_load_n(&s->full, __ATOMIC_RELAXED) == SPB_SPAN_NOTIFIED)
-			mark_avail(h, s);
+		    full_cas(s, SPB_SPAN_NOTIFIED, SPB_SPAN_AVAIL))
+			move_to(&h->avail[s->bin], s);
 		s = next;
 	}
 }
@@ -200,7 +216,8 @@ void spb__heap_span_empty(struct spb_heap *h, struct spb_span *s)
 		mark_avail(h, s);
 	/* Keep the bin's current span (no thrash at a size used in bursts);
 	 * a span on a notification list stays until drained. */
-	if (s->used || s == h->bins[s->bin] || full == SPB_SPAN_NOTIFIED)
+	if (s->used || s == h->bins[s->bin] ||
+	    __atomic_load_n(&s->full, __ATOMIC_ACQUIRE) == SPB_SPAN_NOTIFIED)
 		return;
 	spb__list_del(&s->link);
 	h->counters[MALLOC_SPAN_FREE]++;
