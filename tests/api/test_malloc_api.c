@@ -478,10 +478,10 @@ static void *thread_class_default(void *arg)
 	return (void *)(uintptr_t)spb_thread_class();
 }
 
-static int pageblock_sets_disjoint(void **a, void **b, int n)
+static int pageblock_sets_disjoint(void **a, int na, void **b, int nb)
 {
-	for (int i = 0; i < n; i++)
-		for (int j = 0; j < n; j++)
+	for (int i = 0; i < na; i++)
+		for (int j = 0; j < nb; j++)
 			if (((uintptr_t)a[i] >> 21) == ((uintptr_t)b[j] >> 21))
 				return 0;
 	return 1;
@@ -500,7 +500,7 @@ static void test_classes(void)
 		memset(re[i], 0xee, s);
 	}
 	/* No pageblock holds two classes. */
-	CHECK(pageblock_sets_disjoint(un, re, N));
+	CHECK(pageblock_sets_disjoint(un, N, re, N));
 	/* SPB_F_ZERO reads zero even over a dirty recycled block. */
 	for (int i = 0; i < N; i++)
 		free(re[i]);
@@ -538,7 +538,7 @@ static void test_classes(void)
 		th[i] = malloc(i < N / 2 ? 48 : 200 * KiB);
 		CHECK(th[i] != NULL);
 	}
-	CHECK(pageblock_sets_disjoint(un, th, N));
+	CHECK(pageblock_sets_disjoint(un, N, th, N));
 	/* Another thread starts on the default. */
 	pthread_t t;
 	void *ret = NULL;
@@ -550,7 +550,7 @@ static void test_classes(void)
 	void *back = malloc(48);
 	CHECK(back != NULL);
 	void *one[1] = {back};
-	CHECK(pageblock_sets_disjoint(one, th, N));
+	CHECK(pageblock_sets_disjoint(one, 1, th, N));
 	free(back);
 	for (int i = 0; i < N; i++) {
 		free(un[i]);
