@@ -98,6 +98,7 @@ struct spb {
 	struct spb_link empty_link;    /* zone->emptyq while empty */
 	struct spb_link partial[SPB_NR_CLASSES]; /* RUNS pbs with free pages */
 	spb_map512_t free_pb_map;      /* bit set = pageblock FREE */
+	spb_map512_t dirty_pb_map;     /* bit set = FREE and still holding memory */
 	struct spb_pageblock pb[SPB_PB_PER_SPB];
 	/* The malloc layer's owner of each 4 KiB page (its span), or NULL for
 	 * page runs handed out directly. 2 MiB of address space per SPB,

@@ -34,6 +34,15 @@ static uint32_t spb_free_pages(const struct spb *s)
 	return n;
 }
 
+/* npb free pageblocks in a row in s: pageblocks that still hold memory
+ * first (reusing them costs no page fault and keeps RSS from growing while
+ * freed ones wait for their decay), then any. */
+static int find_pbs(const struct spb *s, unsigned npb, unsigned align)
+{
+	int i = spb__map_find_run(&s->dirty_pb_map, npb, align);
+	return i >= 0 ? i : spb__map_find_run(&s->free_pb_map, npb, align);
+}
+
 /* First SPB of category cat, fullest (or emptiest) bucket first, with npb
  * free pageblocks in a row at a multiple of align. */
 static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_first,
@@ -51,7 +60,7 @@ static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_f
 			}
 			if (s->nr_free_pb < npb)
 				continue;
-			int i = spb__map_find_run(&s->free_pb_map, npb, align);
+			int i = find_pbs(s, npb, align);
 			if (i >= 0) {
 				*idx = i;
 				return s;

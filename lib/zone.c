@@ -113,6 +113,7 @@ void spb__zone_pb_dirty_locked(struct spb_zone *z, struct spb_pageblock *pb)
 	if (pb->dirty)
 		return;
 	pb->dirty = 1;
+	spb__map_set_range(&pb->owner->dirty_pb_map, spb__pb_index(pb->owner, pb), 1);
 	pb->freed_at = spb__os_now_ms();
 	spb__list_add_tail(&z->dirty, &pb->link);
 	if (due_at(pb->freed_at) < z->next_decay)
@@ -125,6 +126,7 @@ void spb__zone_pb_undirty_locked(struct spb_zone *z, struct spb_pageblock *pb)
 	if (!pb->dirty)
 		return;
 	spb__list_del(&pb->link);
+	spb__map_clear_range(&pb->owner->dirty_pb_map, spb__pb_index(pb->owner, pb), 1);
 	pb->dirty = 0;
 }
 

@@ -125,6 +125,8 @@ static void zc_spb(struct zc *c, struct spb *s, unsigned cat, unsigned full)
 			ZC_FAIL(c, "pb %u: owner wrong", i);
 		if (zc_bit(&s->free_pb_map, i) != (pb->cls == SPB_PB_FREE))
 			ZC_FAIL(c, "pb %u: free_pb_map bit disagrees with cls %u", i, pb->cls);
+		if (zc_bit(&s->dirty_pb_map, i) != (pb->dirty != 0))
+			ZC_FAIL(c, "pb %u: dirty_pb_map bit disagrees with dirty %u", i, pb->dirty);
 		if (pb->cls == SPB_PB_FREE || pb->cls == SPB_PB_BUSY) {
 			nfree += pb->cls == SPB_PB_FREE;
 			nbusy += pb->cls == SPB_PB_BUSY;
