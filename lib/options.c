@@ -7,6 +7,9 @@
 
 #include "platform.h"
 
+#include <string.h>
+#include <unistd.h>
+
 struct option_desc {
 	const char *env;
 	long def, lo, hi;
@@ -41,6 +44,24 @@ static bool parse_long(const char *s, long *out)
 	return true;
 }
 
+/* SPBMALLOC_VERBOSE: one line per setting, "spbmalloc: NAME=value". */
+static void print_settings(void)
+{
+	for (int i = 0; i < SPB_NR_OPTIONS; i++) {
+		char buf[96];
+		size_t n = 0, l = strlen(option_table[i].env);
+		memcpy(buf, "spbmalloc: ", 11);
+		n = 11;
+		memcpy(buf + n, option_table[i].env, l);
+		n += l;
+		buf[n++] = '=';
+		n += spb__fmt_u64(buf + n, (uint64_t)spb__options[i]);
+		buf[n++] = '\n';
+		ssize_t r = write(2, buf, n);
+		(void)r;
+	}
+}
+
 void spb__options_init(void)
 {
 	if (__atomic_load_n(&options_done, __ATOMIC_ACQUIRE))
@@ -57,6 +78,8 @@ void spb__options_init(void)
 			spb__warn(d->env, s, "is not valid: using the default");
 	}
 	__atomic_store_n(&options_done, 1, __ATOMIC_RELEASE);
+	if (spb__options[OPT_VERBOSE])
+		print_settings();
 }
 
 void spb__option_set(enum spb_option o, long v)

@@ -9,6 +9,7 @@
  * lists in O(1) and keeps the zone's tainted free-pageblock count exact.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include "engine.h"
 
@@ -99,6 +100,28 @@ static void spb_init_locked(struct spb_zone *z, struct spb *s, void *base,
 	spb__map_register(s->r.base, SPB_SPB_SIZE, &s->r);
 }
 
+/* SPBMALLOC_VERBOSE: "spbmalloc: SPB 0x... reserved, zone N, rung R". */
+static void log_reserve(const struct spb *s)
+{
+	char buf[128];
+	size_t n = 0;
+	static const char a[] = "spbmalloc: SPB ", b[] = " reserved, zone ", c[] = ", rung ";
+	memcpy(buf, a, sizeof a - 1);
+	n = sizeof a - 1;
+	n += spb__fmt_hex(buf + n, s->r.base);
+	memcpy(buf + n, b, sizeof b - 1);
+	n += sizeof b - 1;
+	n += spb__fmt_u64(buf + n, (uint64_t)s->zone->node);
+	memcpy(buf + n, c, sizeof c - 1);
+	n += sizeof c - 1;
+	size_t l = strlen(spb__rung_names[s->rung]);
+	memcpy(buf + n, spb__rung_names[s->rung], l);
+	n += l;
+	buf[n++] = '\n';
+	ssize_t r = write(2, buf, n);
+	(void)r;
+}
+
 struct spb *spb__spb_grow_locked(struct spb_zone *z)
 {
 	long max = spb__opt(OPT_MAX_SPBS);
@@ -133,6 +156,8 @@ struct spb *spb__spb_grow_locked(struct spb_zone *z)
 		return NULL;
 	}
 	spb_init_locked(z, s, base, rung);
+	if (spb__opt(OPT_VERBOSE))
+		log_reserve(s);
 	return s;
 }
 
