@@ -26,6 +26,7 @@ static __attribute__((noinline)) void *alloc_small_slow(struct spb_heap *h, size
 			return NULL;
 		}
 	}
+	spb__remote_flush();
 	/* The bin the fast path computed may predate the size-class table. */
 	unsigned bin = bin_hint < SPB_NR_BINS && spb__bin_size[bin_hint] >= size
 			       ? bin_hint : spb__bin_of(size);

@@ -96,8 +96,8 @@ uint64_t spb_decay(void)
 size_t spb_trim(void)
 {
 	spb__engine_init();
-	if (spb__trim_hook)
-		spb__trim_hook();
+	if (spb__reclaim_hook)
+		spb__reclaim_hook();
 	uint64_t before = spb__counter_sum(PB_RELEASE) + spb__counter_sum(SPB_UNMAP);
 	/* "Now" far in the future: every pending release is due. */
 	uint64_t far = UINT64_MAX / 2;
@@ -106,4 +106,4 @@ size_t spb_trim(void)
 	return (size_t)(spb__counter_sum(PB_RELEASE) + spb__counter_sum(SPB_UNMAP) - before);
 }
 
-void (*spb__trim_hook)(void);
+void (*spb__reclaim_hook)(void);

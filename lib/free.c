@@ -8,20 +8,55 @@
  */
 #include "heap.h"
 
+/* Blocks this thread freed into one other thread's span, pushed there in
+ * one compare-and-swap when the batch is full, when a block of another
+ * span comes, on this thread's malloc slow path, and at thread exit: a
+ * producer/consumer pair pays one atomic per REMOTE_BATCH frees, not one
+ * per free. The blocks stay counted as used by their span meanwhile. */
+#define REMOTE_BATCH 32
+struct remote_batch {
+	struct spb_span *span;
+	struct spb_block *head, *tail;
+	uint32_t n;
+};
+static SPB_TLS struct remote_batch remote;
+
+void spb__remote_flush(void)
+{
+	struct spb_span *s = remote.span;
+	if (!s)
+		return;
+	remote.span = NULL;
+	struct spb_block *head = __atomic_load_n(&s->xfree, __ATOMIC_RELAXED);
+	do
+		remote.tail->next = head;
+	while (!__atomic_compare_exchange_n(&s->xfree, &head, remote.head, true,
+					    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+	/* Paired with mark_full (heap.c): either the owner's second look at
+	 * xfree sees these blocks, or this load sees the span flagged full.
+	 * (s may be recycled by now; descriptors are never unmapped, and a
+	 * recycled one is not FULL-then-ours: see spb__heap_notify.) */
+	if (__atomic_load_n(&s->full, __ATOMIC_SEQ_CST) == SPB_SPAN_FULL)
+		spb__heap_notify(s);
+}
+
 static __attribute__((noinline)) void free_xthread(struct spb_heap *h, struct spb_span *s,
 						    struct spb_block *b)
 {
-	uint32_t bsize = s->bsize; /* read before the push: then s may go */
+	uint32_t bsize = s->bsize;
 	b->tag = spb__free_cookie ^ (uintptr_t)b;
-	struct spb_block *head = __atomic_load_n(&s->xfree, __ATOMIC_RELAXED);
-	do
-		b->next = head;
-	while (!__atomic_compare_exchange_n(&s->xfree, &head, b, true, __ATOMIC_SEQ_CST,
-					    __ATOMIC_RELAXED));
-	/* Paired with mark_full (heap.c): either the owner's second look at
-	 * xfree sees this block, or this load sees the span flagged full. */
-	if (__atomic_load_n(&s->full, __ATOMIC_SEQ_CST) == SPB_SPAN_FULL)
-		spb__heap_notify(s);
+	if (remote.span != s) {
+		spb__remote_flush();
+		b->next = NULL;
+		remote.tail = b;
+		remote.n = 0;
+		remote.span = s;
+	} else {
+		b->next = remote.head;
+	}
+	remote.head = b;
+	if (++remote.n >= REMOTE_BATCH)
+		spb__remote_flush();
 	if (h == &spb__empty_heap)
 		h = spb__heap_get();
 	if (h) {

@@ -289,6 +289,7 @@ void spb__heap_thread_exit(struct spb_heap *primary)
 	if (!primary || primary == &spb__empty_heap)
 		return;
 	primary->counters[MALLOC_THREAD_EXIT]++;
+	spb__remote_flush();
 	spb__tls_heap = &spb__empty_heap;
 	tls_primary = NULL;
 	/* Copy first: once the primary (class UNMOVABLE, before RECLAIMABLE)
@@ -325,6 +326,12 @@ void spb__heap_sweep_abandoned(void)
 		}
 	}
 	pthread_mutex_unlock(&aband_lock);
+}
+
+void spb__heap_reclaim(void)
+{
+	spb__remote_flush();
+	spb__heap_sweep_abandoned();
 }
 
 uint64_t spb__heap_counter_sum(enum spb_counter c)

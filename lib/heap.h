@@ -120,6 +120,8 @@ void spb__heap_notify(struct spb_span *s) SPB_HIDDEN;
 void spb__heap_thread_exit(struct spb_heap *h) SPB_HIDDEN;
 /* Sweep abandoned spans: collect their xfrees, free the empty ones. */
 void spb__heap_sweep_abandoned(void) SPB_HIDDEN;
+/* spb__reclaim_hook: this thread's batched frees out, abandoned swept. */
+void spb__heap_reclaim(void) SPB_HIDDEN;
 /* Sum of MALLOC_* counters over live and retired heaps. */
 uint64_t spb__heap_counter_sum(enum spb_counter c) SPB_HIDDEN;
 void spb__heap_prefork(void) SPB_HIDDEN;
@@ -133,6 +135,8 @@ void *spb__calloc(size_t n, size_t size) SPB_HIDDEN;
 void *spb__realloc(void *p, size_t size) SPB_HIDDEN;
 void *spb__aligned(size_t align, size_t size) SPB_HIDDEN;
 void spb__free_ptr(void *p) SPB_HIDDEN;
+/* Push this thread's batch of cross-thread frees to its span (free.c). */
+void spb__remote_flush(void) SPB_HIDDEN;
 size_t spb__usable(const void *p) SPB_HIDDEN;
 
 /* ---- init.c ---- */

@@ -75,7 +75,7 @@ void spb__process_init(void)
 	spb__heap_init_once();
 	spb__free_cookie = make_cookie();
 	spb__counter_extra = spb__heap_counter_sum;
-	spb__trim_hook = spb__heap_sweep_abandoned;
+	spb__reclaim_hook = spb__heap_reclaim;
 	pthread_key_create(&spb__thread_key, thread_exit_cb);
 	__atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
 	/* May allocate (glibc keeps the handlers in a growable array): the
