@@ -10,6 +10,8 @@
  */
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include "engine.h"
 #include "spbmalloc_stats.h"
 
@@ -166,10 +168,21 @@ void spb__stats_print_summary(int fd)
 	flush(&o);
 }
 
+/* Our own copy of stderr, taken when the summary is wanted: programs that
+ * close fd 2 in their exit handlers (coreutils, xz) run those before our
+ * destructor, and the summary would be lost. */
+static int summary_fd = 2;
+
 void spb__summary_arm(void)
 {
-	if (!__atomic_exchange_n(&armed, 1, __ATOMIC_ACQ_REL))
-		armed_at_ms = spb__os_now_ms();
+	if (__atomic_exchange_n(&armed, 1, __ATOMIC_ACQ_REL))
+		return;
+	armed_at_ms = spb__os_now_ms();
+	if (spb__opt(OPT_STATS)) {
+		int fd = fcntl(2, F_DUPFD_CLOEXEC, 64);
+		if (fd >= 0)
+			summary_fd = fd;
+	}
 }
 
 /* Normal exit (exit() or return from main), in the shared library and in
@@ -180,6 +193,6 @@ __attribute__((destructor)) static void stats_at_exit(void)
 	if (!__atomic_load_n(&armed, __ATOMIC_ACQUIRE))
 		return;
 	if (spb__opt(OPT_STATS))
-		spb__stats_print_summary(2);
+		spb__stats_print_summary(summary_fd);
 	spb__statseg_exit();
 }
