@@ -199,13 +199,9 @@ static size_t realloc_old_size(void *p)
 	struct spb_span *s = spb__span_of((struct spb *)r, p);
 	if (!s)
 		return spb__usable_size(p);
-	uintptr_t off = (uintptr_t)p - s->start;
-	if (((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off)
-		spb__fatal("realloc(): invalid pointer (inside a block, not its start)", p);
-	if (off >= (uintptr_t)__atomic_load_n(&s->extended, __ATOMIC_RELAXED) * s->bsize)
-		spb__fatal("realloc(): invalid pointer (not allocated by spbmalloc)", p);
-	if (((struct spb_block *)p)->tag == (spb__free_cookie ^ (uintptr_t)p))
-		spb__fatal("realloc(): invalid pointer (block is free: double free?)", p);
+	enum spb_block_fault f = spb__block_check(s, p, spb__free_cookie);
+	if (f != SPB_BLOCK_OK)
+		spb__block_fault(f, true, p);
 	return s->bsize;
 }
 

@@ -94,19 +94,10 @@ void spb__free_ptr(void *p)
 		free_pages(p, r);
 		return;
 	}
-	uintptr_t off = (uintptr_t)p - s->start;
-	if (SPB_UNLIKELY(((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off))
-		spb__fatal("free(): invalid pointer (inside a block, not its start)", p);
-	/* Past what the span has put on a free list so far: never handed out,
-	 * and its tag is whatever the memory held. Accepting it pushed the
-	 * block on the free list and let extend hand it out twice
-	 * (tests/api/test_badfree never_allocated_block). */
-	if (SPB_UNLIKELY(off >= (uintptr_t)__atomic_load_n(&s->extended, __ATOMIC_RELAXED) *
-				       s->bsize))
-		spb__fatal("free(): invalid pointer (not allocated by spbmalloc)", p);
+	enum spb_block_fault f = spb__block_check(s, p, spb__free_cookie);
+	if (SPB_UNLIKELY(f != SPB_BLOCK_OK))
+		spb__block_fault(f, false, p);
 	struct spb_block *b = p;
-	if (SPB_UNLIKELY(b->tag == (spb__free_cookie ^ (uintptr_t)b)))
-		spb__fatal("free(): double free detected", p);
 	struct spb_heap *h = spb__tls_heap;
 	if (SPB_LIKELY(__atomic_load_n(&s->heap, __ATOMIC_RELAXED) == h)) {
 		b->next = s->free;
@@ -120,4 +111,17 @@ void spb__free_ptr(void *p)
 		return;
 	}
 	free_xthread(h, s, b);
+}
+
+void spb__block_fault(enum spb_block_fault f, bool realloc, const void *p)
+{
+	static const char *const what[2][4] = {
+		{NULL, "free(): invalid pointer (inside a block, not its start)",
+		 "free(): invalid pointer (not allocated by spbmalloc)",
+		 "free(): double free detected"},
+		{NULL, "realloc(): invalid pointer (inside a block, not its start)",
+		 "realloc(): invalid pointer (not allocated by spbmalloc)",
+		 "realloc(): invalid pointer (block is free: double free?)"},
+	};
+	spb__fatal(what[realloc][f], p);
 }

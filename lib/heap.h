@@ -100,6 +100,29 @@ static inline struct spb_span *spb__span_of(const struct spb *sp, const void *p)
 			       __ATOMIC_ACQUIRE);
 }
 
+/* The checks every pointer into a span passes before it is trusted (free
+ * and realloc): a block's start, handed out at some point, not free now.
+ * who is "free()" or "realloc()" for the one-line diagnosis. */
+enum spb_block_fault { SPB_BLOCK_OK, SPB_BLOCK_INTERIOR, SPB_BLOCK_NEVER, SPB_BLOCK_FREE };
+static inline enum spb_block_fault spb__block_check(const struct spb_span *s, const void *p,
+						    uintptr_t cookie)
+{
+	uintptr_t off = (uintptr_t)p - s->start;
+	if (SPB_UNLIKELY(((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off))
+		return SPB_BLOCK_INTERIOR;
+	/* Past what the span has put on a free list so far: never handed out,
+	 * and its tag is whatever the memory held (accepting it would let
+	 * extend hand the block out twice). */
+	if (SPB_UNLIKELY(off >= (uintptr_t)__atomic_load_n(&s->extended, __ATOMIC_RELAXED) *
+				       s->bsize))
+		return SPB_BLOCK_NEVER;
+	if (SPB_UNLIKELY(((const struct spb_block *)p)->tag == (cookie ^ (uintptr_t)p)))
+		return SPB_BLOCK_FREE;
+	return SPB_BLOCK_OK;
+}
+__attribute__((noreturn, cold)) void spb__block_fault(enum spb_block_fault f, bool realloc,
+						      const void *p) SPB_HIDDEN;
+
 /* ---- heap.c ---- */
 extern SPB_TLS struct spb_heap *spb__tls_heap SPB_HIDDEN;
 extern struct spb_heap spb__empty_heap SPB_HIDDEN;
