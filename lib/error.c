@@ -37,7 +37,7 @@ size_t spb__fmt_hex(char *buf, uint64_t v)
 	return n + 2;
 }
 
-static size_t append(char *buf, size_t len, size_t cap, const char *s)
+size_t spb__fmt_str(char *buf, size_t len, size_t cap, const char *s)
 {
 	size_t n = strlen(s);
 	if (n > cap - len)
@@ -51,9 +51,9 @@ void (*spb__fatal_hook)(void);
 void spb__fatal(const char *what, const void *addr)
 {
 	char buf[256];
-	size_t len = append(buf, 0, sizeof buf - 24, "spbmalloc: ");
-	len = append(buf, len, sizeof buf - 24, what);
-	len = append(buf, len, sizeof buf - 24, ": ");
+	size_t len = spb__fmt_str(buf, 0, sizeof buf - 24, "spbmalloc: ");
+	len = spb__fmt_str(buf, len, sizeof buf - 24, what);
+	len = spb__fmt_str(buf, len, sizeof buf - 24, ": ");
 	len += spb__fmt_hex(buf + len, (uintptr_t)addr);
 	buf[len++] = '\n';
 	ssize_t r = write(2, buf, len);
@@ -67,12 +67,12 @@ void spb__fatal(const char *what, const void *addr)
 void spb__warn(const char *a, const char *b, const char *c)
 {
 	char buf[512];
-	size_t len = append(buf, 0, sizeof buf - 1, "spbmalloc: warning: ");
-	len = append(buf, len, sizeof buf - 1, a);
-	len = append(buf, len, sizeof buf - 1, "=");
-	len = append(buf, len, sizeof buf - 1, b);
-	len = append(buf, len, sizeof buf - 1, " ");
-	len = append(buf, len, sizeof buf - 1, c);
+	size_t len = spb__fmt_str(buf, 0, sizeof buf - 1, "spbmalloc: warning: ");
+	len = spb__fmt_str(buf, len, sizeof buf - 1, a);
+	len = spb__fmt_str(buf, len, sizeof buf - 1, "=");
+	len = spb__fmt_str(buf, len, sizeof buf - 1, b);
+	len = spb__fmt_str(buf, len, sizeof buf - 1, " ");
+	len = spb__fmt_str(buf, len, sizeof buf - 1, c);
 	buf[len++] = '\n';
 	ssize_t r = write(2, buf, len);
 	(void)r;

@@ -7,7 +7,6 @@
 
 #include "platform.h"
 
-#include <string.h>
 #include <unistd.h>
 
 struct option_desc {
@@ -49,11 +48,8 @@ static void print_settings(void)
 {
 	for (int i = 0; i < SPB_NR_OPTIONS; i++) {
 		char buf[96];
-		size_t n = 0, l = strlen(option_table[i].env);
-		memcpy(buf, "spbmalloc: ", 11);
-		n = 11;
-		memcpy(buf + n, option_table[i].env, l);
-		n += l;
+		size_t n = spb__fmt_str(buf, 0, sizeof buf - 24, "spbmalloc: ");
+		n = spb__fmt_str(buf, n, sizeof buf - 24, option_table[i].env);
 		buf[n++] = '=';
 		n += spb__fmt_u64(buf + n, (uint64_t)spb__options[i]);
 		buf[n++] = '\n';

@@ -117,6 +117,8 @@ __attribute__((cold)) void spb__warn(const char *a, const char *b,
 /* Append decimal / hex to buf (no allocation, no stdio). */
 size_t spb__fmt_u64(char *buf, uint64_t v) SPB_HIDDEN;
 size_t spb__fmt_hex(char *buf, uint64_t v) SPB_HIDDEN;
+/* Append s to buf[len..cap); returns the new length (truncates). */
+size_t spb__fmt_str(char *buf, size_t len, size_t cap, const char *s) SPB_HIDDEN;
 
 /* ---- bitmap.c: 512-bit maps (pages of a pageblock, pageblocks of an SPB) ---- */
 #define SPB_MAP_WORDS 8

@@ -104,19 +104,12 @@ static void spb_init_locked(struct spb_zone *z, struct spb *s, void *base,
 static void log_reserve(const struct spb *s)
 {
 	char buf[128];
-	size_t n = 0;
-	static const char a[] = "spbmalloc: SPB ", b[] = " reserved, zone ", c[] = ", rung ";
-	memcpy(buf, a, sizeof a - 1);
-	n = sizeof a - 1;
+	size_t n = spb__fmt_str(buf, 0, 64, "spbmalloc: SPB ");
 	n += spb__fmt_hex(buf + n, s->r.base);
-	memcpy(buf + n, b, sizeof b - 1);
-	n += sizeof b - 1;
+	n = spb__fmt_str(buf, n, n + 24, " reserved, zone ");
 	n += spb__fmt_u64(buf + n, (uint64_t)s->zone->node);
-	memcpy(buf + n, c, sizeof c - 1);
-	n += sizeof c - 1;
-	size_t l = strlen(spb__rung_names[s->rung]);
-	memcpy(buf + n, spb__rung_names[s->rung], l);
-	n += l;
+	n = spb__fmt_str(buf, n, sizeof buf - 1, ", rung ");
+	n = spb__fmt_str(buf, n, sizeof buf - 1, spb__rung_names[s->rung]);
 	buf[n++] = '\n';
 	ssize_t r = write(2, buf, n);
 	(void)r;
