@@ -1,6 +1,6 @@
 set terminal pngcairo size 1100,560 font ',10'
 set output 'time_ratio.png'
-set title 'Time per operation relative to glibc (lower is faster), median of 2'
+set title 'Time per operation relative to glibc (lower is faster), median of 5'
 set ylabel 'time ratio to glibc'
 set style data histograms
 set style histogram clustered gap 1
