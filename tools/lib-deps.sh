@@ -11,6 +11,9 @@
 SPB_BUILD_PKGS=(cmake make gcc g++ pkg-config libnuma-dev liburcu-dev libhwloc-dev libbenchmark-dev)
 # What the benchmarks compare against and the tools around them use.
 SPB_PEER_PKGS=(libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev tmux python3 sqlite3)
+# What the test suite drives besides the build: the real programs run under
+# LD_PRELOAD, the live-view check (tmux), the comparison smoke test.
+SPB_TEST_PKGS=(tmux python3 perl git sqlite3 xz-utils libmimalloc-dev redis-server gnuplot-nox)
 
 spb_deps_missing()
 {

@@ -11,6 +11,8 @@ cd "$root"
 
 build=${SPB_BUILD_DIR:-build}
 spb_deps_ensure "${SPB_BUILD_PKGS[@]}"
+# Not fatal: a test whose program is missing is skipped with its reason.
+spb_deps_ensure "${SPB_TEST_PKGS[@]}" || echo "spbmalloc: tests that need them will be skipped" >&2
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSPB_WERROR=ON
 cmake --build "$build" -j "$(spb_nproc)"
