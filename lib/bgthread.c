@@ -65,6 +65,7 @@ static uint64_t bg_round(uint64_t *next_publish)
 		void (*reclaim)(void) = spb__reclaim_hook;
 		if (reclaim) /* spans exited threads left, emptied since */
 			reclaim();
+		spb__statseg_init(); /* a forked child's, once it is due */
 		spb__statseg_publish();
 		*next_publish = now + (uint64_t)spb__opt(OPT_STATS_INTERVAL_MS);
 	}

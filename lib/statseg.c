@@ -43,6 +43,7 @@ static struct {
 	void *stage;                       /* private copy of the snapshot */
 	size_t stage_size;
 	uint64_t publish_count;
+	uint64_t not_before_ms;            /* forked child: no segment before */
 	char path[48];
 } seg;
 
@@ -367,6 +368,12 @@ void spb__statseg_init(void)
 	int st = __atomic_load_n(&seg.state, __ATOMIC_ACQUIRE);
 	if (SPB_LIKELY(st != SEG_NONE))
 		return;
+	/* A forked child gets its segment only once it has lived one publish
+	 * interval (the background thread retries each round): the many
+	 * children that allocate and then _exit() (no destructor runs) would
+	 * otherwise each leave a file in /dev/shm. */
+	if (seg.not_before_ms && spb__os_now_ms() < seg.not_before_ms)
+		return;
 	if (!__atomic_compare_exchange_n(&seg.state, &st, SEG_BUSY, false,
 					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 		return; /* another thread is creating it */
@@ -418,6 +425,7 @@ void spb__statseg_atfork_child(void)
 		spb__os_unmap(seg.hdr, seg.size);
 	seg.hdr = NULL;
 	seg.publish_count = 0;
+	seg.not_before_ms = spb__os_now_ms() + (uint64_t)spb__opt(OPT_STATS_INTERVAL_MS);
 	__atomic_store_n(&seg.state, SEG_NONE, __ATOMIC_RELEASE);
 }
 

@@ -393,12 +393,21 @@ def case_perms(spbstat, helper):
 
 
 def case_fork(spbstat, helper):
-    h = Helper(helper)
+    # A forked child makes its segment after one publish interval (so that
+    # children which allocate and _exit leave nothing in /dev/shm).
+    h = Helper(helper, {"SPBMALLOC_STATS_INTERVAL_MS": "200"})
     try:
         out = h.cmd("fork")
         check(out[0] == "child", "child started")
         child = int(out[1])
         cpath = SHM + str(child)
+        check(child != h.pid and not os.path.exists(cpath),
+              "no segment for the child before its first interval")
+        for _ in range(100):
+            if os.path.exists(cpath):
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)  # and one publish after it
         check(child != h.pid and os.path.exists(cpath),
               "the child has its own segment %s" % cpath)
         cs = snapshot(spbstat, child)
