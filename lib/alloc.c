@@ -111,9 +111,16 @@ void *spb__calloc(size_t n, size_t size)
 		return NULL;
 	}
 	if (total <= SPB_SMALL_MAX) {
-		void *p = spb__malloc(total);
+		/* A block from a span whose free list is still fresh from a
+		 * zeroed run needs only its two link words cleared. */
+		struct spb_heap *h = spb__tls_heap;
+		unsigned bin = spb__bin_of(total);
+		struct spb_span *s = h->bins[bin];
+		bool fresh = s->free != NULL && s->free_zero;
+		void *p = heap_alloc_small(h, total, bin);
 		if (p)
-			memset(p, 0, total);
+			memset(p, 0, fresh && total > sizeof(struct spb_block)
+					     ? sizeof(struct spb_block) : total);
 		return p;
 	}
 	/* The engine knows which pages are fresh from the OS: no memset there. */

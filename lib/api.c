@@ -31,7 +31,7 @@ void *spb__pages_alloc(struct spb_zone *z, size_t bytes, size_t align, unsigned 
 	size_t npages = (bytes + SPB_PAGE_SIZE - 1) >> SPB_PAGE_SHIFT;
 	size_t apages = align > SPB_PAGE_SIZE ? align >> SPB_PAGE_SHIFT : 1;
 	if (npages < SPB_PAGES_PER_PB && apages < SPB_PAGES_PER_PB)
-		return spb__alloc_pages(z, npages, apages, cls, flags);
+		return spb__alloc_pages(z, npages, apages, cls, flags, NULL);
 	size_t npb = (bytes + SPB_PB_SIZE - 1) >> SPB_PB_SHIFT;
 	size_t apb = align > SPB_PB_SIZE ? align >> SPB_PB_SHIFT : 1;
 	if (npb <= SPB_PB_PER_SPB)

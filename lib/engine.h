@@ -202,8 +202,9 @@ bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned
 			       unsigned n_new) SPB_HIDDEN;
 
 /* ---- steer.c ---- */
+/* was_zero (may be NULL): set when the run is known to read as zero. */
 void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
-		       unsigned cls, unsigned flags) SPB_HIDDEN;
+		       unsigned cls, unsigned flags, bool *was_zero) SPB_HIDDEN;
 void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
 			    unsigned cls, unsigned flags) SPB_HIDDEN;
 /* Free a page run, pageblock run or large mapping; returns its size. */

@@ -103,6 +103,7 @@ void spb__free_ptr(void *p)
 		b->next = s->free;
 		b->tag = spb__free_cookie ^ (uintptr_t)b;
 		s->free = b;
+		s->free_zero = 0;
 		h->counters[MALLOC_FREE]++;
 		h->counters[MALLOC_FREE_BYTES] += s->bsize;
 		if (SPB_UNLIKELY(--s->used == 0 ||

@@ -46,6 +46,9 @@ struct spb_span {
 	uint8_t _Atomic full;            /* enum spb_span_full */
 	uint8_t bin;
 	uint8_t cls;
+	uint8_t zero_run;                /* the page run came from the OS zeroed */
+	uint8_t free_zero;               /* every block on free reads as zero past
+					    its first 16 bytes (calloc skips) */
 	uint32_t capacity;               /* blocks that fit */
 	uint32_t extended;               /* blocks put on a free list so far */
 	uint32_t npages;

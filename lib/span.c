@@ -70,7 +70,8 @@ struct spb_span *spb__span_new(struct spb_heap *h, unsigned bin)
 	if (!s)
 		return NULL;
 	uint32_t npages = spb__bin_pages[bin];
-	void *mem = spb__alloc_pages(h->zone, npages, 1, h->cls, 0);
+	bool zero = false;
+	void *mem = spb__alloc_pages(h->zone, npages, 1, h->cls, 0, &zero);
 	if (!mem) {
 		desc_free_one(s);
 		return NULL;
@@ -82,6 +83,8 @@ struct spb_span *spb__span_new(struct spb_heap *h, unsigned bin)
 	s->capacity = (uint32_t)(((size_t)npages << SPB_PAGE_SHIFT) / s->bsize);
 	s->bin = (uint8_t)bin;
 	s->cls = h->cls;
+	s->zero_run = zero;
+	s->free_zero = zero;
 	__atomic_store_n(&s->heap, h, __ATOMIC_RELAXED);
 	pagemap_set(s->start, npages, s);
 	h->counters[MALLOC_SPAN_ALLOC]++;
@@ -117,6 +120,9 @@ bool spb__span_extend(struct spb_span *s)
 	}
 	b->next = s->free;
 	b->tag = spb__free_cookie ^ (uintptr_t)b;
+	/* Fresh blocks of a zeroed run keep the list "zero past the link
+	 * words" only if what was on it already was. */
+	s->free_zero = s->zero_run && (s->free == NULL || s->free_zero);
 	s->free = head;
 	/* Atomic: a cross-thread free reads it (free.c). */
 	__atomic_store_n(&s->extended, s->extended + n, __ATOMIC_RELAXED);
@@ -136,6 +142,7 @@ uint32_t spb__span_collect(struct spb_span *s)
 	}
 	last->next = s->free;
 	s->free = list;
+	s->free_zero = 0;
 	s->used -= n;
 	return n;
 }

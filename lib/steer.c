@@ -183,7 +183,7 @@ static void *finish(struct spb_zone *z, void *p, enum claim_result res, bool zer
 }
 
 void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
-		       unsigned cls, unsigned flags)
+		       unsigned cls, unsigned flags, bool *was_zero)
 {
 	bool zero = false;
 	enum claim_result res = CLAIM_OK;
@@ -201,6 +201,8 @@ void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
 			p = (char *)spb__pb_addr(s, i) + ((size_t)at << SPB_PAGE_SHIFT);
 		}
 	}
+	if (was_zero)
+		*was_zero = zero;
 	return finish(z, p, res, zero, npages << SPB_PAGE_SHIFT, flags);
 }
 

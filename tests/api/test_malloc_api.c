@@ -97,6 +97,43 @@ static void test_malloc_sizes(void)
 	free(NULL);
 }
 
+static void *free_all_blocks(void *arg)
+{
+	void **v = arg;
+	for (int i = 0; v[i]; i++)
+		free(v[i]);
+	return NULL;
+}
+
+/* Blocks dirtied here and freed by another thread come back through the
+ * span's cross-thread stack: calloc must still zero them (the "fresh
+ * free list" shortcut must not survive that). */
+static void test_calloc_xthread(void)
+{
+	enum { N = 3000 };
+	static void *v[N + 1];
+	for (int i = 0; i < N; i++) {
+		v[i] = malloc(48);
+		REQUIRE(v[i]);
+		memset(v[i], 0xc3, 48);
+	}
+	v[N] = NULL;
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, free_all_blocks, v) == 0);
+	pthread_join(t, NULL);
+	size_t bad = 0;
+	for (int i = 0; i < N; i++) {
+		unsigned char *z = calloc(1, 48);
+		REQUIRE(z);
+		for (int k = 0; k < 48; k++)
+			bad += z[k] != 0;
+		v[i] = z;
+	}
+	CHECK_EQ(bad, 0);
+	for (int i = 0; i < N; i++)
+		free(v[i]);
+}
+
 static void test_calloc(void)
 {
 	/* Dirty a block, free it, and calloc the same size: must read zero,
@@ -565,6 +602,7 @@ int main(void)
 	test_proof();
 	test_malloc_sizes();
 	test_calloc();
+	test_calloc_xthread();
 	test_realloc_chain();
 	test_realloc_edges();
 	test_realloc_in_place_runs();
