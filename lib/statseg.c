@@ -43,7 +43,7 @@ static struct {
 	void *stage;                       /* private copy of the snapshot */
 	size_t stage_size;
 	uint64_t publish_count;
-	uint64_t not_before_ms;            /* forked child: no segment before */
+	uint64_t not_before_ms;            /* no segment before (0: not set yet) */
 	char path[48];
 } seg;
 
@@ -368,11 +368,22 @@ void spb__statseg_init(void)
 	int st = __atomic_load_n(&seg.state, __ATOMIC_ACQUIRE);
 	if (SPB_LIKELY(st != SEG_NONE))
 		return;
-	/* A forked child gets its segment only once it has lived one publish
-	 * interval (the background thread retries each round): the many
-	 * children that allocate and then _exit() (no destructor runs) would
-	 * otherwise each leave a file in /dev/shm. */
-	if (seg.not_before_ms && spb__os_now_ms() < seg.not_before_ms)
+	/* A process (and a forked child) gets its segment only once it has
+	 * run SPBMALLOC_STATSEG_DELAY_MS; the background thread retries each
+	 * round. Shell children, compilers' helpers and forked workers that
+	 * end with _exit() (no destructor runs) would otherwise each leave a
+	 * file in /dev/shm. */
+	spb__options_init();
+	spb__summary_arm(); /* the exit summary does not wait for the segment */
+	uint64_t now = spb__os_now_ms();
+	uint64_t nb = __atomic_load_n(&seg.not_before_ms, __ATOMIC_RELAXED);
+	if (!nb) {
+		uint64_t want = now + (uint64_t)spb__opt(OPT_STATSEG_DELAY_MS);
+		if (__atomic_compare_exchange_n(&seg.not_before_ms, &nb, want, false,
+						__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			nb = want;
+	}
+	if (now < nb)
 		return;
 	if (!__atomic_compare_exchange_n(&seg.state, &st, SEG_BUSY, false,
 					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
@@ -425,7 +436,9 @@ void spb__statseg_atfork_child(void)
 		spb__os_unmap(seg.hdr, seg.size);
 	seg.hdr = NULL;
 	seg.publish_count = 0;
-	seg.not_before_ms = spb__os_now_ms() + (uint64_t)spb__opt(OPT_STATS_INTERVAL_MS);
+	__atomic_store_n(&seg.not_before_ms,
+			 spb__os_now_ms() + (uint64_t)spb__opt(OPT_STATSEG_DELAY_MS),
+			 __ATOMIC_RELAXED);
 	__atomic_store_n(&seg.state, SEG_NONE, __ATOMIC_RELEASE);
 }
 

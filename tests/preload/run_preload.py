@@ -257,7 +257,8 @@ def main():
     os.makedirs(work, exist_ok=True)
     steps, min_served = CASES[case](work)
     env = base_env(work)
-    penv = dict(env, LD_PRELOAD=lib, SPBMALLOC_STATS="1", SPBMALLOC_STATS_INTERVAL_MS="20")
+    penv = dict(env, LD_PRELOAD=lib, SPBMALLOC_STATS="1", SPBMALLOC_STATS_INTERVAL_MS="20",
+                SPBMALLOC_STATSEG_DELAY_MS="0")
     rundir = os.path.join(work, "run")
 
     base, base_files = run_steps(steps, env, rundir)

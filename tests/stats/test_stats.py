@@ -36,6 +36,7 @@ class Helper:
     def __init__(self, helper, env=None):
         e = dict(os.environ)
         e.setdefault("SPBMALLOC_DECAY_MS", "600000")  # no release mid-test
+        e.setdefault("SPBMALLOC_STATSEG_DELAY_MS", "0")  # the segment at once
         e.update(env or {})
         self.p = subprocess.Popen([helper], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True, env=e)
@@ -393,9 +394,10 @@ def case_perms(spbstat, helper):
 
 
 def case_fork(spbstat, helper):
-    # A forked child makes its segment after one publish interval (so that
-    # children which allocate and _exit leave nothing in /dev/shm).
-    h = Helper(helper, {"SPBMALLOC_STATS_INTERVAL_MS": "200"})
+    # A forked child makes its segment after SPBMALLOC_STATSEG_DELAY_MS (so
+    # that children which allocate and _exit leave nothing in /dev/shm).
+    h = Helper(helper, {"SPBMALLOC_STATS_INTERVAL_MS": "100",
+                        "SPBMALLOC_STATSEG_DELAY_MS": "300"})
     try:
         out = h.cmd("fork")
         check(out[0] == "child", "child started")
