@@ -32,7 +32,7 @@ ready=$(mktemp)
 trap 'rm -f "$ready"' EXIT
 linger=0
 [ -x "$spbstat" ] && linger=${SPB_SETUP_LINGER:-2}
-SPB_SETUP_LINGER=$linger LD_PRELOAD=$lib SPBMALLOC_STATS=1 python3 -c '
+SPB_SETUP_LINGER=$linger LD_PRELOAD=$lib SPBMALLOC_STATS=1 SPBMALLOC_STATSEG_DELAY_MS=0 python3 -c '
 import os, sys, time
 keep = []
 for rnd in range(4):
