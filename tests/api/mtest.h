@@ -1,9 +1,8 @@
 /*
  * mtest.h — the harness of the malloc-layer tests (tests/api, tests/cxx,
- * tests/stress): CHECK macros that count failures and keep going, REQUIRE
- * that stops, the public counters, RSS from /proc/self/statm, and a death
- * test that runs a function in a forked child and captures its stderr and
- * the signal that ended it. Public API only (include/spbmalloc.h).
+ * tests/stress), on top of tests/check.h (CHECK, REQUIRE, check_done,
+ * check_death): the public counters, RSS from /proc/self/statm, timing,
+ * and stamped fills. Public API only (include/spbmalloc.h).
  * Tests are plain programs: exit 0 = pass, 1 = fail, 77 = skipped.
  *
  * SPB_TEST_ENGINE (sanitizer builds): the sanitizer runtime owns malloc,
@@ -29,6 +28,7 @@
 #include <unistd.h>
 
 #include "spbmalloc.h"
+#include "../check.h"
 
 #define MT_SKIP 77
 
@@ -44,46 +44,6 @@ static inline void T_FREE(void *p) { if (p) spb__free_ptr(p); }
 #define T_REALLOC realloc
 #define T_FREE free
 #endif
-
-static int mt_failures, mt_checks;
-
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		__atomic_fetch_add(&mt_checks, 1, __ATOMIC_RELAXED);           \
-		if (!(cond)) {                                                 \
-			__atomic_fetch_add(&mt_failures, 1, __ATOMIC_RELAXED); \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,  \
-				__LINE__, #cond);                              \
-		}                                                              \
-	} while (0)
-
-#define CHECK_EQ(a, b)                                                         \
-	do {                                                                   \
-		unsigned long long mt_a = (unsigned long long)(a);             \
-		unsigned long long mt_b = (unsigned long long)(b);             \
-		__atomic_fetch_add(&mt_checks, 1, __ATOMIC_RELAXED);           \
-		if (mt_a != mt_b) {                                            \
-			__atomic_fetch_add(&mt_failures, 1, __ATOMIC_RELAXED); \
-			fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%llu vs %llu)\n", \
-				__FILE__, __LINE__, #a, #b, mt_a, mt_b);       \
-		}                                                              \
-	} while (0)
-
-#define REQUIRE(cond)                                                          \
-	do {                                                                   \
-		__atomic_fetch_add(&mt_checks, 1, __ATOMIC_RELAXED);           \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: REQUIRE failed: %s\n",          \
-				__FILE__, __LINE__, #cond);                    \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
-
-static inline int mt_done(const char *name)
-{
-	printf("%s: %d checks, %d failed\n", name, mt_checks, mt_failures);
-	return mt_failures ? 1 : 0;
-}
 
 static inline uint64_t mt_counter(const char *name)
 {
@@ -171,40 +131,6 @@ static inline int mt_stamp_ok(const void *p, size_t n, uint64_t seed)
 		if (memcmp(c + off, &seed, 8))
 			return 0;
 	return 1;
-}
-
-/* Death test: run fn(arg) in a forked child with stderr on a pipe. Returns
- * the wait status; *out gets what the child wrote to stderr (NUL-ended). */
-static inline int mt_death(void (*fn)(void *), void *arg, char *out, size_t cap)
-{
-	int fds[2];
-	fflush(NULL);
-	if (pipe(fds))
-		return -1;
-	pid_t pid = fork();
-	if (pid == 0) {
-		close(fds[0]);
-		dup2(fds[1], 2);
-		close(fds[1]);
-		signal(SIGABRT, SIG_DFL);
-		alarm(20);
-		fn(arg);
-		_exit(0); /* survived: the parent reports it */
-	}
-	close(fds[1]);
-	size_t len = 0;
-	ssize_t r;
-	while (len + 1 < cap && (r = read(fds[0], out + len, cap - 1 - len)) > 0)
-		len += (size_t)r;
-	char sink[256];
-	while (read(fds[0], sink, sizeof sink) > 0)
-		;
-	out[len] = 0;
-	close(fds[0]);
-	int st = 0;
-	if (waitpid(pid, &st, 0) != pid)
-		return -1;
-	return st;
 }
 
 #endif

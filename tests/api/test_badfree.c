@@ -382,7 +382,7 @@ int main(void)
 		REQUIRE(pipe(fds) == 0);
 		announce_fd = fds[1];
 		char out[1024];
-		int st = mt_death(run_case, (void *)c, out, sizeof out);
+		int st = check_death(run_case, (void *)c, out, sizeof out);
 		close(fds[1]);
 		announce_fd = -1;
 		uintptr_t addr = 0;
@@ -414,5 +414,5 @@ int main(void)
 		CHECK(ok);
 		printf("%-32s %s%s", c->name, ok ? "ok   " : "FAIL ", out[0] ? out : "(no output)\n");
 	}
-	return mt_done("test_badfree");
+	return check_done("test_badfree");
 }

@@ -87,5 +87,5 @@ int main(int argc, char **argv)
 	CHECK(m == n); /* the same room again: nothing leaked */
 	for (int i = 0; i < m; i++)
 		free(big[i]);
-	return mt_done("test_exhaust");
+	return check_done("test_exhaust");
 }

@@ -211,5 +211,5 @@ int main(void)
 	test_spawn_exec();
 	/* The parent's threads went through spbmalloc. */
 	CHECK(spb_counter_get("malloc_alloc") - a0 > atomic_load(&churn_ops) / 2);
-	return mt_done("test_fork");
+	return check_done("test_fork");
 }

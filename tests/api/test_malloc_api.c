@@ -615,5 +615,5 @@ int main(void)
 	test_mallopt_trim_info();
 	printf("served %" PRIu64 " allocations in %.2f s\n", mt_counter("malloc_alloc"),
 	       mt_now() - t0);
-	return mt_done("test_malloc_api");
+	return check_done("test_malloc_api");
 }

@@ -375,5 +375,5 @@ int main(void)
 	test_exit_while_freeing();
 	test_create_join();
 	test_tls_destructor_malloc();
-	return mt_done("test_threads");
+	return check_done("test_threads");
 }

@@ -164,5 +164,5 @@ int main(int argc, char **argv)
 	/* Everything freed and trimmed: back near the start. */
 	CHECK(rss1 <= rss0 + 16 * MiB);
 #endif
-	return mt_done("test_larson");
+	return check_done("test_larson");
 }

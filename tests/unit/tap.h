@@ -1,8 +1,7 @@
 /*
- * tap.h — the small harness every engine unit test shares: CHECK macros
- * that count failures and keep going, REQUIRE that stops, counter and
- * descriptor shortcuts, and a death-test helper that runs a call in a
- * forked child and captures its stderr line and signal.
+ * tap.h — what the engine unit tests share on top of tests/check.h (CHECK,
+ * REQUIRE, check_done, check_death): engine setup, counter and descriptor
+ * shortcuts, resident-page counts.
  * Tests are plain programs: exit 0 = pass, 1 = fail, 77 = skipped.
  */
 #ifndef SPB_TEST_TAP_H
@@ -23,48 +22,9 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "../check.h"
 
 #define TAP_SKIP 77
-
-static int tap_failures, tap_checks;
-
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		tap_checks++;                                                  \
-		if (!(cond)) {                                                 \
-			tap_failures++;                                        \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,  \
-				__LINE__, #cond);                              \
-		}                                                              \
-	} while (0)
-
-#define CHECK_EQ(a, b)                                                         \
-	do {                                                                   \
-		unsigned long long tap_a = (unsigned long long)(a);            \
-		unsigned long long tap_b = (unsigned long long)(b);            \
-		tap_checks++;                                                  \
-		if (tap_a != tap_b) {                                          \
-			tap_failures++;                                        \
-			fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%llu vs %llu)\n", \
-				__FILE__, __LINE__, #a, #b, tap_a, tap_b);     \
-		}                                                              \
-	} while (0)
-
-#define REQUIRE(cond)                                                          \
-	do {                                                                   \
-		tap_checks++;                                                  \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: REQUIRE failed: %s\n",          \
-				__FILE__, __LINE__, #cond);                    \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
-
-static inline int tap_done(const char *name)
-{
-	printf("%s: %d checks, %d failed\n", name, tap_checks, tap_failures);
-	return tap_failures ? 1 : 0;
-}
 
 /*
  * Before the first allocation: no background thread (it would run the
@@ -127,41 +87,6 @@ static inline long resident_pages(void *p, size_t len)
 			res += vec[i] & 1;
 	}
 	return res;
-}
-
-/*
- * Run fn(arg) in a forked child with stderr on a pipe. Returns the signal
- * that ended the child (0 if it exited) and copies its stderr into out.
- */
-static inline int tap_run_child(void (*fn)(void *), void *arg, char *out, size_t cap)
-{
-	int fds[2];
-	REQUIRE(pipe(fds) == 0);
-	fflush(NULL);
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		close(fds[0]);
-		dup2(fds[1], 2);
-		signal(SIGABRT, SIG_DFL);
-		fn(arg);
-		_exit(0);
-	}
-	close(fds[1]);
-	size_t len = 0;
-	ssize_t r;
-	while (len + 1 < cap && (r = read(fds[0], out + len, cap - 1 - len)) != 0) {
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			break;
-		len += (size_t)r;
-	}
-	out[len] = 0;
-	close(fds[0]);
-	int st = 0;
-	REQUIRE(waitpid(pid, &st, 0) == pid);
-	return WIFSIGNALED(st) ? WTERMSIG(st) : 0;
 }
 
 #endif

@@ -123,5 +123,5 @@ int main(void)
 	for (int i = 0; i < 4; i++)
 		spb_pages_free(keep[i]);
 	CHECK_ZONES();
-	return tap_done("test_backing");
+	return check_done("test_backing");
 }

@@ -93,5 +93,5 @@ int main(void)
 	spb_pages_free(mov);
 	spb_pages_free(movp);
 	CHECK_ZONES();
-	return tap_done("test_clean");
+	return check_done("test_clean");
 }

@@ -116,5 +116,5 @@ int main(void)
 	CHECK_ZONES();
 	spb_pages_free(n);
 	CHECK_ZONES();
-	return tap_done("test_decay");
+	return check_done("test_decay");
 }

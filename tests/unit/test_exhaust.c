@@ -90,5 +90,5 @@ int main(void)
 	spb_pages_free(c);
 	spb_pages_free(whole);
 	CHECK_ZONES();
-	return tap_done("test_exhaust");
+	return check_done("test_exhaust");
 }

@@ -29,7 +29,9 @@ static void child_free(void *p)
 static void expect_death(void *p, const char *what, int line)
 {
 	char out[512], want[256];
-	int sig = tap_run_child(child_free, p, out, sizeof out);
+	int st = check_death(child_free, p, out, sizeof out);
+	REQUIRE(st != -1);
+	int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
 	snprintf(want, sizeof want, "spbmalloc: %s: %p\n", what, p);
 	if (sig != SIGABRT || strcmp(out, want) != 0)
 		fprintf(stderr, "line %d: signal %d, stderr \"%s\", expected \"%s\"\n", line, sig,
@@ -109,5 +111,5 @@ int main(void)
 	CHECK_EQ(z->nr_by_cat[SPB_CAT_TAINTED], 0);
 	__libc_free(heap);
 	munmap(m, 2 * PB);
-	return tap_done("test_foreign");
+	return check_done("test_foreign");
 }

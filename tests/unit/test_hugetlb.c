@@ -71,7 +71,7 @@ static int child_main(void)
 	CHECK_EQ(ctr(SPB_UNMAP), 1);
 	CHECK_EQ(read_long(FREE_PATH), free0);
 	CHECK_ZONES();
-	return tap_done("test_hugetlb");
+	return check_done("test_hugetlb");
 }
 
 int main(void)

@@ -127,5 +127,5 @@ int main(void)
 	spb_pages_free(pad3);
 	CHECK_ZONES();
 	CHECK_EQ(ctr(LARGE_MAP), ctr(LARGE_UNMAP));
-	return tap_done("test_large");
+	return check_done("test_large");
 }

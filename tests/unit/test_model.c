@@ -87,7 +87,7 @@ static void shadow_mark(const struct alloc *a, uint32_t id)
 		if (sh->owner[k] != want) {
 			fprintf(stderr, "overlap: page %u of %p owned by %u, expected %u (alloc %u)\n",
 				k, a->p, sh->owner[k], want, a->id);
-			tap_failures++;
+			check_failures++;
 		}
 		sh->owner[k] = id;
 	}
@@ -134,7 +134,7 @@ static void stamp_verify(const struct alloc *a)
 		memcpy(&v, a->p + off[i], 8);
 		if (v != stamp_of(a->id, off[i])) {
 			fprintf(stderr, "corrupt: alloc %u at %p+%zu\n", a->id, a->p, off[i]);
-			tap_failures++;
+			check_failures++;
 		}
 	}
 }
@@ -151,7 +151,7 @@ static void zero_verify(const struct alloc *a)
 		ok &= *(volatile uint64_t *)(a->p + off[i]) == 0;
 	if (!ok) {
 		fprintf(stderr, "SPB_F_ZERO memory not zero: alloc %u at %p\n", a->id, a->p);
-		tap_failures++;
+		check_failures++;
 	}
 }
 
@@ -324,7 +324,7 @@ int main(void)
 	       (unsigned long long)seed, (unsigned long long)seed, ops, decay);
 
 	uint64_t target = 200;
-	for (unsigned long step = 1; step <= ops && tap_failures == 0; step++) {
+	for (unsigned long step = 1; step <= ops && check_failures == 0; step++) {
 		if (step % 4000 == 1) /* phases: fill up, drain, churn */
 			target = below(3) == 0 ? below(40) : 50 + below(1900);
 		uint64_t live_pb = live_pages / SPB_PAGES_PER_PB;
@@ -342,13 +342,13 @@ int main(void)
 			check_totals(z);
 			CHECK_ZONES();
 		}
-		if (tap_failures)
+		if (check_failures)
 			fprintf(stderr, "test_model: first failure at step %lu (seed %llu)\n", step,
 				(unsigned long long)seed);
 	}
 	/* Drain: everything back, the zone empties, then the decay unmaps it. */
 	spb__option_set(OPT_DECAY_MS, 0);
-	while (nlive && tap_failures == 0)
+	while (nlive && check_failures == 0)
 		do_free((unsigned)below(nlive));
 	check_totals(z);
 	CHECK_ZONES();
@@ -362,5 +362,5 @@ int main(void)
 	       (unsigned long long)ctr(SPB_RESERVE), (unsigned long long)ctr(SPB_UNMAP),
 	       (unsigned long long)ctr(SPB_HIGHORDER_REFUSED), (unsigned long long)ctr(SPB_NOSPACE),
 	       (unsigned long long)ctr(PB_RELEASE), (unsigned long long)ctr(SPB_TAINT));
-	return tap_done("test_model");
+	return check_done("test_model");
 }

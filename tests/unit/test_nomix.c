@@ -93,5 +93,5 @@ int main(void)
 	CHECK_ZONES();
 	CHECK_EQ(z->pb_by_class[SPB_MOVABLE] + z->pb_by_class[SPB_UNMOVABLE] +
 			 z->pb_by_class[SPB_RECLAIMABLE], 0);
-	return tap_done("test_nomix");
+	return check_done("test_nomix");
 }

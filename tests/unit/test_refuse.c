@@ -114,5 +114,5 @@ int main(void)
 	for (size_t i = 0; i < sizeof all / sizeof *all; i++)
 		spb_pages_free(all[i]);
 	CHECK_ZONES();
-	return tap_done("test_refuse");
+	return check_done("test_refuse");
 }

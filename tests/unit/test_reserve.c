@@ -101,5 +101,5 @@ int main(void)
 	spb_pages_free(u);
 	CHECK_EQ(hook_calls, 3);
 	CHECK_ZONES();
-	return tap_done("test_reserve");
+	return check_done("test_reserve");
 }

@@ -131,5 +131,5 @@ int main(void)
 	CHECK_EQ(z->nr_by_cat[SPB_CAT_EMPTY], 4);
 	CHECK_EQ(z->tainted_free_pb, 0);
 	CHECK_ZONES();
-	return tap_done("test_steer");
+	return check_done("test_steer");
 }

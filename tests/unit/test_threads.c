@@ -120,5 +120,5 @@ int main(void)
 	struct spb_zone *z = spb__zone_current();
 	CHECK_EQ(z->pb_by_class[SPB_MOVABLE] + z->pb_by_class[SPB_UNMOVABLE] +
 			 z->pb_by_class[SPB_RECLAIMABLE], 0);
-	return tap_done("test_threads");
+	return check_done("test_threads");
 }
