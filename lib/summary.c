@@ -88,23 +88,24 @@ static void line_start(struct out *o, const char *what)
 	put(o, what);
 }
 
+/* "name value, name value, ..." for n named values. */
+static void put_named(struct out *o, const char *const *names, const uint64_t *v, unsigned n)
+{
+	for (unsigned r = 0; r < n; r++) {
+		put(o, r ? ", " : "");
+		put(o, names[r]);
+		put(o, " ");
+		put_u64(o, v[r]);
+	}
+}
+
 static void print_pageblocks(struct out *o, const struct spb_stats_gauges *g)
 {
 	line_start(o, "pageblocks   ");
-	for (unsigned r = 0; r < SPB_STATS_NR_ROWS; r++) {
-		put(o, r ? ", " : "");
-		put(o, class_names[r]);
-		put(o, " ");
-		put_u64(o, g->pb_by_class[r]);
-	}
+	put_named(o, class_names, g->pb_by_class, SPB_STATS_NR_ROWS);
 	put(o, "\n");
 	line_start(o, "backing rung ");
-	for (unsigned r = 0; r < SPB_NR_RUNGS; r++) {
-		put(o, r ? ", " : "");
-		put(o, spb__rung_names[r]);
-		put(o, " ");
-		put_u64(o, g->pb_by_rung[r]);
-	}
+	put_named(o, spb__rung_names, g->pb_by_rung, SPB_NR_RUNGS);
 	put(o, " (pageblocks)\n");
 }
 
