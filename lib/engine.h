@@ -153,9 +153,10 @@ void spb__zone_lock(struct spb_zone *z) SPB_HIDDEN;
 void spb__zone_unlock(struct spb_zone *z) SPB_HIDDEN;
 /* Free pageblocks the zone keeps in tainted SPBs for non-movable demand. */
 uint32_t spb__zone_reserve(const struct spb_zone *z) SPB_HIDDEN;
-/* Recompute the reserve edge; may set evac_wanted. Returns true when the
- * reserve was just crossed (the caller runs the hook after unlocking). */
-bool spb__zone_check_reserve_locked(struct spb_zone *z) SPB_HIDDEN;
+/* After any change to the zone's pageblocks: recompute the reserve edge
+ * (counting a crossing, setting evac_wanted), unlock, and run the
+ * evacuation hook without the lock when the reserve was just crossed. */
+void spb__zone_unlock_signal(struct spb_zone *z) SPB_HIDDEN;
 /* Queue a free pageblock for release after the decay delay. */
 void spb__zone_pb_dirty_locked(struct spb_zone *z, struct spb_pageblock *pb) SPB_HIDDEN;
 void spb__zone_pb_undirty_locked(struct spb_zone *z, struct spb_pageblock *pb) SPB_HIDDEN;

@@ -165,14 +165,11 @@ static void *run_from_partials(struct spb_zone *z, unsigned npages, unsigned ali
 	return NULL;
 }
 
-/* Unlock, run the evacuation hook if the reserve was crossed, set errno. */
+/* Unlock (running the evacuation hook if the reserve was crossed), set errno. */
 static void *finish(struct spb_zone *z, void *p, enum claim_result res, bool zero,
 		    size_t bytes, unsigned flags)
 {
-	bool crossed = spb__zone_check_reserve_locked(z);
-	spb__zone_unlock(z);
-	if (crossed && spb__evac_hook)
-		spb__evac_hook(z);
+	spb__zone_unlock_signal(z);
 	if (!p) {
 		errno = res == CLAIM_REFUSED ? EAGAIN : ENOMEM;
 		return NULL;
@@ -273,10 +270,7 @@ size_t spb__free(void *p)
 	}
 	/* A free can cross the reserve too: when a tainted SPB loses its last
 	 * non-movable pageblock, its free pageblocks stop counting. */
-	bool crossed = spb__zone_check_reserve_locked(z);
-	spb__zone_unlock(z);
-	if (crossed && spb__evac_hook)
-		spb__evac_hook(z);
+	spb__zone_unlock_signal(z);
 	spb__zone_decay_tick(z);
 	return freed;
 }
@@ -348,9 +342,6 @@ size_t spb__resize_in_place(void *p, size_t bytes)
 		if (n <= SPB_PB_PER_SPB && multi_resize_locked(s, i, (unsigned)n))
 			got = n << SPB_PB_SHIFT;
 	}
-	bool crossed = spb__zone_check_reserve_locked(z);
-	spb__zone_unlock(z);
-	if (crossed && spb__evac_hook)
-		spb__evac_hook(z);
+	spb__zone_unlock_signal(z);
 	return got;
 }

@@ -90,7 +90,7 @@ uint32_t spb__zone_reserve(const struct spb_zone *z)
 	return r > min ? r : min;
 }
 
-bool spb__zone_check_reserve_locked(struct spb_zone *z)
+static bool check_reserve_locked(struct spb_zone *z)
 {
 	bool below = z->nr_by_cat[SPB_CAT_TAINTED] > 0 &&
 		     z->tainted_free_pb <= spb__zone_reserve(z);
@@ -101,6 +101,14 @@ bool spb__zone_check_reserve_locked(struct spb_zone *z)
 		z->evac_wanted = true;
 	}
 	return crossed;
+}
+
+void spb__zone_unlock_signal(struct spb_zone *z)
+{
+	bool crossed = check_reserve_locked(z);
+	spb__zone_unlock(z);
+	if (crossed && spb__evac_hook)
+		spb__evac_hook(z);
 }
 
 static uint64_t due_at(uint64_t since)
