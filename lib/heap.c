@@ -39,7 +39,6 @@ static void heap_init(struct spb_heap *h, unsigned cls)
 	}
 	h->zone = spb__zone_current();
 	h->cls = (uint8_t)cls;
-	h->live = 1;
 	__atomic_store_n(&h->xnotify, NULL, __ATOMIC_RELAXED);
 }
 
@@ -279,7 +278,6 @@ static void heap_retire_locked(struct spb_heap *h)
 {
 	for (int c = 0; c < SPB_NR_COUNTERS; c++)
 		retired_counters[c] += h->counters[c];
-	h->live = 0;
 	spb__list_del(&h->all_link);
 	spb__list_add_tail(&heaps_pool, &h->all_link);
 }

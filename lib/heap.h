@@ -62,7 +62,6 @@ struct spb_heap {
 	uint64_t counters[SPB_NR_COUNTERS];   /* MALLOC_* only; folded when read */
 	struct spb_zone *zone;
 	uint8_t cls;                          /* lifetime class of plain malloc */
-	uint8_t live;
 	struct spb_span *_Atomic xnotify;     /* full spans that got an xfree */
 	struct spb_link avail[SPB_NR_BINS];   /* spans with (maybe) free blocks */
 	struct spb_link full[SPB_NR_BINS];    /* spans seen full */
