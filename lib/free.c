@@ -40,6 +40,19 @@ void spb__remote_flush(void)
 		spb__heap_notify(s);
 }
 
+/* Counters of a free off the fast path; a thread that only frees gets a
+ * heap for them. */
+static void count_free(struct spb_heap *h, size_t bytes, bool xthread)
+{
+	if (h == &spb__empty_heap)
+		h = spb__heap_get();
+	if (!h)
+		return;
+	h->counters[MALLOC_FREE]++;
+	h->counters[MALLOC_FREE_BYTES] += bytes;
+	h->counters[MALLOC_XTHREAD_FREE] += xthread;
+}
+
 static __attribute__((noinline)) void free_xthread(struct spb_heap *h, struct spb_span *s,
 						    struct spb_block *b)
 {
@@ -57,13 +70,7 @@ static __attribute__((noinline)) void free_xthread(struct spb_heap *h, struct sp
 	remote.head = b;
 	if (++remote.n >= REMOTE_BATCH)
 		spb__remote_flush();
-	if (h == &spb__empty_heap)
-		h = spb__heap_get();
-	if (h) {
-		h->counters[MALLOC_FREE]++;
-		h->counters[MALLOC_FREE_BYTES] += bsize;
-		h->counters[MALLOC_XTHREAD_FREE]++;
-	}
+	count_free(h, bsize, true);
 }
 
 /* Not a span block: a page run or pageblocks of an SPB, a large mapping,
@@ -72,14 +79,7 @@ static __attribute__((noinline)) void free_pages(void *p, struct spb_region *r)
 {
 	if (!r || !r->kind)
 		spb__fatal("free(): invalid pointer (not allocated by spbmalloc)", p);
-	size_t n = spb__free(p);
-	struct spb_heap *h = spb__tls_heap;
-	if (h == &spb__empty_heap)
-		h = spb__heap_get();
-	if (h) {
-		h->counters[MALLOC_FREE]++;
-		h->counters[MALLOC_FREE_BYTES] += n;
-	}
+	count_free(spb__tls_heap, spb__free(p), false);
 }
 
 void spb__free_ptr(void *p)
