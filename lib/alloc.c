@@ -16,17 +16,35 @@ static void count_alloc(struct spb_heap *h, size_t bytes)
 	h->counters[MALLOC_ALLOC_BYTES] += bytes;
 }
 
+/* Pop the head of s's free list: its link is checked (spb__link_next)
+ * and the block must not be live (a link redirected to a live block). */
+static inline struct spb_block *span_pop(struct spb_span *s, struct spb_block *b)
+{
+	s->free = spb__link_next(s, b);
+	uint64_t bit;
+	uint64_t *w = &s->live[spb__bit_index(s, (uintptr_t)b - s->start, &bit)];
+	uint64_t v = __atomic_load_n(w, __ATOMIC_RELAXED);
+	if (SPB_UNLIKELY(v & bit))
+		spb__link_fault(b);
+	__atomic_store_n(w, v | bit, __ATOMIC_RELAXED);
+	s->used++;
+	return b;
+}
+
 static __attribute__((noinline)) void *alloc_small_slow(struct spb_heap *h, size_t size,
 							 unsigned bin_hint)
 {
 	if (h == &spb__empty_heap) {
+		if (spb__thread_gone)
+			return spb__late_alloc(size, 0, SPB_UNMOVABLE);
 		h = spb__heap_get();
 		if (!h) {
 			errno = ENOMEM;
 			return NULL;
 		}
 	}
-	spb__remote_flush();
+	if (spb__tls_primary)
+		spb__remote_flush(spb__tls_primary);
 	/* The bin the fast path computed may predate the size-class table. */
 	unsigned bin = bin_hint < SPB_NR_BINS && spb__bin_size[bin_hint] >= size
 			       ? bin_hint : spb__bin_of(size);
@@ -35,10 +53,7 @@ static __attribute__((noinline)) void *alloc_small_slow(struct spb_heap *h, size
 		errno = ENOMEM;
 		return NULL;
 	}
-	struct spb_block *b = s->free;
-	s->free = b->next;
-	s->used++;
-	b->tag = 0;
+	struct spb_block *b = span_pop(s, s->free);
 	count_alloc(h, s->bsize);
 	return b;
 }
@@ -48,9 +63,7 @@ static inline void *heap_alloc_small(struct spb_heap *h, size_t size, unsigned b
 	struct spb_span *s = h->bins[bin];
 	struct spb_block *b = s->free;
 	if (SPB_LIKELY(b != NULL)) {
-		s->free = b->next;
-		s->used++;
-		b->tag = 0; /* not free any more: the double-free check must not fire */
+		span_pop(s, b);
 		h->counters[MALLOC_ALLOC]++;
 		h->counters[MALLOC_ALLOC_BYTES] += s->bsize;
 		return b;
@@ -61,6 +74,12 @@ static inline void *heap_alloc_small(struct spb_heap *h, size_t size, unsigned b
 /* Above the size classes, or aligned beyond what a class gives. */
 static void *alloc_pages(struct spb_heap *h, size_t size, size_t align, unsigned flags)
 {
+	if (h == &spb__empty_heap && spb__thread_gone) {
+		void *p = spb__late_alloc(size, align, SPB_UNMOVABLE);
+		if (p && (flags & SPB_F_ZERO))
+			memset(p, 0, size);
+		return p;
+	}
 	if (h == &spb__empty_heap && !(h = spb__heap_get())) {
 		errno = ENOMEM;
 		return NULL;
@@ -71,6 +90,40 @@ static void *alloc_pages(struct spb_heap *h, size_t size, size_t align, unsigned
 		count_alloc(h, spb__usable(p));
 		spb__bg_maybe_start();
 	}
+	return p;
+}
+
+/* Smallest class at least size whose blocks are multiples of align
+ * (span starts are page aligned), or SPB_NR_BINS. */
+static unsigned aligned_bin(size_t size, size_t align)
+{
+	unsigned b = spb__bin_of(size < align ? align : size);
+	while (b < SPB_NR_BINS && spb__bin_size[b] % align)
+		b++;
+	return b;
+}
+
+/* A thread whose heaps were retired (frees and mallocs run after its key
+ * destructor: glibc frees its per-thread state late in thread exit) is
+ * served by the shared late heap of the class, under its lock: nothing
+ * is left behind in a heap that is never retired. */
+void *spb__late_alloc(size_t size, size_t align, unsigned cls)
+{
+	struct spb_heap *h = spb__late_heap_enter(cls);
+	if (!h) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	void *p = NULL;
+	unsigned b = SPB_NR_BINS;
+	if (size <= SPB_SMALL_MAX && align <= SPB_PAGE_SIZE)
+		b = align <= SPB_MIN_ALIGN ? spb__bin_of(size) : aligned_bin(size, align);
+	if (b < SPB_NR_BINS)
+		p = heap_alloc_small(h, spb__bin_size[b], b);
+	else if (align <= SPB_SPB_SIZE && (p = spb__pages_alloc(h->zone, size, align, cls, 0)))
+		count_alloc(h, spb__usable(p));
+	h->counters[MALLOC_LATE_ALLOC]++;
+	spb__late_heap_leave();
 	return p;
 }
 
@@ -88,12 +141,18 @@ void *spb__malloc_class(size_t size, unsigned cls, unsigned flags)
 		errno = EINVAL; /* MOVABLE needs handles; SECRET is not there yet */
 		return NULL;
 	}
+	void *p;
+	if (spb__thread_gone && spb__tls_heap == &spb__empty_heap) {
+		p = spb__late_alloc(size, 0, cls);
+		if (p && (flags & SPB_F_ZERO))
+			memset(p, 0, size);
+		return p;
+	}
 	struct spb_heap *h = spb__heap_for_class(cls);
 	if (!h) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	void *p;
 	if (size <= SPB_SMALL_MAX && !(flags & SPB_F_OPTIONAL))
 		p = heap_alloc_small(h, size, spb__bin_of(size));
 	else
@@ -140,22 +199,14 @@ size_t spb__usable(const void *p)
 	return spb__usable_size(p);
 }
 
-/* Smallest class at least size whose blocks are multiples of align
- * (span starts are page aligned), or SPB_NR_BINS. */
-static unsigned aligned_bin(size_t size, size_t align)
-{
-	unsigned b = spb__bin_of(size < align ? align : size);
-	while (b < SPB_NR_BINS && spb__bin_size[b] % align)
-		b++;
-	return b;
-}
-
 void *spb__aligned(size_t align, size_t size)
 {
 	if (align <= SPB_MIN_ALIGN)
 		return spb__malloc(size);
 	if (size <= SPB_SMALL_MAX && align <= SPB_PAGE_SIZE) {
 		struct spb_heap *h = spb__tls_heap;
+		if (h == &spb__empty_heap && spb__thread_gone)
+			return spb__late_alloc(size, align, SPB_UNMOVABLE);
 		if (h == &spb__empty_heap && !(h = spb__heap_get())) {
 			errno = ENOMEM;
 			return NULL;
@@ -206,7 +257,7 @@ static size_t realloc_old_size(void *p)
 	struct spb_span *s = spb__span_of((struct spb *)r, p);
 	if (!s)
 		return spb__usable_size(p);
-	enum spb_block_fault f = spb__block_check(s, p, spb__free_cookie);
+	enum spb_block_fault f = spb__block_check(s, p);
 	if (f != SPB_BLOCK_OK)
 		spb__block_fault(f, true, p);
 	return s->bsize;

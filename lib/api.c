@@ -97,7 +97,7 @@ size_t spb_trim(void)
 {
 	spb__engine_init();
 	if (spb__reclaim_hook)
-		spb__reclaim_hook();
+		spb__reclaim_hook(true);
 	uint64_t before = spb__counter_sum(PB_RELEASE) + spb__counter_sum(SPB_UNMAP);
 	/* "Now" far in the future: every pending release is due. */
 	uint64_t far = UINT64_MAX / 2;
@@ -106,4 +106,4 @@ size_t spb_trim(void)
 	return (size_t)(spb__counter_sum(PB_RELEASE) + spb__counter_sum(SPB_UNMAP) - before);
 }
 
-void (*spb__reclaim_hook)(void);
+void (*spb__reclaim_hook)(bool all);

@@ -62,9 +62,9 @@ static uint64_t bg_round(uint64_t *next_publish)
 		wait = min_u64(wait, hook(spb__os_now_ms()));
 	uint64_t now = spb__os_now_ms();
 	if (now >= *next_publish) {
-		void (*reclaim)(void) = spb__reclaim_hook;
-		if (reclaim) /* spans exited threads left, emptied since */
-			reclaim();
+		void (*reclaim)(bool) = spb__reclaim_hook;
+		if (reclaim) /* idle cross-thread batches; spans exited threads left */
+			reclaim(false);
 		spb__statseg_init(); /* a forked child's, once it is due */
 		spb__statseg_publish();
 		*next_publish = now + (uint64_t)spb__opt(OPT_STATS_INTERVAL_MS);

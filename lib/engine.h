@@ -219,10 +219,12 @@ size_t spb__resize_in_place(void *p, size_t bytes) SPB_HIDDEN;
 void *spb__pages_alloc(struct spb_zone *z, size_t bytes, size_t align,
 		       unsigned cls, unsigned flags) SPB_HIDDEN;
 
-/* Run by spb_trim() before the release, and by the background thread once
- * a second: the malloc layer pushes the caller's batched cross-thread frees
- * and sweeps the spans exited threads left, so their pageblocks can go. */
-extern void (*spb__reclaim_hook)(void) SPB_HIDDEN;
+/* Run by spb_trim() before the release (all = true), and by the
+ * background thread once a second (all = false): the malloc layer pushes
+ * batched cross-thread frees (every batch, or those idle since the last
+ * round) and sweeps the spans exited threads left, so their pageblocks
+ * can go. */
+extern void (*spb__reclaim_hook)(bool all) SPB_HIDDEN;
 
 /* ---- large.c ---- */
 void *spb__large_alloc(struct spb_zone *z, size_t bytes, size_t align,

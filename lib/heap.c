@@ -1,11 +1,35 @@
 /*
  * heap.c — per-thread heaps: creation on a thread's first malloc, the
  * refill slow path (current span -> other spans of the bin -> an abandoned
- * span -> a new span), full/available span lists, cross-thread
- * notifications, thread exit (spans handed back or abandoned), the MALLOC_*
- * counters, and the fork hooks. Heap descriptors are pooled and never
- * unmapped, so a late cross-thread notifier never touches unmapped memory.
+ * span of the same zone and class -> a new span), full/available span
+ * lists, cross-thread notifications, thread exit (spans handed back or
+ * abandoned), the shared late heaps of threads that allocate after their
+ * heaps were retired, idle cross-thread batches pushed on the owner's
+ * behalf, the MALLOC_* counters, and the fork hooks. Heap descriptors are
+ * pooled and never unmapped, so a late reader never touches unmapped
+ * memory.
+ *
+ * The full/notify protocol. A span's `full` moves only by compare-and-swap:
+ *   AVAIL -> FULL       the owner, finding no free block (mark_full);
+ *   FULL -> AVAIL       the owner, taking it back (mark_avail, thread exit);
+ *   FULL -> NOTIFIED    a thread that pushed blocks on the span's xfree and
+ *                       then saw it FULL (spb__heap_notify); only that
+ *                       thread then reads s->heap and pushes the span on
+ *                       that heap's xnotify list;
+ *   NOTIFIED -> AVAIL   the owner, after taking the span off its xnotify
+ *                       list (drain_notify).
+ * Invariants: (1) s->heap changes only while the span is AVAIL (adopt,
+ * abandon, release, span_new), so a notifier that won FULL -> NOTIFIED
+ * reads the heap that will drain it; (2) a NOTIFIED span is never
+ * released or abandoned: thread exit waits until each of its NOTIFIED
+ * spans came through its list (the notifier is a few instructions from
+ * its push); so (3) a retired heap has an empty xnotify list and no span
+ * can be NOTIFIED for it: a heap reused from the pool never receives a
+ * stale push. A late notifier whose span was released and reused by
+ * another heap can flag the new owner's FULL span: a spurious notification
+ * the owner drains like any other (span_ready looks again).
  */
+#include <sched.h>
 #include <string.h>
 
 #include "heap.h"
@@ -15,18 +39,31 @@ struct spb_heap spb__empty_heap = {
 	.bins = {[0 ... SPB_NR_BINS - 1] = &empty_span},
 };
 SPB_TLS struct spb_heap *spb__tls_heap = &spb__empty_heap;
-static SPB_TLS struct spb_heap *tls_primary; /* the thread's UNMOVABLE heap */
+SPB_TLS struct spb_heap *spb__tls_primary; /* the thread's UNMOVABLE heap */
+SPB_TLS bool spb__thread_gone;
 uintptr_t spb__free_cookie;
+uintptr_t spb__link_key[2];
 
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct spb_link heaps_live = {&heaps_live, &heaps_live};
 static struct spb_link heaps_pool = {&heaps_pool, &heaps_pool};
 static uint64_t retired_counters[SPB_NR_COUNTERS];
 
+/* Abandoned spans, by zone, lifetime class and bin: a span is adopted only
+ * by a heap of its own zone and class (the no-fallback rule holds for
+ * blocks as for pageblocks). List heads are set up on a zone's first use. */
+struct abandoned_set {
+	bool ready;
+	uint32_t n[SPB_NR_CLASSES][SPB_NR_BINS]; /* read unlocked as a hint */
+	struct spb_link l[SPB_NR_CLASSES][SPB_NR_BINS];
+};
 static pthread_mutex_t aband_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct spb_link abandoned[SPB_NR_BINS];
-static uint32_t nr_abandoned[SPB_NR_BINS];
+static struct abandoned_set abandoned[SPB_NR_ZONES_MAX];
 
+/* The late heaps (one per class) and their lock. */
+static pthread_mutex_t late_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct spb_heap *late_heaps[SPB_NR_CLASSES];
+static SPB_TLS bool in_late;
 
 static void heap_init(struct spb_heap *h, unsigned cls)
 {
@@ -39,7 +76,14 @@ static void heap_init(struct spb_heap *h, unsigned cls)
 	}
 	h->zone = spb__zone_current();
 	h->cls = (uint8_t)cls;
+	/* Invariant (3): no push can reach a pooled heap's xnotify; its
+	 * remote batch was flushed when its thread exited. */
 	__atomic_store_n(&h->xnotify, NULL, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->remote.head, NULL, __ATOMIC_RELAXED);
+	h->remote.span = NULL;
+	h->remote.tail = NULL;
+	h->remote.n = 0;
+	h->remote.seen = NULL;
 }
 
 static struct spb_heap *heap_new(unsigned cls)
@@ -76,7 +120,7 @@ struct spb_heap *spb__heap_get(void)
 		return NULL;
 	h->by_class[SPB_UNMOVABLE] = h;
 	h->counters[MALLOC_THREAD_INIT]++;
-	tls_primary = h;
+	spb__tls_primary = h;
 	spb__tls_heap = h;
 	pthread_setspecific(spb__thread_key, h);
 	return h;
@@ -84,9 +128,9 @@ struct spb_heap *spb__heap_get(void)
 
 struct spb_heap *spb__heap_for_class(unsigned cls)
 {
-	if (!tls_primary && !spb__heap_get())
+	if (!spb__tls_primary && !spb__heap_get())
 		return NULL;
-	struct spb_heap *p = tls_primary;
+	struct spb_heap *p = spb__tls_primary;
 	if (!p->by_class[cls])
 		p->by_class[cls] = heap_new(cls);
 	return p->by_class[cls];
@@ -131,16 +175,37 @@ static void mark_avail(struct spb_heap *h, struct spb_span *s)
 	move_to(&h->avail[s->bin], s);
 }
 
-/* Spans that got a cross-thread free while their owner saw them full. */
-static void drain_notify(struct spb_heap *h)
+/* Spans that got a cross-thread free while their owner saw them full:
+ * each is AVAIL again, and (relink) back on the available list. */
+static void drain_notify(struct spb_heap *h, bool relink)
 {
 	struct spb_span *s = __atomic_exchange_n(&h->xnotify, NULL, __ATOMIC_ACQUIRE);
 	while (s) {
 		struct spb_span *next = s->notify_next;
-		if (__atomic_load_n(&s->heap, __ATOMIC_RELAXED) == h &&
-		    full_cas(s, SPB_SPAN_NOTIFIED, SPB_SPAN_AVAIL))
+		if (__atomic_load_n(&s->heap, __ATOMIC_RELAXED) != h ||
+		    !full_cas(s, SPB_SPAN_NOTIFIED, SPB_SPAN_AVAIL))
+			spb__fatal("internal error: cross-thread notification protocol", s);
+		if (relink)
 			move_to(&h->avail[s->bin], s);
 		s = next;
+	}
+}
+
+/* Owner: make s AVAIL (it may be FULL or NOTIFIED) so that no notifier
+ * can flag it any more: the step before abandoning or releasing it. A
+ * NOTIFIED span is on its way to our xnotify list: drain until it came. */
+static void make_avail_for_exit(struct spb_heap *h, struct spb_span *s)
+{
+	for (;;) {
+		uint8_t st = __atomic_load_n(&s->full, __ATOMIC_SEQ_CST);
+		if (st == SPB_SPAN_AVAIL ||
+		    (st == SPB_SPAN_FULL && full_cas(s, SPB_SPAN_FULL, SPB_SPAN_AVAIL)))
+			return;
+		if (st == SPB_SPAN_NOTIFIED) {
+			drain_notify(h, false);
+			if (__atomic_load_n(&s->full, __ATOMIC_SEQ_CST) == SPB_SPAN_NOTIFIED)
+				sched_yield();
+		}
 	}
 }
 
@@ -160,24 +225,41 @@ static bool span_ready(struct spb_heap *h, struct spb_span *s)
 	return false;
 }
 
+static struct abandoned_set *aband_set(unsigned zone_idx)
+{
+	struct abandoned_set *a = &abandoned[zone_idx];
+	if (!a->ready) { /* under aband_lock */
+		for (unsigned c = 0; c < SPB_NR_CLASSES; c++)
+			for (unsigned b = 0; b < SPB_NR_BINS; b++)
+				spb__list_init(&a->l[c][b]);
+		__atomic_store_n(&a->ready, true, __ATOMIC_RELEASE);
+	}
+	return a;
+}
+
 static struct spb_span *adopt(struct spb_heap *h, unsigned bin)
 {
 	struct spb_span *s = NULL;
-	if (!__atomic_load_n(&nr_abandoned[bin], __ATOMIC_RELAXED))
+	unsigned zi = (unsigned)(h->zone - spb__zones);
+	struct abandoned_set *a = &abandoned[zi];
+	if (!__atomic_load_n(&a->n[h->cls][bin], __ATOMIC_RELAXED))
 		return NULL;
 	pthread_mutex_lock(&aband_lock);
-	if (!spb__list_empty(&abandoned[bin])) {
-		s = spb__container_of(abandoned[bin].next, struct spb_span, link);
+	a = aband_set(zi);
+	struct spb_link *hd = &a->l[h->cls][bin];
+	if (!spb__list_empty(hd)) {
+		s = spb__container_of(hd->next, struct spb_span, link);
 		spb__list_del(&s->link);
 		/* Atomic (under the lock): adopt() reads it unlocked as a hint,
 		 * and a plain write racing with that read is a data race
 		 * (ThreadSanitizer, tests/api/test_threads). */
-		__atomic_fetch_sub(&nr_abandoned[bin], 1, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&a->n[h->cls][bin], 1, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&aband_lock);
 	if (!s)
 		return NULL;
-	__atomic_store_n(&s->full, SPB_SPAN_AVAIL, __ATOMIC_RELAXED);
+	/* Abandoned spans are AVAIL (abandon_span) and stay so: nobody owns
+	 * them to flag them full. Invariant (1): the heap changes while AVAIL. */
 	__atomic_store_n(&s->heap, h, __ATOMIC_RELEASE);
 	spb__list_add_tail(&h->avail[bin], &s->link);
 	h->counters[MALLOC_SPAN_ADOPT]++;
@@ -186,7 +268,7 @@ static struct spb_span *adopt(struct spb_heap *h, unsigned bin)
 
 struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 {
-	drain_notify(h);
+	drain_notify(h, true);
 	struct spb_span *s = h->bins[bin];
 	if (s != &empty_span && span_ready(h, s))
 		return s;
@@ -241,11 +323,12 @@ void spb__heap_notify(struct spb_span *s)
 
 static void abandon_span(struct spb_span *s)
 {
+	/* AVAIL already (make_avail_for_exit): invariant (1). */
 	__atomic_store_n(&s->heap, NULL, __ATOMIC_RELEASE);
-	__atomic_store_n(&s->full, SPB_SPAN_AVAIL, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&aband_lock);
-	spb__list_add_tail(&abandoned[s->bin], &s->link);
-	__atomic_fetch_add(&nr_abandoned[s->bin], 1, __ATOMIC_RELAXED); /* see adopt() */
+	struct abandoned_set *a = aband_set(s->zone_idx);
+	spb__list_add_tail(&a->l[s->cls][s->bin], &s->link);
+	__atomic_fetch_add(&a->n[s->cls][s->bin], 1, __ATOMIC_RELAXED); /* see adopt() */
 	pthread_mutex_unlock(&aband_lock);
 }
 
@@ -253,7 +336,7 @@ static void abandon_span(struct spb_span *s)
  * abandoned lists. */
 static void heap_release_spans(struct spb_heap *h)
 {
-	drain_notify(h);
+	drain_notify(h, true);
 	for (unsigned b = 0; b < SPB_NR_BINS; b++) {
 		struct spb_link *lists[2] = {&h->avail[b], &h->full[b]};
 		for (int k = 0; k < 2; k++)
@@ -261,6 +344,7 @@ static void heap_release_spans(struct spb_heap *h)
 				struct spb_span *s =
 					spb__container_of(lists[k]->next, struct spb_span, link);
 				spb__list_del(&s->link);
+				make_avail_for_exit(h, s);
 				spb__span_collect(s);
 				if (s->used == 0) {
 					h->counters[MALLOC_SPAN_FREE]++;
@@ -272,12 +356,14 @@ static void heap_release_spans(struct spb_heap *h)
 			}
 		h->bins[b] = &empty_span;
 	}
+	/* Invariant (3): nothing is NOTIFIED for h any more. */
+	drain_notify(h, false);
 }
 
 static void heap_retire_locked(struct spb_heap *h)
 {
 	for (int c = 0; c < SPB_NR_COUNTERS; c++)
-		retired_counters[c] += h->counters[c];
+		spb__heap_count((enum spb_counter)c, h->counters[c]);
 	spb__list_del(&h->all_link);
 	spb__list_add_tail(&heaps_pool, &h->all_link);
 }
@@ -287,9 +373,14 @@ void spb__heap_thread_exit(struct spb_heap *primary)
 	if (!primary || primary == &spb__empty_heap)
 		return;
 	primary->counters[MALLOC_THREAD_EXIT]++;
-	spb__remote_flush();
+	spb__remote_flush(primary);
 	spb__tls_heap = &spb__empty_heap;
-	tls_primary = NULL;
+	spb__tls_primary = NULL;
+	/* From now on this thread's mallocs go to the late heaps and its
+	 * frees of other threads' blocks straight to their spans: a heap made
+	 * now would never be retired (glibc frees its per-thread state after
+	 * the key destructors ran). */
+	spb__thread_gone = true;
 	/* Copy first: once the primary (class UNMOVABLE, before RECLAIMABLE)
 	 * is retired it is back in the pool, and a thread starting now may
 	 * reuse it and clear by_class while this loop still reads it; the
@@ -307,29 +398,119 @@ void spb__heap_thread_exit(struct spb_heap *primary)
 	}
 }
 
+/* Sweep: collect the xfrees of abandoned spans and release the empty
+ * ones, outside the lock (the release takes the zone lock). */
 void spb__heap_sweep_abandoned(void)
 {
+	struct spb_span *empty = NULL;
 	pthread_mutex_lock(&aband_lock);
-	for (unsigned b = 0; b < SPB_NR_BINS; b++) {
-		struct spb_link *hd = &abandoned[b];
-		for (struct spb_link *l = hd->next, *nx; l != hd; l = nx) {
-			nx = l->next;
-			struct spb_span *s = spb__container_of(l, struct spb_span, link);
-			spb__span_collect(s);
-			if (s->used == 0) {
-				spb__list_del(&s->link);
-				__atomic_fetch_sub(&nr_abandoned[b], 1, __ATOMIC_RELAXED);
-				spb__span_release(s);
+	for (unsigned z = 0; z < SPB_NR_ZONES_MAX; z++) {
+		struct abandoned_set *a = &abandoned[z];
+		if (!a->ready)
+			continue;
+		for (unsigned c = 0; c < SPB_NR_CLASSES; c++)
+			for (unsigned b = 0; b < SPB_NR_BINS; b++) {
+				struct spb_link *hd = &a->l[c][b];
+				for (struct spb_link *l = hd->next, *nx; l != hd; l = nx) {
+					nx = l->next;
+					struct spb_span *s =
+						spb__container_of(l, struct spb_span, link);
+					spb__span_collect(s);
+					if (s->used == 0) {
+						spb__list_del(&s->link);
+						__atomic_fetch_sub(&a->n[c][b], 1, __ATOMIC_RELAXED);
+						s->desc_next = empty;
+						empty = s;
+					}
+				}
 			}
-		}
 	}
 	pthread_mutex_unlock(&aband_lock);
+	while (empty) {
+		struct spb_span *next = empty->desc_next;
+		spb__span_release(empty);
+		empty = next;
+	}
 }
 
-void spb__heap_reclaim(void)
+void spb__heap_count(enum spb_counter c, uint64_t n)
 {
-	spb__remote_flush();
+	if (n)
+		__atomic_fetch_add(&retired_counters[c], n, __ATOMIC_RELAXED);
+}
+
+/* The last block of a batch (links are encoded, so it is walked). */
+static struct spb_block *batch_tail(const struct spb_span *s, struct spb_block *b)
+{
+	uint32_t n = 0;
+	for (;;) {
+		struct spb_block *nx = spb__link_dec(b->next_enc, b);
+		if (!nx)
+			return b;
+		if (++n > s->capacity || (uintptr_t)nx - s->start >= s->limit)
+			spb__link_fault(b);
+		b = nx;
+	}
+}
+
+unsigned spb__heap_steal_batches(bool all)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&heaps_lock);
+	for (struct spb_link *l = heaps_live.next; l != &heaps_live; l = l->next) {
+		struct spb_remote *r = &spb__container_of(l, struct spb_heap, all_link)->remote;
+		struct spb_block *head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+		struct spb_block *seen = r->seen;
+		r->seen = head;
+		if (!head || (!all && head != seen))
+			continue; /* empty, or changed since the last look: active */
+		struct spb_block *list = __atomic_exchange_n(&r->head, NULL, __ATOMIC_ACQUIRE);
+		r->seen = NULL;
+		if (!list)
+			continue;
+		/* The blocks are live in their span (counted used): the span
+		 * cannot go away meanwhile. */
+		struct spb_region *rg = spb__region_of(list);
+		struct spb_span *s = rg && rg->kind == SPB_REGION_SPB
+					     ? spb__span_of((struct spb *)rg, list) : NULL;
+		if (!s)
+			spb__link_fault(&r->head);
+		spb__xfree_push(s, list, batch_tail(s, list));
+		n++;
+	}
+	pthread_mutex_unlock(&heaps_lock);
+	spb__heap_count(MALLOC_BATCH_STOLEN, n);
+	return n;
+}
+
+void spb__heap_reclaim(bool all)
+{
+	struct spb_heap *p = spb__tls_primary;
+	if (p)
+		spb__remote_flush(p);
+	spb__heap_steal_batches(all);
 	spb__heap_sweep_abandoned();
+}
+
+struct spb_heap *spb__late_heap_enter(unsigned cls)
+{
+	if (in_late)
+		return NULL;
+	in_late = true;
+	pthread_mutex_lock(&late_lock);
+	if (!late_heaps[cls])
+		late_heaps[cls] = heap_new(cls);
+	if (!late_heaps[cls]) {
+		pthread_mutex_unlock(&late_lock);
+		in_late = false;
+	}
+	return late_heaps[cls];
+}
+
+void spb__late_heap_leave(void)
+{
+	pthread_mutex_unlock(&late_lock);
+	in_late = false;
 }
 
 uint64_t spb__heap_counter_sum(enum spb_counter c)
@@ -345,12 +526,14 @@ uint64_t spb__heap_counter_sum(enum spb_counter c)
 
 void spb__heap_init_once(void)
 {
-	for (unsigned b = 0; b < SPB_NR_BINS; b++)
-		spb__list_init(&abandoned[b]);
+	/* The abandoned lists are set up per zone on first use. */
 }
 
+/* Lock order: late_lock (its heap_new takes heaps_lock), heaps_lock,
+ * aband_lock. */
 void spb__heap_prefork(void)
 {
+	pthread_mutex_lock(&late_lock);
 	pthread_mutex_lock(&heaps_lock);
 	pthread_mutex_lock(&aband_lock);
 }
@@ -359,12 +542,14 @@ void spb__heap_postfork_parent(void)
 {
 	pthread_mutex_unlock(&aband_lock);
 	pthread_mutex_unlock(&heaps_lock);
+	pthread_mutex_unlock(&late_lock);
 }
 
 void spb__heap_postfork_child(void)
 {
 	pthread_mutex_init(&aband_lock, NULL);
 	pthread_mutex_init(&heaps_lock, NULL);
+	pthread_mutex_init(&late_lock, NULL);
 	/* Only the forking thread exists in the child. The other threads'
 	 * heaps are left as they are: fork may have caught one of them in the
 	 * middle of its lock-free fast path or of a list move, so nothing in

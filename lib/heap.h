@@ -26,9 +26,12 @@
 #define SPB_NR_BINS 88 /* 16..128 by 16, then 8 classes per doubling to 128 KiB */
 #define SPB_INV_SHIFT 40                    /* reciprocal for the interior-pointer check */
 
+/* A free block. Its link is stored encoded (spb__link_enc): a stray or
+ * hostile write into a free block turns into a pointer that fails the
+ * range check where the link is popped, instead of an address malloc
+ * hands out. Nothing else of a free block is read or written. */
 struct spb_block {
-	struct spb_block *next;
-	uintptr_t tag; /* spb__free_cookie ^ address while free: double-free check */
+	uintptr_t next_enc;
 };
 
 enum spb_span_full { SPB_SPAN_AVAIL = 0, SPB_SPAN_FULL = 1, SPB_SPAN_NOTIFIED = 2 };
@@ -36,25 +39,45 @@ enum spb_span_full { SPB_SPAN_AVAIL = 0, SPB_SPAN_FULL = 1, SPB_SPAN_NOTIFIED = 
 struct spb_heap;
 
 struct spb_span {
-	struct spb_block *free;          /* owner only */
+	struct spb_block *free;          /* owner only (decoded head) */
 	uint32_t used;                   /* owner only: blocks out, xfree included */
 	uint32_t bsize;
 	uint64_t inv;                    /* ceil(2^40 / bsize) */
 	uintptr_t start;
-	struct spb_heap *_Atomic heap;   /* owner; NULL while abandoned */
-	struct spb_block *_Atomic xfree; /* frees from other threads */
-	uint8_t _Atomic full;            /* enum spb_span_full */
+	uint64_t *live;                  /* bit (off >> gshift): block handed out */
+	uint64_t *xfreed;                /* same bit: freed by another thread, not
+					    collected yet (set atomically) */
+	uint32_t limit;                  /* capacity * bsize: where blocks end */
+	uint8_t gshift;                  /* log2 of the largest power of two <= bsize */
 	uint8_t bin;
 	uint8_t cls;
 	uint8_t zero_run;                /* the page run came from the OS zeroed */
+	struct spb_heap *_Atomic heap;   /* owner; NULL while abandoned */
+	struct spb_block *_Atomic xfree; /* frees from other threads (links encoded) */
+	uint8_t _Atomic full;            /* enum spb_span_full */
 	uint8_t free_zero;               /* every block on free reads as zero past
-					    its first 16 bytes (calloc skips) */
+					    its link word (calloc skips) */
+	uint8_t words_order;             /* live bitmap: 1 << words_order words */
+	uint8_t zone_idx;                /* zone of the span's SPB */
 	uint32_t capacity;               /* blocks that fit */
 	uint32_t extended;               /* blocks put on a free list so far */
 	uint32_t npages;
 	struct spb_span *notify_next;    /* on heap->xnotify */
 	struct spb_span *desc_next;      /* on the descriptor pool's free list */
-	struct spb_link link;            /* heap->avail/full[bin] or abandoned[bin] */
+	struct spb_link link;            /* heap->avail/full[bin] or abandoned list */
+};
+
+/* Cross-thread frees of one span, batched by the freeing thread in its
+ * heap (free.c). head is the only field another thread touches: the
+ * background thread and spb_trim take an idle batch with one exchange
+ * (spb__heap_steal_batches), so a thread that frees one remote block and
+ * sleeps pins it for a bounded time. */
+struct spb_remote {
+	struct spb_block *_Atomic head;  /* encoded links, NULL-terminated */
+	struct spb_span *span;           /* owner only: span of the current batch */
+	struct spb_block *tail;          /* owner only */
+	uint32_t n;                      /* owner only (stale after a steal: a hint) */
+	struct spb_block *seen;          /* stealer only: head at its last look */
 };
 
 struct spb_heap {
@@ -63,11 +86,59 @@ struct spb_heap {
 	struct spb_zone *zone;
 	uint8_t cls;                          /* lifetime class of plain malloc */
 	struct spb_span *_Atomic xnotify;     /* full spans that got an xfree */
+	struct spb_remote remote;             /* primary heap: the thread's batch */
 	struct spb_link avail[SPB_NR_BINS];   /* spans with (maybe) free blocks */
 	struct spb_link full[SPB_NR_BINS];    /* spans seen full */
 	struct spb_link all_link;             /* all heaps (live or pooled) */
 	struct spb_heap *by_class[SPB_NR_CLASSES]; /* primary heap: the thread's heaps */
 };
+
+/* ---- free-list link protection (keys set once at process init) ---- */
+extern uintptr_t spb__link_key[2] SPB_HIDDEN;
+static inline uintptr_t spb__link_enc(const void *next, const void *slot)
+{
+	uintptr_t x = (uintptr_t)next ^ spb__link_key[0] ^ (uintptr_t)slot;
+	unsigned r = (unsigned)spb__link_key[1] & 63;
+	return (x << r) | (x >> ((64 - r) & 63));
+}
+static inline struct spb_block *spb__link_dec(uintptr_t enc, const void *slot)
+{
+	unsigned r = (unsigned)spb__link_key[1] & 63;
+	uintptr_t x = (enc >> r) | (enc << ((64 - r) & 63));
+	return (struct spb_block *)(x ^ spb__link_key[0] ^ (uintptr_t)slot);
+}
+/* The link read from a free block, checked: NULL or a block start inside
+ * the span (a corrupt link ends the process with one line). */
+__attribute__((noreturn, cold)) void spb__link_fault(const void *slot) SPB_HIDDEN;
+static inline struct spb_block *spb__link_next(const struct spb_span *s, const struct spb_block *b)
+{
+	struct spb_block *n = spb__link_dec(b->next_enc, b);
+	if (SPB_UNLIKELY((uintptr_t)n - s->start >= s->limit && n != NULL))
+		spb__link_fault(b);
+	return n;
+}
+
+/* The live bitmap: one bit per block, found without a division (block
+ * starts are at least 2^gshift apart). Only the span's owner (or whoever
+ * collects an ownerless span under the abandoned lock) writes it; other
+ * threads read it. Relaxed atomics: plain moves on x86. Its twin xfreed
+ * has the same bit set by a thread that frees a block it does not own
+ * (fetch_or: several may free into one span at once), cleared when the
+ * owner collects the block. A block is: free (live 0), live (1, xfreed
+ * 0), or freed by another thread and on its way back (1, 1). */
+static inline uintptr_t spb__bit_index(const struct spb_span *s, uintptr_t off, uint64_t *bit)
+{
+	uintptr_t i = off >> s->gshift;
+	*bit = (uint64_t)1 << (i & 63);
+	return i >> 6;
+}
+static inline bool spb__live_test(const struct spb_span *s, uintptr_t off)
+{
+	uint64_t bit;
+	uintptr_t w = spb__bit_index(s, off, &bit);
+	return (__atomic_load_n(&s->live[w], __ATOMIC_RELAXED) & bit) &&
+	       !(__atomic_load_n(&s->xfreed[w], __ATOMIC_RELAXED) & bit);
+}
 
 /* ---- sizeclass.c ---- */
 extern uint32_t spb__bin_size[SPB_NR_BINS] SPB_HIDDEN;
@@ -103,23 +174,19 @@ static inline struct spb_span *spb__span_of(const struct spb *sp, const void *p)
 }
 
 /* The checks every pointer into a span passes before it is trusted (free
- * and realloc): a block's start, handed out at some point, not free now.
- * who is "free()" or "realloc()" for the one-line diagnosis. */
+ * and realloc): a block's start, handed out and not freed since. From the
+ * span's metadata only: the block itself (usually cold) is not read. */
 enum spb_block_fault { SPB_BLOCK_OK, SPB_BLOCK_INTERIOR, SPB_BLOCK_NEVER, SPB_BLOCK_FREE };
-static inline enum spb_block_fault spb__block_check(const struct spb_span *s, const void *p,
-						    uintptr_t cookie)
+static inline enum spb_block_fault spb__block_check(const struct spb_span *s, const void *p)
 {
 	uintptr_t off = (uintptr_t)p - s->start;
 	if (SPB_UNLIKELY(((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off))
 		return SPB_BLOCK_INTERIOR;
-	/* Past what the span has put on a free list so far: never handed out,
-	 * and its tag is whatever the memory held (accepting it would let
-	 * extend hand the block out twice). */
-	if (SPB_UNLIKELY(off >= (uintptr_t)__atomic_load_n(&s->extended, __ATOMIC_RELAXED) *
-				       s->bsize))
-		return SPB_BLOCK_NEVER;
-	if (SPB_UNLIKELY(((const struct spb_block *)p)->tag == (cookie ^ (uintptr_t)p)))
-		return SPB_BLOCK_FREE;
+	if (SPB_UNLIKELY(!spb__live_test(s, off)))
+		/* Never put on a free list (its memory may hold anything), or
+		 * free now. */
+		return off >= (uintptr_t)__atomic_load_n(&s->extended, __ATOMIC_RELAXED) * s->bsize
+			       ? SPB_BLOCK_NEVER : SPB_BLOCK_FREE;
 	return SPB_BLOCK_OK;
 }
 __attribute__((noreturn, cold)) void spb__block_fault(enum spb_block_fault f, bool realloc,
@@ -127,6 +194,9 @@ __attribute__((noreturn, cold)) void spb__block_fault(enum spb_block_fault f, bo
 
 /* ---- heap.c ---- */
 extern SPB_TLS struct spb_heap *spb__tls_heap SPB_HIDDEN;
+/* The thread's primary (UNMOVABLE) heap, which holds its cross-thread
+ * batch and its other classes' heaps; NULL before its first malloc. */
+extern SPB_TLS struct spb_heap *spb__tls_primary SPB_HIDDEN;
 extern struct spb_heap spb__empty_heap SPB_HIDDEN;
 extern uintptr_t spb__free_cookie SPB_HIDDEN;
 /* The calling thread's heap, created on first use (NULL only if the OS
@@ -145,8 +215,24 @@ void spb__heap_notify(struct spb_span *s) SPB_HIDDEN;
 void spb__heap_thread_exit(struct spb_heap *h) SPB_HIDDEN;
 /* Sweep abandoned spans: collect their xfrees, free the empty ones. */
 void spb__heap_sweep_abandoned(void) SPB_HIDDEN;
-/* spb__reclaim_hook: this thread's batched frees out, abandoned swept. */
-void spb__heap_reclaim(void) SPB_HIDDEN;
+/* Push other threads' cross-thread batches to their spans: every batch
+ * (all), or only those that did not change since the previous call (the
+ * background thread, once a second). Returns batches pushed. */
+unsigned spb__heap_steal_batches(bool all) SPB_HIDDEN;
+/* spb__reclaim_hook: every batch of cross-thread frees out, abandoned swept. */
+void spb__heap_reclaim(bool all) SPB_HIDDEN;
+/* Add to a MALLOC_* counter from where no heap is at hand (atomic). */
+void spb__heap_count(enum spb_counter c, uint64_t n) SPB_HIDDEN;
+/* Set once the thread's heaps are retired (its key destructor ran): its
+ * later mallocs are served by a shared heap under a lock, its frees of
+ * other threads' blocks go to their spans at once, unbatched. */
+extern SPB_TLS bool spb__thread_gone SPB_HIDDEN;
+/* The shared late heap of class cls, locked (NULL and nothing locked
+ * when the OS refused its metadata, or on re-entry from inside it). */
+struct spb_heap *spb__late_heap_enter(unsigned cls) SPB_HIDDEN;
+void spb__late_heap_leave(void) SPB_HIDDEN;
+/* ---- alloc.c: allocation for a thread whose heaps are retired ---- */
+void *spb__late_alloc(size_t size, size_t align, unsigned cls) SPB_HIDDEN;
 /* Sum of MALLOC_* counters over live and retired heaps. */
 uint64_t spb__heap_counter_sum(enum spb_counter c) SPB_HIDDEN;
 void spb__heap_prefork(void) SPB_HIDDEN;
@@ -160,8 +246,12 @@ void *spb__calloc(size_t n, size_t size) SPB_HIDDEN;
 void *spb__realloc(void *p, size_t size) SPB_HIDDEN;
 void *spb__aligned(size_t align, size_t size) SPB_HIDDEN;
 void spb__free_ptr(void *p) SPB_HIDDEN;
-/* Push this thread's batch of cross-thread frees to its span (free.c). */
-void spb__remote_flush(void) SPB_HIDDEN;
+/* Push the batch of cross-thread frees of heap h (the calling thread's
+ * primary heap) to its span (free.c). */
+void spb__remote_flush(struct spb_heap *h) SPB_HIDDEN;
+/* Push a list of blocks (encoded links, first..last) onto span s's xfree
+ * stack and notify its owner when it had seen s full (free.c). */
+void spb__xfree_push(struct spb_span *s, struct spb_block *first, struct spb_block *last) SPB_HIDDEN;
 size_t spb__usable(const void *p) SPB_HIDDEN;
 
 /* ---- init.c ---- */

@@ -5,23 +5,36 @@
  * metadata pool outside the data area. Calls the engine (steer.c) for page
  * runs and os.c for the pool's memory.
  */
+#include <string.h>
+
 #include "heap.h"
 
 #define DESC_CHUNK ((size_t)256 * 1024)
+#define DESC_ORDERS 8 /* live bitmaps of 1..128 words */
 
+/* Descriptors come with their live and xfreed bitmaps right after them,
+ * sized for the size class (1 << order words each); one free list per
+ * order. */
 static pthread_mutex_t desc_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct spb_span *desc_free;
+static struct spb_span *desc_free[DESC_ORDERS];
 static char *desc_cur, *desc_end;
 
-static struct spb_span *desc_alloc(void)
+static size_t desc_bytes(unsigned order)
+{
+	return (sizeof(struct spb_span) + ((size_t)16 << order) + 63) & ~(size_t)63;
+}
+
+static struct spb_span *desc_alloc(unsigned order)
 {
 	struct spb_span *s;
+	size_t bytes = desc_bytes(order);
 	pthread_mutex_lock(&desc_lock);
-	s = desc_free;
+	s = desc_free[order];
 	if (s) {
-		desc_free = s->desc_next;
+		desc_free[order] = s->desc_next;
 	} else {
-		if (desc_cur == desc_end) {
+		if ((size_t)(desc_end - desc_cur) < bytes) {
+			/* The tail of the old chunk is lost: under one descriptor. */
 			char *c = spb__os_meta_alloc(DESC_CHUNK);
 			if (!c) {
 				pthread_mutex_unlock(&desc_lock);
@@ -31,11 +44,14 @@ static struct spb_span *desc_alloc(void)
 			desc_end = c + DESC_CHUNK;
 		}
 		s = (struct spb_span *)desc_cur;
-		desc_cur += sizeof *s;
-		if ((size_t)(desc_end - desc_cur) < sizeof *s)
-			desc_cur = desc_end;
+		desc_cur += bytes;
+		s->live = (uint64_t *)(s + 1);
+		s->xfreed = s->live + ((size_t)1 << order);
+		s->words_order = (uint8_t)order;
+		/* A fresh descriptor is zero, its state AVAIL and heap NULL. */
 	}
 	pthread_mutex_unlock(&desc_lock);
+	memset(s->live, 0, (size_t)16 << order); /* live and xfreed */
 	s->free = NULL;
 	s->used = s->extended = 0;
 	__atomic_store_n(&s->xfree, NULL, __ATOMIC_RELAXED);
@@ -44,15 +60,17 @@ static struct spb_span *desc_alloc(void)
 	return s;
 }
 
+/* The descriptor goes back to the pool. The span is AVAIL (a NOTIFIED
+ * span is never released: heap.c's protocol) and nothing points at it but
+ * a late cross-thread notifier, which finds it AVAIL and does nothing. */
 static void desc_free_one(struct spb_span *s)
 {
-	/* A cross-thread notifier that is late (it pushed its block before the
-	 * span emptied) must find nothing to flag here. */
-	__atomic_store_n(&s->full, SPB_SPAN_AVAIL, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&s->full, __ATOMIC_SEQ_CST) != SPB_SPAN_AVAIL)
+		spb__fatal("internal error: span released while flagged full", s);
 	__atomic_store_n(&s->heap, NULL, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&desc_lock);
-	s->desc_next = desc_free;
-	desc_free = s;
+	s->desc_next = desc_free[s->words_order];
+	desc_free[s->words_order] = s;
 	pthread_mutex_unlock(&desc_lock);
 }
 
@@ -64,9 +82,31 @@ static void pagemap_set(uintptr_t start, uint32_t npages, struct spb_span *v)
 		__atomic_store_n(&sp->pagemap[first + i], v, __ATOMIC_RELEASE);
 }
 
+/* Bitmap geometry of a size class: blocks are at least 2^gshift bytes
+ * apart, so off >> gshift tells them apart without a division. */
+static unsigned class_gshift(uint32_t bsize)
+{
+	return 31u - (unsigned)__builtin_clz(bsize);
+}
+
+static unsigned class_words_order(unsigned bin)
+{
+	size_t bytes = (size_t)spb__bin_pages[bin] << SPB_PAGE_SHIFT;
+	size_t bits = bytes >> class_gshift(spb__bin_size[bin]);
+	size_t words = (bits + 63) / 64;
+	unsigned order = 0;
+	while (((size_t)1 << order) < words)
+		order++;
+	return order;
+}
+
 struct spb_span *spb__span_new(struct spb_heap *h, unsigned bin)
 {
-	struct spb_span *s = desc_alloc();
+	unsigned order = class_words_order(bin);
+	if (order >= DESC_ORDERS)
+		spb__fatal("internal error: live bitmap too large for size class",
+			   (void *)(uintptr_t)bin);
+	struct spb_span *s = desc_alloc(order);
 	if (!s)
 		return NULL;
 	uint32_t npages = spb__bin_pages[bin];
@@ -78,11 +118,14 @@ struct spb_span *spb__span_new(struct spb_heap *h, unsigned bin)
 	}
 	s->bsize = spb__bin_size[bin];
 	s->inv = (((uint64_t)1 << SPB_INV_SHIFT) + s->bsize - 1) / s->bsize;
+	s->gshift = (uint8_t)class_gshift(s->bsize);
 	s->start = (uintptr_t)mem;
 	s->npages = npages;
 	s->capacity = (uint32_t)(((size_t)npages << SPB_PAGE_SHIFT) / s->bsize);
+	s->limit = s->capacity * s->bsize;
 	s->bin = (uint8_t)bin;
 	s->cls = h->cls;
+	s->zone_idx = (uint8_t)(h->zone - spb__zones);
 	s->zero_run = zero;
 	s->free_zero = zero;
 	__atomic_store_n(&s->heap, h, __ATOMIC_RELAXED);
@@ -114,12 +157,10 @@ bool spb__span_extend(struct spb_span *s)
 	struct spb_block *head = (struct spb_block *)from, *b = head;
 	for (uint32_t i = 1; i < n; i++) {
 		struct spb_block *nx = (struct spb_block *)((char *)b + s->bsize);
-		b->next = nx;
-		b->tag = spb__free_cookie ^ (uintptr_t)b;
+		b->next_enc = spb__link_enc(nx, b);
 		b = nx;
 	}
-	b->next = s->free;
-	b->tag = spb__free_cookie ^ (uintptr_t)b;
+	b->next_enc = spb__link_enc(s->free, b);
 	/* Fresh blocks of a zeroed run keep the list "zero past the link
 	 * words" only if what was on it already was. */
 	s->free_zero = s->zero_run && (s->free == NULL || s->free_zero);
@@ -131,16 +172,32 @@ bool spb__span_extend(struct spb_span *s)
 
 uint32_t spb__span_collect(struct spb_span *s)
 {
-	struct spb_block *list = __atomic_exchange_n(&s->xfree, NULL, __ATOMIC_ACQUIRE);
+	/* Sequentially consistent: mark_full's second look (heap.c) pairs
+	 * with the pusher's load of the full flag (free.c). */
+	struct spb_block *list = __atomic_exchange_n(&s->xfree, NULL, __ATOMIC_SEQ_CST);
 	if (!list)
 		return 0;
-	uint32_t n = 1;
-	struct spb_block *last = list;
-	while (last->next) {
-		last = last->next;
+	/* Each block: a block start inside the span (the links are checked
+	 * like the free list's), live and flagged freed by another thread
+	 * (anything else is a double free), and free from now on. Then the
+	 * list goes in front of the free list. */
+	uint32_t n = 0;
+	struct spb_block *b = list, *last = NULL;
+	while (b) {
+		uintptr_t off = (uintptr_t)b - s->start;
+		if (off >= s->limit || ((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off)
+			spb__link_fault(last ? (const void *)last : (const void *)&s->xfree);
+		uint64_t bit;
+		uintptr_t w = spb__bit_index(s, off, &bit);
+		uint64_t lv = __atomic_load_n(&s->live[w], __ATOMIC_RELAXED);
+		if (!(lv & bit) || !(__atomic_fetch_and(&s->xfreed[w], ~bit, __ATOMIC_RELAXED) & bit))
+			spb__fatal("free(): double free detected", b);
+		__atomic_store_n(&s->live[w], lv & ~bit, __ATOMIC_RELAXED);
 		n++;
+		last = b;
+		b = spb__link_dec(b->next_enc, b);
 	}
-	last->next = s->free;
+	last->next_enc = spb__link_enc(s->free, last);
 	s->free = list;
 	s->free_zero = 0;
 	s->used -= n;

@@ -4,7 +4,8 @@
  *
  * MOVABLE: fullest clean SPB first (pack, so sparse SPBs drain), then an
  * empty SPB, then a new one, and a tainted SPB only above its reserve
- * (the reserve is for non-movable demand), then any tainted SPB.
+ * (the reserve is for non-movable demand; a movable claim that could only
+ * be met from the reserve fails, counted in spb_movable_reserve_kept).
  * Non-movable: a partial pageblock of its class (these live only in
  * tainted SPBs), then a free pageblock of a tainted SPB (fullest first),
  * and only then an empty SPB, a new one, or (last) the emptiest clean SPB,
@@ -86,10 +87,14 @@ static struct spb *find_movable(struct spb_zone *z, unsigned npb, unsigned align
 		s = scan_for_pbs(z, SPB_CAT_EMPTY, true, npb, align, idx, NULL);
 	if (!s)
 		s = grow_for_pbs(z, npb, align, idx);
+	/* Tainted SPBs only for what lies above their reserve: the reserve's
+	 * pageblocks are kept for non-movable demand (a movable claim there
+	 * would make the next non-movable one taint a clean SPB). Movable
+	 * memory can wait for the compactor; the non-movable cannot move. */
 	if (!s && z->tainted_free_pb >= spb__zone_reserve(z) + npb)
 		s = scan_for_pbs(z, SPB_CAT_TAINTED, true, npb, align, idx, NULL);
-	if (!s) /* out of everything else: the reserve is better used than a failure */
-		s = scan_for_pbs(z, SPB_CAT_TAINTED, true, npb, align, idx, NULL);
+	if (!s && z->tainted_free_pb >= npb)
+		z->counters[SPB_MOVABLE_RESERVE_KEPT]++;
 	return s;
 }
 
@@ -323,7 +328,10 @@ static bool multi_resize_locked(struct spb *s, unsigned i, unsigned npb_new)
 size_t spb__resize_in_place(void *p, size_t bytes)
 {
 	struct spb_region *r = spb__region_of(p);
-	if (!r || r->kind != SPB_REGION_SPB || bytes == 0)
+	/* Nothing in an SPB is larger than the SPB: checked before any
+	 * rounding, which wraps near SIZE_MAX (a 0-page resize used to pass
+	 * the range checks and free a live run: realloc(p, SIZE_MAX - 100)). */
+	if (!r || r->kind != SPB_REGION_SPB || bytes == 0 || bytes > SPB_SPB_SIZE)
 		return 0;
 	struct spb *s = (struct spb *)r;
 	struct spb_zone *z = s->zone;

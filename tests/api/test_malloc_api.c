@@ -26,6 +26,7 @@ void __libc_free(void *p);
 #define KiB ((size_t)1024)
 #define MiB (KiB * 1024)
 #define GiB (MiB * 1024)
+#define SPB_TEST_SMALL_MAX (128 * KiB) /* the largest size class */
 
 static int aligned(const void *p, size_t a)
 {
@@ -287,6 +288,330 @@ static void test_realloc_edges(void)
 	unsigned char *c = reallocarray(b, 1000, 20);
 	CHECK(c && malloc_usable_size(c) >= 20000 && mt_verify(c, 100, 5));
 	free(c ? c : b);
+}
+
+/* realloc within what the block already has, and realloc of a run whose
+ * neighbouring pages are free, must be served in place: the same pointer
+ * back, contents kept, and malloc_realloc_inplace counts each one. (A
+ * realloc that always moved, or forgot the counter, passed every test
+ * above.) */
+static unsigned char *check_inplace(const char *what, unsigned char *p, size_t size,
+				    size_t keep, uint64_t seed)
+{
+	uint64_t c0 = mt_counter("malloc_realloc_inplace");
+	unsigned char *q = realloc(p, size);
+	uint64_t c1 = mt_counter("malloc_realloc_inplace");
+	if (q != p || c1 != c0 + 1)
+		fprintf(stderr, "realloc in place, %s: %p -> %p (size %zu), "
+			"malloc_realloc_inplace %" PRIu64 " -> %" PRIu64 "\n",
+			what, (void *)p, (void *)q, size, c0, c1);
+	CHECK(q == p);
+	CHECK_EQ(c1, c0 + 1);
+	REQUIRE(q != NULL);
+	CHECK(malloc_usable_size(q) >= size);
+	CHECK(mt_stamp_ok(q, keep, seed));
+	return q; /* moved (a failure): the caller goes on with the new block */
+}
+
+static void test_realloc_inplace_identity(void)
+{
+	/* A small class: 50 bytes live in a 64-byte block; anything from
+	 * half the block to all of it is served where it is. */
+	unsigned char *p = malloc(50);
+	REQUIRE(p);
+	size_t u = malloc_usable_size(p);
+	CHECK(u >= 50 && u < 128);
+	mt_stamp(p, 50, 31);
+	p = check_inplace("small grow to usable", p, u, 50, 31);
+	p = check_inplace("small shrink", p, u / 2 + 1, u / 2 + 1 < 50 ? u / 2 + 1 : 50, 31);
+	free(p);
+
+	/* A large class (104 KiB blocks): 100 KiB -> 104 KiB -> 60 KiB. */
+	p = malloc(100 * KiB);
+	REQUIRE(p);
+	u = malloc_usable_size(p);
+	CHECK(u >= 100 * KiB && u <= SPB_TEST_SMALL_MAX);
+	mt_stamp(p, 100 * KiB, 32);
+	p = check_inplace("large class grow to usable", p, u, 100 * KiB, 32);
+	mt_stamp(p, u, 33);
+	p = check_inplace("large class shrink", p, u / 2 + 4096, 0, 33);
+	CHECK(mt_verify(p, 64, 33)); /* the head survives the shrink */
+	free(p);
+
+	/* A page run (200 KiB = 50 pages): within its pages... */
+	size_t pr = 200 * KiB;
+	p = malloc(pr);
+	REQUIRE(p);
+	CHECK_EQ(malloc_usable_size(p), pr);
+	mt_stamp(p, pr, 34);
+	p = check_inplace("page run shrink within its pages", p, 150 * KiB, 0, 34);
+	CHECK(mt_verify(p, 64, 34));
+	free(p);
+	/* ...and beyond them: a 1 MiB run shrunk to 200 KiB gives its tail
+	 * back (in place), and growing to 900 KiB takes the free tail again
+	 * (in place: nothing was allocated in between). */
+	p = malloc(1 * MiB);
+	REQUIRE(p);
+	mt_stamp(p, 1 * MiB, 35);
+	mt_stamp(p, pr, 36);
+	p = check_inplace("page run shrink 1 MiB -> 200 KiB", p, pr, pr, 36);
+	CHECK_EQ(malloc_usable_size(p), pr);
+	p = check_inplace("page run grow 200 KiB -> 900 KiB into free pages", p, 900 * KiB,
+		      pr, 36);
+	CHECK_EQ(malloc_usable_size(p), 900 * KiB);
+	mt_stamp(p, 900 * KiB, 37);
+	p = check_inplace("page run grow 900 KiB -> 1 MiB into free pages", p, 1 * MiB,
+		      900 * KiB, 37);
+	free(p);
+
+	/* Pageblock runs: 10 MiB (5 pageblocks) -> 4 MiB -> 10 MiB. */
+	p = malloc(10 * MiB);
+	REQUIRE(p);
+	mt_stamp(p, 4 * MiB, 38);
+	p = check_inplace("pageblock run shrink 10 MiB -> 4 MiB", p, 4 * MiB, 4 * MiB, 38);
+	CHECK_EQ(malloc_usable_size(p), 4 * MiB);
+	p = check_inplace("pageblock run grow 4 MiB -> 10 MiB into free pageblocks", p,
+		      10 * MiB, 4 * MiB, 38);
+	CHECK_EQ(malloc_usable_size(p), 10 * MiB);
+	p = check_inplace("pageblock run shrink within its pageblocks", p, 9 * MiB, 4 * MiB, 38);
+	free(p);
+}
+
+/* Huge requests on a block of every size range: realloc and reallocarray
+ * to sizes no allocator can give must fail with NULL and ENOMEM and leave
+ * the block exactly as it was, still the caller's: same usable size, same
+ * contents, not handed out to anyone else, freed once without complaint.
+ * (Page-count rounding that wraps near SIZE_MAX once resized a run to 0
+ * pages "in place": the run was freed behind the caller's back.) Each
+ * range runs in a child so a crash (a double-free abort) fails that range
+ * alone, by name. */
+static const size_t huge_sizes[] = {
+	SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 100, SIZE_MAX - 4095, SIZE_MAX - 4096,
+	SIZE_MAX - 2 * MiB + 1, SIZE_MAX - 2 * MiB, SIZE_MAX - GiB,
+	SIZE_MAX / 2 + 1, SIZE_MAX / 2, (size_t)1 << 63, (size_t)1 << 62,
+	(size_t)1 << 48, ((size_t)1 << 47) + 1};
+#define NHUGE (sizeof huge_sizes / sizeof *huge_sizes)
+
+/* Sparse stamps (ends, and 8 bytes every stride): a 1 GiB block gets a
+ * stamp every 64 MiB, not one per page (each touch may fault in a whole
+ * 2 MiB huge page). */
+static void sp_stamp(unsigned char *p, size_t n, uint64_t seed)
+{
+	size_t stride = n > 64 * MiB ? 64 * MiB : 4096;
+	mt_fill(p, n < 64 ? n : 64, seed);
+	if (n <= 128)
+		return;
+	mt_fill(p + n - 64, 64, seed ^ 0x55);
+	for (size_t off = stride; off + 8 <= n - 64; off += stride)
+		memcpy(p + off, &seed, 8);
+}
+
+static int sp_ok(const unsigned char *p, size_t n, uint64_t seed)
+{
+	size_t stride = n > 64 * MiB ? 64 * MiB : 4096;
+	if (!mt_verify(p, n < 64 ? n : 64, seed))
+		return 0;
+	if (n <= 128)
+		return 1;
+	if (!mt_verify(p + n - 64, 64, seed ^ 0x55))
+		return 0;
+	for (size_t off = stride; off + 8 <= n - 64; off += stride)
+		if (memcmp(p + off, &seed, 8))
+			return 0;
+	return 1;
+}
+
+/* reallocarray: products that overflow, and products that do not but are
+ * as hopeless. */
+static const size_t huge_arr[][2] = {
+	{SIZE_MAX / 2, 3}, {3, SIZE_MAX / 2}, {(size_t)1 << 32, (size_t)1 << 32},
+	{SIZE_MAX, SIZE_MAX}, {2, SIZE_MAX / 2 + 1}, {SIZE_MAX - 100, 1},
+	{1, SIZE_MAX}, {(size_t)1 << 31, (size_t)1 << 31}};
+#define NHUGE_ARR (sizeof huge_arr / sizeof *huge_arr)
+
+/* One huge request on a fresh block of the given size (op < NHUGE:
+ * realloc to huge_sizes[op], else reallocarray with huge_arr[op - NHUGE]),
+ * then the proof that the block is still the caller's. */
+static void huge_realloc_one(const char *name, size_t size, size_t op)
+{
+	unsigned char *b = malloc(size);
+	REQUIRE(b);
+	size_t u = malloc_usable_size(b);
+	REQUIRE(u >= size);
+	sp_stamp(b, u, 41);
+	char call[96];
+	errno = 0;
+	void *q;
+	if (op < NHUGE) {
+		snprintf(call, sizeof call, "realloc(b, %#zx)", huge_sizes[op]);
+		q = realloc(b, huge_sizes[op]);
+	} else {
+		snprintf(call, sizeof call, "reallocarray(b, %#zx, %#zx)",
+			 huge_arr[op - NHUGE][0], huge_arr[op - NHUGE][1]);
+		q = reallocarray(b, huge_arr[op - NHUGE][0], huge_arr[op - NHUGE][1]);
+	}
+	int e = errno;
+	size_t u2 = malloc_usable_size(b);
+	int kept = sp_ok(b, u, 41);
+	if (q || e != ENOMEM || u2 != u || !kept)
+		fprintf(stderr, "%s block (%zu bytes): %s = %p, errno %d, usable %zu -> %zu, "
+			"contents %s\n", name, size, call, q, e, u, u2, kept ? "kept" : "LOST");
+	CHECK(q == NULL);
+	CHECK_EQ(e, ENOMEM);
+	CHECK_EQ(u2, u);
+	CHECK(kept);
+	/* Still ours: blocks of the same size allocated now do not overlap
+	 * it, and writing them all leaves it intact. */
+	unsigned char *o[3];
+	for (int k = 0; k < 3; k++) {
+		o[k] = malloc(size);
+		REQUIRE(o[k]);
+		size_t uo = malloc_usable_size(o[k]);
+		int apart = o[k] + uo <= b || b + u <= o[k];
+		if (!apart)
+			fprintf(stderr, "%s block (%zu bytes): after %s, %p was handed out "
+				"again as %p\n", name, size, call, (void *)b, (void *)o[k]);
+		CHECK(apart);
+		sp_stamp(o[k], uo, 50 + (uint64_t)k);
+	}
+	CHECK(sp_ok(b, u, 41));
+	for (int k = 0; k < 3; k++) {
+		CHECK(sp_ok(o[k], malloc_usable_size(o[k]), 50 + (uint64_t)k));
+		free(o[k]);
+	}
+	/* Freed once, without a double-free abort (which fails the child). */
+	free(b);
+}
+
+static void test_realloc_huge_every_range(void)
+{
+	static const struct {
+		const char *name;
+		size_t size;
+	} ranges[] = {
+		{"small class", 64},
+		{"large class", 100 * KiB},
+		{"page run", 200 * KiB},
+		{"pageblock run", 4 * MiB},
+		{"dedicated mapping", GiB + 2 * MiB},
+	};
+	/* Each (range, request) in its own child: a crash fails that pair
+	 * alone, by name, and the others still run. */
+	for (size_t r = 0; r < sizeof ranges / sizeof *ranges; r++) {
+		int bad = 0;
+		for (size_t op = 0; op < NHUGE + NHUGE_ARR; op++) {
+			fflush(NULL);
+			pid_t pid = fork();
+			REQUIRE(pid >= 0);
+			if (pid == 0) {
+				alarm(60);
+				int f0 = check_failures;
+				huge_realloc_one(ranges[r].name, ranges[r].size, op);
+				fflush(NULL);
+				_exit(check_failures != f0);
+			}
+			int st = 0;
+			REQUIRE(waitpid(pid, &st, 0) == pid);
+			if (WIFSIGNALED(st))
+				fprintf(stderr, "  %s block, request %zu: the child died of signal %d\n",
+					ranges[r].name, op, WTERMSIG(st));
+			bad += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		}
+		if (bad)
+			fprintf(stderr, "huge realloc/reallocarray on a %s block (%zu bytes): "
+				"%d of %zu requests failed\n", ranges[r].name, ranges[r].size,
+				bad, NHUGE + NHUGE_ARR);
+		CHECK_EQ(bad, 0);
+	}
+}
+
+/* The allocating calls with sizes (and size products) no allocator can
+ * give: NULL and ENOMEM, never a block; posix_memalign returns ENOMEM and
+ * touches neither *out nor errno. Alignments 4 KiB, 2 MiB and 1 GiB with
+ * sizes close enough to SIZE_MAX that any rounding up to the alignment
+ * wraps. */
+static void test_huge_family(void)
+{
+	static const size_t cal[][2] = {
+		{SIZE_MAX / 2, 3}, {3, SIZE_MAX / 2}, {(size_t)1 << 33, (size_t)1 << 33},
+		{SIZE_MAX, SIZE_MAX}, {SIZE_MAX, 2}, {2, SIZE_MAX / 2 + 1},
+		{1, SIZE_MAX}, {SIZE_MAX, 1}, {SIZE_MAX - 100, 1}, {1, SIZE_MAX - 4096},
+		{(size_t)1 << 31, (size_t)1 << 31}, {65537, ((size_t)1 << 48) / 65536}};
+	for (size_t i = 0; i < sizeof cal / sizeof *cal; i++) {
+		errno = 0;
+		void *p = calloc(cal[i][0], cal[i][1]);
+		int e = errno;
+		if (p || e != ENOMEM)
+			fprintf(stderr, "calloc(%#zx, %#zx) = %p, errno %d\n", cal[i][0],
+				cal[i][1], p, e);
+		CHECK(p == NULL);
+		CHECK_EQ(e, ENOMEM);
+	}
+	static const size_t aligns[] = {16, 64, 4096, 2 * MiB, GiB};
+	for (size_t a = 0; a < sizeof aligns / sizeof *aligns; a++) {
+		size_t al = aligns[a];
+		size_t sizes[NHUGE + 3];
+		memcpy(sizes, huge_sizes, sizeof huge_sizes);
+		sizes[NHUGE] = SIZE_MAX - al + 1;   /* rounds up to exactly 2^64 */
+		sizes[NHUGE + 1] = SIZE_MAX - al;
+		sizes[NHUGE + 2] = SIZE_MAX - 2 * al + 2;
+		for (size_t i = 0; i < NHUGE + 3; i++) {
+			size_t s = sizes[i];
+			errno = 0;
+			void *p = memalign(al, s);
+			int e1 = errno;
+			errno = 0;
+			void *q = aligned_alloc(al, s);
+			int e2 = errno;
+			void *out = (void *)0x1234;
+			errno = 777;
+			int rc = posix_memalign(&out, al, s);
+			int e3 = errno;
+			if (p || e1 != ENOMEM || q || e2 != ENOMEM || rc != ENOMEM ||
+			    out != (void *)0x1234 || e3 != 777)
+				fprintf(stderr, "align %#zx size %#zx: memalign %p errno %d, "
+					"aligned_alloc %p errno %d, posix_memalign %d out %p "
+					"errno %d\n", al, s, p, e1, q, e2, rc, out, e3);
+			CHECK(p == NULL);
+			CHECK_EQ(e1, ENOMEM);
+			CHECK(q == NULL);
+			CHECK_EQ(e2, ENOMEM);
+			CHECK_EQ(rc, ENOMEM);
+			CHECK(out == (void *)0x1234);
+			CHECK_EQ(e3, 777);
+		}
+	}
+	/* Alignments no address space holds, with a small size: refused
+	 * (EINVAL like glibc above SIZE_MAX / 2, or ENOMEM), never a block. */
+	static const size_t huge_al[] = {(size_t)1 << 63, (size_t)1 << 62, (size_t)1 << 50};
+	for (size_t a = 0; a < sizeof huge_al / sizeof *huge_al; a++) {
+		errno = 0;
+		void *p = memalign(huge_al[a], 64);
+		CHECK(p == NULL && (errno == EINVAL || errno == ENOMEM));
+		void *out = (void *)0x1234;
+		int rc = posix_memalign(&out, huge_al[a], 64);
+		CHECK((rc == EINVAL || rc == ENOMEM) && out == (void *)0x1234);
+	}
+	/* valloc and pvalloc near SIZE_MAX: pvalloc's rounding to a page
+	 * wraps for the top 4095 sizes. */
+	static const size_t vs[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 4094, SIZE_MAX - 4095,
+				    SIZE_MAX - 4096, SIZE_MAX - 8191, SIZE_MAX / 2 + 1,
+				    SIZE_MAX / 2, (size_t)1 << 62, (size_t)1 << 48};
+	for (size_t i = 0; i < sizeof vs / sizeof *vs; i++) {
+		errno = 0;
+		void *p = valloc(vs[i]);
+		int e1 = errno;
+		errno = 0;
+		void *q = pvalloc(vs[i]);
+		int e2 = errno;
+		if (p || e1 != ENOMEM || q || e2 != ENOMEM)
+			fprintf(stderr, "size %#zx: valloc %p errno %d, pvalloc %p errno %d\n",
+				vs[i], p, e1, q, e2);
+		CHECK(p == NULL);
+		CHECK_EQ(e1, ENOMEM);
+		CHECK(q == NULL);
+		CHECK_EQ(e2, ENOMEM);
+	}
 }
 
 static void check_aligned_block(void *p, size_t align, size_t size)
@@ -606,6 +931,9 @@ int main(void)
 	test_realloc_chain();
 	test_realloc_edges();
 	test_realloc_in_place_runs();
+	test_realloc_inplace_identity();
+	test_realloc_huge_every_range();
+	test_huge_family();
 	test_alignments();
 	test_bad_alignments();
 	test_valloc();

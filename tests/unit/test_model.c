@@ -10,8 +10,12 @@
  * CHECK_EVERY steps (and at the end) the whole zone is recomputed from
  * scratch by zone_check.h and compared with the model's totals.
  *
- * SPB_MODEL_SEED, SPB_MODEL_OPS, SPB_MODEL_CHECK_EVERY override the
- * defaults (time-based seed, 200000 ops, 500). The seed is printed first.
+ * The seed is fixed by default (MODEL_DEFAULT_SEED: CI and plain ctest
+ * runs are reproducible) and printed first. Another one comes from argv[1],
+ * else SPB_MODEL_SEED, else SPB_TEST_SEED; the word "random" there draws
+ * one from the clock (printed, so a failure can be replayed). A seed that
+ * does not parse stops the test rather than fall back silently.
+ * SPB_MODEL_OPS and SPB_MODEL_CHECK_EVERY override 200000 ops and 500.
  */
 #include "zone_check.h"
 
@@ -306,10 +310,46 @@ static unsigned long env_ul(const char *name, unsigned long def)
 	return s && *s ? strtoul(s, NULL, 0) : def;
 }
 
-int main(void)
+#define MODEL_DEFAULT_SEED 20260314ull
+
+/* The seed (see the top comment); *from says where it came from. */
+static uint64_t pick_seed(int argc, char **argv, const char **from)
+{
+	const char *v = NULL;
+	if (argc > 1) {
+		v = argv[1];
+		*from = "argv[1]";
+	} else if ((v = getenv("SPB_MODEL_SEED")) && *v) {
+		*from = "SPB_MODEL_SEED";
+	} else if ((v = getenv("SPB_TEST_SEED")) && *v) {
+		*from = "SPB_TEST_SEED";
+	} else {
+		*from = "default";
+		return MODEL_DEFAULT_SEED;
+	}
+	if (strcmp(v, "random") == 0) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		*from = "random";
+		return ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^
+		       ((uint64_t)getpid() << 32);
+	}
+	char *end = NULL;
+	errno = 0;
+	unsigned long long x = strtoull(v, &end, 0);
+	if (errno || end == v || *end) {
+		fprintf(stderr, "test_model: seed '%s' (%s) is not a number or \"random\"\n",
+			v, *from);
+		exit(1);
+	}
+	return (uint64_t)x;
+}
+
+int main(int argc, char **argv)
 {
 	static const long decays[] = {0, 2, 50, 5000};
-	uint64_t seed = env_ul("SPB_MODEL_SEED", (unsigned long)time(NULL) ^ (unsigned long)getpid());
+	const char *seed_from;
+	uint64_t seed = pick_seed(argc, argv, &seed_from);
 	unsigned long ops = env_ul("SPB_MODEL_OPS", 200000);
 	unsigned long every = env_ul("SPB_MODEL_CHECK_EVERY", 500);
 	rng_state = seed;
@@ -320,8 +360,9 @@ int main(void)
 	spb__option_set(OPT_DECAY_MS, decay);
 	spb__option_set(OPT_MAX_SPBS, 4);
 	struct spb_zone *z = tap_engine_setup();
-	fprintf(stderr, "test_model: seed %llu (SPB_MODEL_SEED=%llu to replay), %lu ops, decay %ld ms\n",
-	       (unsigned long long)seed, (unsigned long long)seed, ops, decay);
+	fprintf(stderr, "test_model: seed %llu (%s; SPB_MODEL_SEED=%llu to replay, "
+		"SPB_MODEL_SEED=random for a new one), %lu ops, decay %ld ms\n",
+		(unsigned long long)seed, seed_from, (unsigned long long)seed, ops, decay);
 
 	uint64_t target = 200;
 	for (unsigned long step = 1; step <= ops && check_failures == 0; step++) {

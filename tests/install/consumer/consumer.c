@@ -3,7 +3,14 @@
  * spbmalloc (tests/install). It checks that the library it runs on is the
  * one it was meant to link (argv[1]: the installed .so, or "static" for the
  * copy linked into the executable), that the installed counter list matches
- * the library, and that page allocation works through the public API.
+ * the library, that page allocation works through the public API, and that
+ * the process's malloc is spbmalloc's.
+ *
+ * That last check names no function of the malloc family here: a program
+ * that never calls malloc itself, only through libc (strdup, stdio), must
+ * still get spbmalloc's from libspbmalloc.a (the static target's -u malloc
+ * pulls override.o in). Calling malloc directly would pull it in anyway
+ * and prove nothing.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -57,6 +64,72 @@ static int check_origin(const char *want)
 	return 0;
 }
 
+/* The malloc the process runs on is spbmalloc's: the malloc and free that
+ * dynamic lookups find (what libc's own calls bind to) live in the library
+ * image, and memory libc allocates for us (strdup) is counted by
+ * malloc_alloc and lies in an SPB: a 1 MiB block is a page run the engine
+ * knows (spb_pages_usable_size, 0 for any other pointer). */
+static int check_malloc_is_ours(const char *want)
+{
+	int bad = 0;
+	const char *names[] = {"malloc", "free", "calloc", "realloc"};
+	char got[PATH_MAX], exp[PATH_MAX];
+	if (!realpath(strcmp(want, "static") ? want : "/proc/self/exe", exp))
+		return -1;
+	for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+		Dl_info info;
+		void *fn = dlsym(RTLD_DEFAULT, names[i]);
+		if (!fn || !dladdr(fn, &info) || !info.dli_fname ||
+		    !realpath(info.dli_fname[0] ? info.dli_fname : "/proc/self/exe", got)) {
+			fprintf(stderr, "consumer: %s: no symbol or no object\n", names[i]);
+			bad++;
+			continue;
+		}
+		if (strcmp(got, exp)) {
+			fprintf(stderr, "consumer: %s comes from %s, expected %s\n", names[i],
+				got, exp);
+			bad++;
+		}
+	}
+	void (*xfree)(void *) = (void (*)(void *))dlsym(RTLD_DEFAULT, "free");
+	size_t n = (size_t)1 << 20;
+	static char text[(1 << 20) + 1];
+	memset(text, 'x', n);
+	uint64_t a0 = spb_counter_get("malloc_alloc"), f0 = spb_counter_get("malloc_free");
+	/* Through a volatile pointer: the compiler may not turn strdup into
+	 * malloc + memcpy here (a direct malloc reference pulls override.o). */
+	char *(*volatile xstrdup)(const char *) = strdup;
+	char *small = xstrdup("spbmalloc");
+	char *big = xstrdup(text);
+	uint64_t a1 = spb_counter_get("malloc_alloc");
+	if (!small || !big || a1 < a0 + 2) {
+		fprintf(stderr, "consumer: strdup did not go through spbmalloc "
+			"(malloc_alloc %llu -> %llu)\n", (unsigned long long)a0,
+			(unsigned long long)a1);
+		bad++;
+	}
+	size_t u = big ? spb_pages_usable_size(big) : 0;
+	if (u < n + 1) {
+		fprintf(stderr, "consumer: a %zu-byte strdup at %p is not in an SPB "
+			"(spb_pages_usable_size %zu)\n", n + 1, (void *)big, u);
+		bad++;
+	}
+	if (xfree) {
+		xfree(small);
+		xfree(big);
+		uint64_t f1 = spb_counter_get("malloc_free");
+		if (f1 < f0 + 2) {
+			fprintf(stderr, "consumer: free did not go through spbmalloc "
+				"(malloc_free %llu -> %llu)\n", (unsigned long long)f0,
+				(unsigned long long)f1);
+			bad++;
+		}
+	}
+	if (!bad)
+		printf("malloc: spbmalloc's (%s)\n", exp);
+	return bad ? -1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	size_t ndef = sizeof(def_names) / sizeof(def_names[0]);
@@ -66,6 +139,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (check_origin(argv[1]))
+		failures++;
+	if (check_malloc_is_ours(argv[1]))
 		failures++;
 
 	/* The installed .def and the library agree. */
