@@ -21,8 +21,7 @@ static void count_alloc(struct spb_heap *h, size_t bytes)
 static inline struct spb_block *span_pop(struct spb_span *s, struct spb_block *b)
 {
 	s->free = spb__link_next(s, b);
-	uint64_t bit;
-	uint64_t *w = &s->live[spb__bit_index(s, (uintptr_t)b - s->start, &bit)];
+	uint64_t bit, *w = spb__bit_word(s, (uintptr_t)b - s->start, &bit);
 	uint64_t v = __atomic_load_n(w, __ATOMIC_RELAXED);
 	if (SPB_UNLIKELY(v & bit))
 		spb__link_fault(b);

@@ -73,9 +73,8 @@ static __attribute__((noinline)) void free_xthread(struct spb_heap *h, struct sp
 	uint32_t bsize = s->bsize;
 	/* Flag it freed by another thread; a block flagged already is on its
 	 * way back (a double free, maybe by two threads at once). */
-	uint64_t bit;
-	uintptr_t w = spb__bit_index(s, (uintptr_t)b - s->start, &bit);
-	if (SPB_UNLIKELY(__atomic_fetch_or(&s->xfreed[w], bit, __ATOMIC_RELAXED) & bit))
+	uint64_t bit, *w = spb__bit_word(s, (uintptr_t)b - s->start, &bit);
+	if (SPB_UNLIKELY(__atomic_fetch_or(&w[1], bit, __ATOMIC_RELAXED) & bit))
 		spb__block_fault(SPB_BLOCK_FREE, false, b);
 	if (h == &spb__empty_heap && spb__thread_gone) {
 		spb__xfree_push(s, b, b); /* no batch: nothing would flush it */
@@ -141,17 +140,16 @@ void spb__free_ptr(void *p)
 	uintptr_t off = (uintptr_t)p - s->start;
 	if (SPB_UNLIKELY(((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off))
 		spb__block_fault(SPB_BLOCK_INTERIOR, false, p);
-	uint64_t bit;
-	uintptr_t wi = spb__bit_index(s, off, &bit);
-	uint64_t v = __atomic_load_n(&s->live[wi], __ATOMIC_RELAXED);
+	uint64_t bit, *w = spb__bit_word(s, off, &bit);
+	uint64_t v = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
 	if (SPB_UNLIKELY(!(v & bit)))
 		spb__block_fault(spb__block_check(s, p), false, p);
 	struct spb_block *b = p;
 	struct spb_heap *h = spb__tls_heap;
 	if (SPB_LIKELY(__atomic_load_n(&s->heap, __ATOMIC_RELAXED) == h)) {
-		if (SPB_UNLIKELY(__atomic_load_n(&s->xfreed[wi], __ATOMIC_RELAXED) & bit))
+		if (SPB_UNLIKELY(__atomic_load_n(&w[1], __ATOMIC_RELAXED) & bit))
 			spb__block_fault(SPB_BLOCK_FREE, false, p);
-		__atomic_store_n(&s->live[wi], v & ~bit, __ATOMIC_RELAXED);
+		__atomic_store_n(&w[0], v & ~bit, __ATOMIC_RELAXED);
 		b->next_enc = spb__link_enc(s->free, b);
 		s->free = b;
 		s->free_zero = 0;

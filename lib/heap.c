@@ -42,7 +42,7 @@ SPB_TLS struct spb_heap *spb__tls_heap = &spb__empty_heap;
 SPB_TLS struct spb_heap *spb__tls_primary; /* the thread's UNMOVABLE heap */
 SPB_TLS bool spb__thread_gone;
 uintptr_t spb__free_cookie;
-uintptr_t spb__link_key[2];
+uintptr_t spb__link_key;
 
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct spb_link heaps_live = {&heaps_live, &heaps_live};

@@ -44,9 +44,6 @@ struct spb_span {
 	uint32_t bsize;
 	uint64_t inv;                    /* ceil(2^40 / bsize) */
 	uintptr_t start;
-	uint64_t *live;                  /* bit (off >> gshift): block handed out */
-	uint64_t *xfreed;                /* same bit: freed by another thread, not
-					    collected yet (set atomically) */
 	uint32_t limit;                  /* capacity * bsize: where blocks end */
 	uint8_t gshift;                  /* log2 of the largest power of two <= bsize */
 	uint8_t bin;
@@ -93,19 +90,15 @@ struct spb_heap {
 	struct spb_heap *by_class[SPB_NR_CLASSES]; /* primary heap: the thread's heaps */
 };
 
-/* ---- free-list link protection (keys set once at process init) ---- */
-extern uintptr_t spb__link_key[2] SPB_HIDDEN;
+/* ---- free-list link protection (key set once at process init) ---- */
+extern uintptr_t spb__link_key SPB_HIDDEN;
 static inline uintptr_t spb__link_enc(const void *next, const void *slot)
 {
-	uintptr_t x = (uintptr_t)next ^ spb__link_key[0] ^ (uintptr_t)slot;
-	unsigned r = (unsigned)spb__link_key[1] & 63;
-	return (x << r) | (x >> ((64 - r) & 63));
+	return (uintptr_t)next ^ spb__link_key ^ (uintptr_t)slot;
 }
 static inline struct spb_block *spb__link_dec(uintptr_t enc, const void *slot)
 {
-	unsigned r = (unsigned)spb__link_key[1] & 63;
-	uintptr_t x = (enc >> r) | (enc << ((64 - r) & 63));
-	return (struct spb_block *)(x ^ spb__link_key[0] ^ (uintptr_t)slot);
+	return (struct spb_block *)(enc ^ spb__link_key ^ (uintptr_t)slot);
 }
 /* The link read from a free block, checked: NULL or a block start inside
  * the span (a corrupt link ends the process with one line). */
@@ -118,26 +111,27 @@ static inline struct spb_block *spb__link_next(const struct spb_span *s, const s
 	return n;
 }
 
-/* The live bitmap: one bit per block, found without a division (block
- * starts are at least 2^gshift apart). Only the span's owner (or whoever
- * collects an ownerless span under the abandoned lock) writes it; other
- * threads read it. Relaxed atomics: plain moves on x86. Its twin xfreed
- * has the same bit set by a thread that frees a block it does not own
- * (fetch_or: several may free into one span at once), cleared when the
- * owner collects the block. A block is: free (live 0), live (1, xfreed
- * 0), or freed by another thread and on its way back (1, 1). */
-static inline uintptr_t spb__bit_index(const struct spb_span *s, uintptr_t off, uint64_t *bit)
+/* The span's bitmaps follow its descriptor, two words per 64 blocks: the
+ * live word (bit set: handed out) and the xfreed word (bit set: freed by
+ * another thread, not collected yet). A block's bit is found without a
+ * division (block starts are at least 2^gshift apart). Only the span's
+ * owner (or whoever collects an ownerless span under the abandoned lock)
+ * writes live words, other threads read them: relaxed atomics, plain moves
+ * on x86. xfreed bits are set by fetch_or (several threads may free into
+ * one span at once) and cleared by the owner's collect (fetch_and). A
+ * block is free (live 0), live (1, xfreed 0), or freed by another thread
+ * and on its way back (1, 1). */
+static inline uint64_t *spb__bit_word(const struct spb_span *s, uintptr_t off, uint64_t *bit)
 {
 	uintptr_t i = off >> s->gshift;
 	*bit = (uint64_t)1 << (i & 63);
-	return i >> 6;
+	return (uint64_t *)(s + 1) + ((i >> 6) << 1); /* live; [1] is xfreed */
 }
 static inline bool spb__live_test(const struct spb_span *s, uintptr_t off)
 {
-	uint64_t bit;
-	uintptr_t w = spb__bit_index(s, off, &bit);
-	return (__atomic_load_n(&s->live[w], __ATOMIC_RELAXED) & bit) &&
-	       !(__atomic_load_n(&s->xfreed[w], __ATOMIC_RELAXED) & bit);
+	uint64_t bit, *w = spb__bit_word(s, off, &bit);
+	return (__atomic_load_n(&w[0], __ATOMIC_RELAXED) & bit) &&
+	       !(__atomic_load_n(&w[1], __ATOMIC_RELAXED) & bit);
 }
 
 /* ---- sizeclass.c ---- */

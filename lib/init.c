@@ -74,8 +74,7 @@ void spb__process_init(void)
 	spb__sizeclass_init();
 	spb__heap_init_once();
 	spb__free_cookie = make_cookie();
-	spb__link_key[0] = make_cookie();
-	spb__link_key[1] = make_cookie();
+	spb__link_key = make_cookie();
 	spb__counter_extra = spb__heap_counter_sum;
 	spb__reclaim_hook = spb__heap_reclaim;
 	pthread_key_create(&spb__thread_key, thread_exit_cb);

@@ -45,13 +45,11 @@ static struct spb_span *desc_alloc(unsigned order)
 		}
 		s = (struct spb_span *)desc_cur;
 		desc_cur += bytes;
-		s->live = (uint64_t *)(s + 1);
-		s->xfreed = s->live + ((size_t)1 << order);
 		s->words_order = (uint8_t)order;
 		/* A fresh descriptor is zero, its state AVAIL and heap NULL. */
 	}
 	pthread_mutex_unlock(&desc_lock);
-	memset(s->live, 0, (size_t)16 << order); /* live and xfreed */
+	memset(s + 1, 0, (size_t)16 << order); /* live and xfreed words */
 	s->free = NULL;
 	s->used = s->extended = 0;
 	__atomic_store_n(&s->xfree, NULL, __ATOMIC_RELAXED);
@@ -187,12 +185,11 @@ uint32_t spb__span_collect(struct spb_span *s)
 		uintptr_t off = (uintptr_t)b - s->start;
 		if (off >= s->limit || ((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off)
 			spb__link_fault(last ? (const void *)last : (const void *)&s->xfree);
-		uint64_t bit;
-		uintptr_t w = spb__bit_index(s, off, &bit);
-		uint64_t lv = __atomic_load_n(&s->live[w], __ATOMIC_RELAXED);
-		if (!(lv & bit) || !(__atomic_fetch_and(&s->xfreed[w], ~bit, __ATOMIC_RELAXED) & bit))
+		uint64_t bit, *w = spb__bit_word(s, off, &bit);
+		uint64_t lv = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
+		if (!(lv & bit) || !(__atomic_fetch_and(&w[1], ~bit, __ATOMIC_RELAXED) & bit))
 			spb__fatal("free(): double free detected", b);
-		__atomic_store_n(&s->live[w], lv & ~bit, __ATOMIC_RELAXED);
+		__atomic_store_n(&w[0], lv & ~bit, __ATOMIC_RELAXED);
 		n++;
 		last = b;
 		b = spb__link_dec(b->next_enc, b);
