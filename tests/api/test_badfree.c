@@ -323,6 +323,35 @@ static void c_free_sized_foreign(void *a)
 	free_sized(global_buf, 64);
 }
 
+/* Sized frees whose size cannot be the block's: a size smaller than half
+ * its class, and one larger than the block. */
+static void c_free_sized_small(void *a)
+{
+	(void)a;
+	void free_sized(void *, size_t);
+	char *p = malloc(1000);
+	announce(p);
+	free_sized(p, 10);
+}
+
+static void c_free_sized_large(void *a)
+{
+	(void)a;
+	void free_sized(void *, size_t);
+	char *p = malloc(300 * KiB);
+	announce(p);
+	free_sized(p, 400 * KiB);
+}
+
+static void c_free_aligned_sized_large(void *a)
+{
+	(void)a;
+	void free_aligned_sized(void *, size_t, size_t);
+	char *p = aligned_alloc(64, 256);
+	announce(p);
+	free_aligned_sized(p, 64, 100000); /* larger than the block */
+}
+
 static const struct bad_case cases[] = {
 	{"stack", c_stack, "invalid pointer", NULL},
 	{"global", c_global, "invalid pointer", NULL},
@@ -359,6 +388,10 @@ static const struct bad_case cases[] = {
 	{"realloc_freed_pageblocks", c_realloc_freed_pageblocks, "invalid pointer", "double free"},
 	{"realloc_freed", c_realloc_freed, "double free", "invalid pointer"},
 	{"free_sized_foreign", c_free_sized_foreign, "invalid pointer", NULL},
+	{"free_sized_small", c_free_sized_small, "free_sized(): size does not match", NULL},
+	{"free_sized_large", c_free_sized_large, "free_sized(): size does not match", NULL},
+	{"free_aligned_sized_large", c_free_aligned_sized_large,
+	 "free_aligned_sized(): size or alignment does not match", NULL},
 };
 
 static void run_case(void *arg)

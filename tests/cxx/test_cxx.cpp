@@ -191,8 +191,27 @@ static void test_threads()
 	CHECK(ctr("malloc_xthread_free") > x0);
 }
 
-int main()
+/* Bad input: a sized delete whose size cannot be the block's (the scalar
+ * delete of new[] memory). Must end the process with one line; the test
+ * registration checks the line (tests/cxx/CMakeLists.txt). */
+static int mismatch(const char *how)
 {
+	void *volatile p;
+	if (how[0] == 'a') { /* delete of new[] */
+		p = ::operator new[](100 * sizeof(int));
+		::operator delete(p, sizeof(int));
+	} else { /* delete[] of new, through a bigger type */
+		p = ::operator new(16);
+		::operator delete[](p, 4096);
+	}
+	fprintf(stderr, "survived a mismatched sized delete\n");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1)
+		return mismatch(argv[1]);
 	counter = (counter_fn)dlsym(RTLD_DEFAULT, "spb_counter_get");
 	if (!counter) {
 		fprintf(stderr, "spbmalloc is not loaded in this process (no spb_counter_get)\n");
