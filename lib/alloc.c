@@ -229,9 +229,16 @@ static bool realloc_pages_in_place(void *p, size_t old, size_t size)
 	if (size <= SPB_SMALL_MAX || !r || r->kind != SPB_REGION_SPB ||
 	    spb__span_of((struct spb *)r, p))
 		return false;
+	/* Pageblock runs resize by whole pageblocks: one that would keep
+	 * more than twice what is asked moves to a page run instead (a block
+	 * is never more than twice its size: free_sized checks that). */
+	if (old >= SPB_PB_SIZE && size < SPB_PB_SIZE / 2)
+		return false;
 	size_t got = spb__resize_in_place(p, size);
 	if (!got)
 		return false;
+	/* Counted like any other allocation and free, also for a thread
+	 * without a heap (its free would count the new size). */
 	struct spb_heap *h = spb__tls_heap;
 	if (h != &spb__empty_heap) {
 		h->counters[MALLOC_REALLOC_INPLACE]++;
@@ -239,6 +246,10 @@ static bool realloc_pages_in_place(void *p, size_t old, size_t size)
 			h->counters[MALLOC_ALLOC_BYTES] += got - old;
 		else
 			h->counters[MALLOC_FREE_BYTES] += old - got;
+	} else {
+		spb__heap_count(MALLOC_REALLOC_INPLACE, 1);
+		spb__heap_count(got > old ? MALLOC_ALLOC_BYTES : MALLOC_FREE_BYTES,
+				got > old ? got - old : old - got);
 	}
 	return true;
 }
@@ -278,6 +289,8 @@ void *spb__realloc(void *p, size_t size)
 		struct spb_heap *h = spb__tls_heap;
 		if (h != &spb__empty_heap)
 			h->counters[MALLOC_REALLOC_INPLACE]++;
+		else
+			spb__heap_count(MALLOC_REALLOC_INPLACE, 1);
 		return p;
 	}
 	if (realloc_pages_in_place(p, old, size))

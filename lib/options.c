@@ -1,13 +1,18 @@
 /*
  * options.c — the SPBMALLOC_* settings, read once from the environment
  * (getenv does not allocate, so this is safe before main and inside other
- * libraries' constructors). The table is options.def.
+ * libraries' constructors). A malloc before libc has set environ (ld.so
+ * allocating for a .preinit_array function) reads /proc/self/environ
+ * instead, with read(2) into a stack buffer. The table is options.def.
  */
+#include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "platform.h"
 
-#include <unistd.h>
+extern char **environ;
 
 struct option_desc {
 	const char *env;
@@ -58,20 +63,66 @@ static void print_settings(void)
 	}
 }
 
+static void apply(int i, const char *s)
+{
+	const struct option_desc *d = &option_table[i];
+	long v;
+	if (parse_long(s, &v) && v >= d->lo && v <= d->hi)
+		spb__options[i] = v;
+	else
+		spb__warn(d->env, s, "is not valid: using the default");
+}
+
+/* One NAME=value entry of /proc/self/environ. */
+static void apply_entry(const char *e)
+{
+	if (strncmp(e, "SPBMALLOC_", 10) != 0)
+		return;
+	for (int i = 0; i < SPB_NR_OPTIONS; i++) {
+		size_t n = strlen(option_table[i].env);
+		if (strncmp(e, option_table[i].env, n) == 0 && e[n] == '=')
+			apply(i, e + n + 1);
+	}
+}
+
+static void read_proc_environ(void)
+{
+	int fd = open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	char buf[4096], entry[256];
+	size_t len = 0;
+	bool skip = false; /* the entry is longer than ours can be */
+	ssize_t r;
+	while ((r = read(fd, buf, sizeof buf)) > 0)
+		for (ssize_t k = 0; k < r; k++) {
+			if (buf[k] == '\0') {
+				entry[len] = '\0';
+				if (!skip)
+					apply_entry(entry);
+				len = 0;
+				skip = false;
+			} else if (len + 1 < sizeof entry) {
+				entry[len++] = buf[k];
+			} else {
+				skip = true;
+			}
+		}
+	close(fd);
+}
+
 void spb__options_init(void)
 {
 	if (__atomic_load_n(&options_done, __ATOMIC_ACQUIRE))
 		return;
-	for (int i = 0; i < SPB_NR_OPTIONS; i++) {
-		const struct option_desc *d = &option_table[i];
-		const char *s = getenv(d->env);
-		long v;
-		if (!s)
-			continue;
-		if (parse_long(s, &v) && v >= d->lo && v <= d->hi)
-			spb__options[i] = v;
-		else
-			spb__warn(d->env, s, "is not valid: using the default");
+	if (!environ) {
+		read_proc_environ();
+	} else {
+		for (int i = 0; i < SPB_NR_OPTIONS; i++) {
+			const char *s = getenv(option_table[i].env);
+			if (s)
+				apply(i, s);
+		}
 	}
 	__atomic_store_n(&options_done, 1, __ATOMIC_RELEASE);
 	if (spb__options[OPT_VERBOSE])

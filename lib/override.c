@@ -230,7 +230,7 @@ static struct mallinfo2 info2(void)
 {
 	struct mallinfo2 mi;
 	memset(&mi, 0, sizeof mi);
-	uint64_t live = spb__counter_sum(MALLOC_ALLOC_BYTES) - spb__counter_sum(MALLOC_FREE_BYTES);
+	uint64_t live;
 	uint64_t claimed = 0, large = 0;
 	for (int i = 0; i < spb__nr_zones; i++) {
 		for (int c = 0; c < SPB_NR_CLASSES; c++)
@@ -239,6 +239,9 @@ static struct mallinfo2 info2(void)
 	}
 	mi.arena = claimed << SPB_PB_SHIFT;
 	mi.hblkhd = large;
+	/* Two sums read while other threads allocate and free: clamp. */
+	uint64_t a = spb__counter_sum(MALLOC_ALLOC_BYTES), f = spb__counter_sum(MALLOC_FREE_BYTES);
+	live = a > f ? a - f : 0;
 	mi.uordblks = live;
 	mi.fordblks = mi.arena + large > live ? mi.arena + large - live : 0;
 	mi.usmblks = 0;
