@@ -10,7 +10,9 @@
  *      faults a 2 MiB page;
  *   4. plain 4 KiB pages.
  * A hugetlb pool is never touched unless the user enabled it. Memory goes
- * back in whole pageblocks, so a 2 MiB page is never split. Calls os.c only.
+ * back in whole pageblocks, so a 2 MiB page is never split. A refusal of
+ * the kernel is a step down the ladder, or a release kept for later, and
+ * always a counter. Calls os.c only.
  */
 #include "engine.h"
 
@@ -37,10 +39,13 @@ void *spb__backing_reserve_spb(uint8_t *rung, uint64_t *counters)
 	p = spb__os_reserve_aligned(SPB_SPB_SIZE, SPB_SPB_SIZE);
 	if (!p)
 		return NULL;
-	if (spb__opt(OPT_THP) && spb__os_advise_hugepage(p, SPB_SPB_SIZE))
-		*rung = SPB_RUNG_THP;
-	else
-		*rung = SPB_RUNG_4K;
+	*rung = SPB_RUNG_4K;
+	if (spb__opt(OPT_THP)) {
+		if (spb__os_advise_hugepage(p, SPB_SPB_SIZE))
+			*rung = SPB_RUNG_THP;
+		else
+			counters[THP_ADVISE_FAIL]++;
+	}
 	return p;
 }
 
@@ -54,6 +59,15 @@ uint8_t spb__backing_claim_pb(void *pb, uint8_t spb_rung, uint64_t *counters)
 			return SPB_RUNG_HUGETLB_2M;
 		}
 		counters[PB_BACK_2M_FALLBACK]++;
+		/* The pageblock may have been a hugetlb page once, released by a
+		 * plain remap whose MADV_HUGEPAGE the kernel refused: advise it
+		 * again (only on this path, which is taken only with the 2 MiB
+		 * pool enabled) so the THP rung is never claimed falsely. */
+		if (spb_rung == SPB_RUNG_THP && !spb__os_advise_hugepage(pb, SPB_PB_SIZE)) {
+			counters[THP_ADVISE_FAIL]++;
+			counters[PB_BACK_4K]++;
+			return SPB_RUNG_4K;
+		}
 	}
 	if (spb_rung == SPB_RUNG_THP) {
 		counters[PB_BACK_THP]++;
@@ -75,22 +89,28 @@ uint8_t spb__backing_release_pb(void *pb, uint8_t rung, uint8_t spb_rung,
 	case SPB_RUNG_HUGETLB_2M:
 		/* Swap the hugetlb page for plain memory: the pool page goes
 		 * back now, and the next claim tries the pool again. */
-		if (!spb__os_remap_plain_at(pb, SPB_PB_SIZE))
+		if (!spb__os_remap_plain_at(pb, SPB_PB_SIZE)) {
+			counters[PB_RELEASE_FAIL]++;
 			return rung;
-		if (spb_rung == SPB_RUNG_THP)
-			spb__os_advise_hugepage(pb, SPB_PB_SIZE);
+		}
+		/* The fresh mapping lost the SPB's MADV_HUGEPAGE. If the kernel
+		 * refuses it again, the next claim advises once more. */
+		if (spb_rung == SPB_RUNG_THP && !spb__os_advise_hugepage(pb, SPB_PB_SIZE))
+			counters[THP_ADVISE_FAIL]++;
 		break;
 	default:
-		if (!spb__os_dontneed(pb, SPB_PB_SIZE))
+		if (!spb__os_dontneed(pb, SPB_PB_SIZE)) {
+			counters[PB_RELEASE_FAIL]++;
 			return rung;
+		}
 		break;
 	}
 	counters[PB_RELEASE]++;
 	return SPB_RUNG_NONE;
 }
 
-void spb__backing_unmap_spb(void *base, uint8_t rung)
+bool spb__backing_unmap_spb(void *base, uint8_t rung)
 {
 	(void)rung; /* a hugetlb page goes back to the pool with the mapping */
-	spb__os_unmap(base, SPB_SPB_SIZE);
+	return spb__os_unmap(base, SPB_SPB_SIZE);
 }

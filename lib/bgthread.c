@@ -41,6 +41,10 @@ static void bg_sleep(uint32_t seen, uint64_t ms)
 	syscall(SYS_futex, &bg_futex, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
 }
 
+/* Cleared by the thread at the start of each round: the kicks of many
+ * slow paths between two rounds cost one futex wake. */
+static int kick_pending;
+
 void spb__bg_wake(void)
 {
 	__atomic_fetch_add(&bg_futex, 1, __ATOMIC_RELEASE);
@@ -70,8 +74,8 @@ static uint64_t bg_round(uint64_t *next_publish)
 		*next_publish = now + (uint64_t)spb__opt(OPT_STATS_INTERVAL_MS);
 	}
 	wait = min_u64(wait, *next_publish - now);
-	/* A release the kernel refused is retried at once by the decay: keep
-	 * at least a millisecond between rounds so that cannot spin. */
+	/* Keep at least a millisecond between rounds (a refused release is
+	 * due again only after the delay, but nothing here may spin). */
 	return wait ? wait : 1;
 }
 
@@ -83,6 +87,7 @@ static void *bg_main(void *arg)
 	uint64_t next_publish = 0;
 	for (;;) {
 		uint32_t seen = __atomic_load_n(&bg_futex, __ATOMIC_ACQUIRE);
+		__atomic_store_n(&kick_pending, 0, __ATOMIC_RELEASE);
 		uint64_t wait = bg_round(&next_publish);
 		bg_sleep(seen, wait);
 	}
@@ -112,6 +117,17 @@ static bool bg_create(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
 	return rc == 0;
+}
+
+bool spb__bg_running(void)
+{
+	return __atomic_load_n(&bg_state, __ATOMIC_ACQUIRE) == BG_RUNNING;
+}
+
+void spb__bg_kick(void)
+{
+	if (!__atomic_exchange_n(&kick_pending, 1, __ATOMIC_ACQ_REL))
+		spb__bg_wake();
 }
 
 void spb__bg_maybe_start(void)

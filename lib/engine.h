@@ -111,6 +111,14 @@ struct spb_zone {
 	int node;
 	uint32_t nr_spbs;
 	uint32_t nr_spbs_reserving; /* reservations in flight (lock dropped) */
+	/* Unlocked windows (a reservation, a decay pass, an SPB or large
+	 * unmap: state that is half-changed while system calls run without
+	 * the lock). fork waits for them: prefork sets fork_pending, which
+	 * keeps new passes from starting, and sleeps on windows_cv until
+	 * nr_windows is 0, so a child never inherits one (zone.c). */
+	uint32_t nr_windows;
+	bool fork_pending;
+	pthread_cond_t windows_cv;
 	uint32_t tainted_free_pb;   /* free pageblocks in tainted SPBs */
 	uint32_t nr_by_cat[SPB_NR_CATS];
 	uint32_t total_pb;          /* pageblocks in the zone's SPBs */
@@ -121,6 +129,8 @@ struct spb_zone {
 	struct spb_link dirty;      /* free pageblocks holding memory, oldest first */
 	struct spb_link emptyq;     /* empty SPBs, oldest first */
 	struct spb_link dead;       /* unmapped SPB descriptors, kept for reuse */
+	struct spb_link large_spare; /* descriptors of unmapped large mappings, for reuse */
+	struct spb_link large_retry; /* freed large mappings the OS refused to unmap */
 	uint64_t counters[SPB_NR_COUNTERS];
 	/* gauges */
 	uint64_t pb_by_class[SPB_NR_CLASSES];
@@ -162,8 +172,15 @@ void spb__zone_pb_dirty_locked(struct spb_zone *z, struct spb_pageblock *pb) SPB
 void spb__zone_pb_undirty_locked(struct spb_zone *z, struct spb_pageblock *pb) SPB_HIDDEN;
 /* Release what is due; returns ms until the next item is due. */
 uint64_t spb__zone_decay(struct spb_zone *z, uint64_t now) SPB_HIDDEN;
-/* Cheap check from the slow path: runs the decay when due. */
+/* Cheap check from the slow path: wakes the background thread when a
+ * release is overdue; without one, runs a bounded share of the decay. */
 void spb__zone_decay_tick(struct spb_zone *z) SPB_HIDDEN;
+/* An unlocked window: enter with the lock held (drops it), exit retakes
+ * it. prefork waits until no window is open; postfork undoes it. */
+void spb__zone_window_enter(struct spb_zone *z) SPB_HIDDEN;
+void spb__zone_window_exit(struct spb_zone *z) SPB_HIDDEN;
+void spb__zone_prefork(struct spb_zone *z) SPB_HIDDEN;
+void spb__zone_postfork(struct spb_zone *z, bool child) SPB_HIDDEN;
 
 /* ---- spb.c ---- */
 /* Reserve and add a new SPB to z. Called and returns with the lock held
@@ -171,8 +188,9 @@ void spb__zone_decay_tick(struct spb_zone *z) SPB_HIDDEN;
 struct spb *spb__spb_grow_locked(struct spb_zone *z) SPB_HIDDEN;
 /* Recompute category and fullness; move between lists in O(1). */
 void spb__spb_update_locked(struct spb *s) SPB_HIDDEN;
-/* Unlink an empty SPB and unmap it (lock dropped around munmap). */
-void spb__spb_unmap_locked(struct spb *s) SPB_HIDDEN;
+/* Unlink an empty SPB and unmap it (lock dropped around munmap). False
+ * when the OS refused: the SPB is back, empty, retried after the delay. */
+bool spb__spb_unmap_locked(struct spb *s) SPB_HIDDEN;
 static inline unsigned spb__pb_index(const struct spb *s, const struct spb_pageblock *pb)
 {
 	return (unsigned)(pb - s->pb);
@@ -227,9 +245,22 @@ void *spb__pages_alloc(struct spb_zone *z, size_t bytes, size_t align,
 extern void (*spb__reclaim_hook)(bool all) SPB_HIDDEN;
 
 /* ---- large.c ---- */
+/* A dedicated mapping's descriptor: kept for reuse once unmapped, never
+ * given back (a stale lookup never faults). */
+struct spb_large {
+	struct spb_region r;
+	struct spb_zone *zone;
+	size_t mapped;
+	uint64_t retry_since;  /* on zone->large_retry: when the unmap was refused */
+	struct spb_link link;  /* zone->large_spare or zone->large_retry */
+};
 void *spb__large_alloc(struct spb_zone *z, size_t bytes, size_t align,
 		       unsigned cls) SPB_HIDDEN;
 void spb__large_free(struct spb_region *r, const void *p) SPB_HIDDEN;
+/* Decay: retry the unmaps the OS refused that are due (lock held), and
+ * when the oldest is due (ms; lock held, list not empty). */
+void spb__large_retry_locked(struct spb_zone *z, uint64_t now) SPB_HIDDEN;
+uint64_t spb__large_retry_due(const struct spb_zone *z) SPB_HIDDEN;
 
 /* ---- counters.c ---- */
 uint64_t spb__counter_sum(enum spb_counter c) SPB_HIDDEN;
@@ -260,6 +291,10 @@ void spb__bg_maybe_start(void) SPB_HIDDEN;
 void spb__bg_atfork_child(void) SPB_HIDDEN;
 /* Wake the background thread early (e.g. the reserve was crossed). */
 void spb__bg_wake(void) SPB_HIDDEN;
+/* Wake it for overdue decay work, at most once per round of it. */
+void spb__bg_kick(void) SPB_HIDDEN;
+/* Whether the background thread runs (so deferred work has a home). */
+bool spb__bg_running(void) SPB_HIDDEN;
 /* The compaction layer's hook: run once per round of the background
  * thread; returns ms until it wants to run again (UINT64_MAX: idle). */
 extern uint64_t (*_Atomic spb__bg_hook)(uint64_t now_ms) SPB_HIDDEN;

@@ -25,8 +25,8 @@ static void thread_exit_cb(void *h)
 static void prefork(void)
 {
 	spb__heap_prefork();
-	for (int i = 0; i < spb__nr_zones; i++)
-		spb__zone_lock(&spb__zones[i]);
+	for (int i = 0; i < spb__nr_zones; i++) /* waits for unlocked windows */
+		spb__zone_prefork(&spb__zones[i]);
 	spb__span_prefork();
 }
 
@@ -34,7 +34,7 @@ static void postfork_parent(void)
 {
 	spb__span_postfork(false);
 	for (int i = 0; i < spb__nr_zones; i++)
-		spb__zone_unlock(&spb__zones[i]);
+		spb__zone_postfork(&spb__zones[i], false);
 	spb__heap_postfork_parent();
 }
 
@@ -42,7 +42,7 @@ static void postfork_child(void)
 {
 	spb__span_postfork(true);
 	for (int i = 0; i < spb__nr_zones; i++)
-		pthread_mutex_init(&spb__zones[i].lock, NULL);
+		spb__zone_postfork(&spb__zones[i], true);
 	spb__heap_postfork_child();
 	/* The child has its own stats segment, and no background thread
 	 * until its next slow path starts one. */

@@ -1,13 +1,16 @@
 /*
- * os.c — the only file that calls mmap, munmap and madvise.
+ * os.c — the only file that calls mmap, munmap, madvise and mbind.
  *
- * Each call passes through spb__os_inject first, the seam through which a
- * test makes the kernel "refuse" a rung of the backing ladder or a
- * reservation. Nothing here allocates or takes a lock.
+ * Each call passes through the fault injection seam first (spb__os_inject,
+ * platform.h): it is counted by kind, and a test can make the kernel
+ * "refuse" it: call number N of a kind, every call from N on, or the
+ * older per-rung knobs. Nothing here allocates or takes a lock.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,20 +28,64 @@
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif
+#define MPOL_PREFERRED 1
 
 struct spb_os_inject spb__os_inject;
 
-/* True when the test seam says this call fails (errno set to ENOMEM). */
-static bool injected(int *knob)
+const char *const spb__os_call_names[SPB_OS_NR_CALLS] = {
+	[SPB_OS_MMAP_RESERVE] = "mmap-reserve",
+	[SPB_OS_MMAP_HUGETLB_1G] = "mmap-hugetlb-1g",
+	[SPB_OS_MMAP_HUGETLB_2M] = "mmap-hugetlb-2m",
+	[SPB_OS_MMAP_FIXED] = "mmap-fixed",
+	[SPB_OS_MMAP_META] = "mmap-meta",
+	[SPB_OS_MUNMAP] = "munmap",
+	[SPB_OS_MADV_HUGEPAGE] = "madv-hugepage",
+	[SPB_OS_MADV_NOHUGEPAGE] = "madv-nohugepage",
+	[SPB_OS_MADV_COLLAPSE] = "madv-collapse",
+	[SPB_OS_MADV_DONTNEED] = "madv-dontneed",
+	[SPB_OS_MBIND] = "mbind",
+};
+
+void spb__os_inject_reset(void)
 {
-	int v = __atomic_load_n(knob, __ATOMIC_RELAXED);
-	if (v == 0)
+	__atomic_store_n(&spb__os_inject.hook, NULL, __ATOMIC_RELEASE);
+	memset(&spb__os_inject, 0, sizeof spb__os_inject);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* An old-style knob: > 0 fails that many calls, < 0 fails always. */
+static bool legacy_knob(int *knob)
+{
+	if (!knob)
 		return false;
-	if (v > 0)
-		__atomic_fetch_sub(knob, 1, __ATOMIC_RELAXED);
+	int v = __atomic_load_n(knob, __ATOMIC_RELAXED);
+	while (v > 0 && !__atomic_compare_exchange_n(knob, &v, v - 1, false,
+						     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+	return v != 0;
+}
+
+/* The seam: true when this call is to fail (errno set to ENOMEM). */
+static bool injected(enum spb_os_call kind, int *knob, void *addr, size_t size,
+		     const void *caller)
+{
+	struct spb_os_fault *f = &spb__os_inject.call[kind];
+	void (*hook)(enum spb_os_call, void *, size_t, const void *) =
+		__atomic_load_n(&spb__os_inject.hook, __ATOMIC_ACQUIRE);
+	if (SPB_UNLIKELY(hook != NULL))
+		hook(kind, addr, size, caller);
+	uint64_t n = __atomic_add_fetch(&f->calls, 1, __ATOMIC_RELAXED);
+	uint64_t nth = __atomic_load_n(&f->fail_nth, __ATOMIC_RELAXED);
+	uint64_t from = __atomic_load_n(&f->fail_from, __ATOMIC_RELAXED);
+	bool fail = legacy_knob(knob) || (nth && n == nth) || (from && n >= from);
+	if (SPB_LIKELY(!fail))
+		return false;
+	__atomic_add_fetch(&f->failed, 1, __ATOMIC_RELAXED);
 	errno = ENOMEM;
 	return true;
 }
+
+#define CALLER __builtin_return_address(0)
 
 static void *map_anon(void *hint, size_t size, int extra)
 {
@@ -47,95 +94,172 @@ static void *map_anon(void *hint, size_t size, int extra)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-void *spb__os_reserve_aligned(size_t size, size_t align)
+static bool do_unmap(void *p, size_t size, const void *caller)
 {
-	if (injected(&spb__os_inject.fail_reserve))
+	if (injected(SPB_OS_MUNMAP, NULL, p, size, caller))
+		return false;
+	return munmap(p, size) == 0;
+}
+
+static bool do_advise(enum spb_os_call kind, int *knob, void *p, size_t size,
+		      int advice, const void *caller)
+{
+	if (injected(kind, knob, p, size, caller))
+		return false;
+	return madvise(p, size, advice) == 0;
+}
+
+__attribute__((noinline)) void *spb__os_reserve_aligned(size_t size, size_t align)
+{
+	const void *caller = CALLER;
+	if (size + align < size) {
+		errno = ENOMEM;
 		return NULL;
-	if (size + align < size)
-		return NULL;
+	}
 	/* Over-reserve by align, then trim both ends: one mmap, two munmaps,
 	 * and the result is aligned whatever the kernel picked. */
 	size_t span = size + align;
+	if (injected(SPB_OS_MMAP_RESERVE, &spb__os_inject.fail_reserve, NULL, span, caller))
+		return NULL;
 	char *p = map_anon(NULL, span, MAP_NORESERVE);
 	if (!p)
 		return NULL;
 	uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
 	size_t head = a - (uintptr_t)p, tail = span - head - size;
-	if (head)
-		munmap(p, head);
-	if (tail)
-		munmap((char *)a + size, tail);
+	if (head && !do_unmap(p, head, caller))
+		goto undo;
+	if (tail && !do_unmap((char *)a + size, tail, caller)) {
+		p = (char *)a;
+		span = size + tail;
+		goto undo;
+	}
 	return (void *)a;
+undo:
+	/* A trim refused (a VMA split over the map count): give the whole
+	 * untouched range back rather than keep more than we account. */
+	do_unmap(p, span, caller);
+	errno = ENOMEM;
+	return NULL;
 }
 
-void *spb__os_map_hugetlb_1g(void)
+__attribute__((noinline)) void *spb__os_map_hugetlb_1g(void)
 {
-	if (injected(&spb__os_inject.fail_hugetlb_1g))
+	if (injected(SPB_OS_MMAP_HUGETLB_1G, &spb__os_inject.fail_hugetlb_1g, NULL,
+		     SPB_SPB_SIZE, CALLER))
 		return NULL;
 	return map_anon(NULL, SPB_SPB_SIZE, MAP_HUGETLB | MAP_HUGE_1GB);
 }
 
-bool spb__os_map_hugetlb_2m_at(void *p)
+__attribute__((noinline)) bool spb__os_map_hugetlb_2m_at(void *p)
 {
-	if (injected(&spb__os_inject.fail_hugetlb_2m))
+	if (injected(SPB_OS_MMAP_HUGETLB_2M, &spb__os_inject.fail_hugetlb_2m, p,
+		     SPB_PB_SIZE, CALLER))
 		return false;
-	/* Without MAP_NORESERVE the pool pages are reserved now, so a short
-	 * pool is an ENOMEM here rather than a SIGBUS at first touch. On
-	 * failure the old (plain) mapping is left in place by the kernel. */
-	return map_anon(p, SPB_PB_SIZE, MAP_FIXED | MAP_HUGETLB | MAP_HUGE_2MB) == p;
+	/* Never MAP_FIXED|MAP_HUGETLB over p: when the pool is short the
+	 * kernel has already unmapped the old range when it says ENOMEM, and
+	 * leaves a hole where the pageblock was (seen on 6.18). Map the page
+	 * anywhere (without MAP_NORESERVE the pool page is reserved now, so a
+	 * short pool is an ENOMEM here rather than a SIGBUS at first touch),
+	 * then move it over p. */
+	void *q = map_anon(NULL, SPB_PB_SIZE, MAP_HUGETLB | MAP_HUGE_2MB);
+	if (!q)
+		return false;
+	if (mremap(q, SPB_PB_SIZE, SPB_PB_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED, p) == p)
+		return true;
+	munmap(q, SPB_PB_SIZE);
+	/* mremap unmaps the target before it moves: never leave a hole. */
+	unsigned char vec;
+	if (mincore(p, SPB_PAGE_SIZE, &vec) != 0 && errno == ENOMEM &&
+	    map_anon(p, SPB_PB_SIZE, MAP_FIXED | MAP_NORESERVE) != p)
+		spb__fatal("cannot map a pageblock back after a refused hugetlb move", p);
+	return false;
 }
 
-bool spb__os_remap_plain_at(void *p, size_t size)
+static bool remap_plain(void *p, size_t size, const void *caller)
 {
+	if (injected(SPB_OS_MMAP_FIXED, NULL, p, size, caller))
+		return false;
 	return map_anon(p, size, MAP_FIXED | MAP_NORESERVE) == p;
 }
 
-bool spb__os_advise_hugepage(void *p, size_t size)
+__attribute__((noinline)) bool spb__os_remap_plain_at(void *p, size_t size)
 {
-	if (injected(&spb__os_inject.fail_thp))
-		return false;
-	return madvise(p, size, MADV_HUGEPAGE) == 0;
+	return remap_plain(p, size, CALLER);
 }
 
-bool spb__os_advise_nohugepage(void *p, size_t size)
+__attribute__((noinline)) bool spb__os_advise_hugepage(void *p, size_t size)
 {
-	return madvise(p, size, MADV_NOHUGEPAGE) == 0;
+	return do_advise(SPB_OS_MADV_HUGEPAGE, &spb__os_inject.fail_thp, p, size,
+			 MADV_HUGEPAGE, CALLER);
 }
 
-bool spb__os_collapse(void *p, size_t size)
+__attribute__((noinline)) bool spb__os_advise_nohugepage(void *p, size_t size)
 {
-	if (injected(&spb__os_inject.fail_collapse))
-		return false;
-	return madvise(p, size, MADV_COLLAPSE) == 0;
+	return do_advise(SPB_OS_MADV_NOHUGEPAGE, NULL, p, size, MADV_NOHUGEPAGE, CALLER);
 }
 
-bool spb__os_dontneed(void *p, size_t size)
+__attribute__((noinline)) bool spb__os_collapse(void *p, size_t size)
 {
-	return madvise(p, size, MADV_DONTNEED) == 0;
+	return do_advise(SPB_OS_MADV_COLLAPSE, &spb__os_inject.fail_collapse, p, size,
+			 MADV_COLLAPSE, CALLER);
 }
 
-void spb__os_unmap(void *p, size_t size)
+__attribute__((noinline)) bool spb__os_dontneed(void *p, size_t size)
 {
-	munmap(p, size);
+	return do_advise(SPB_OS_MADV_DONTNEED, NULL, p, size, MADV_DONTNEED, CALLER);
 }
 
-void *spb__os_meta_alloc(size_t size)
+__attribute__((noinline)) bool spb__os_unmap(void *p, size_t size)
 {
-	if (injected(&spb__os_inject.fail_meta))
-		return NULL;
+	return do_unmap(p, size, CALLER);
+}
+
+__attribute__((noinline)) void *spb__os_meta_alloc(size_t size)
+{
+	const void *caller = CALLER;
 	size = (size + SPB_PAGE_SIZE - 1) & ~(SPB_PAGE_SIZE - 1);
+	if (injected(SPB_OS_MMAP_META, &spb__os_inject.fail_meta, NULL, size, caller))
+		return NULL;
 	void *p = map_anon(NULL, size, MAP_NORESERVE);
 	/* Metadata is touched sparsely: keep it off huge pages so a 560 KiB
-	 * descriptor costs only the pages it uses. */
+	 * descriptor costs only the pages it uses. Advice only: if refused,
+	 * the metadata may cost a few huge pages, nothing else. */
 	if (p)
-		madvise(p, size, MADV_NOHUGEPAGE);
+		do_advise(SPB_OS_MADV_NOHUGEPAGE, NULL, p, size, MADV_NOHUGEPAGE, caller);
 	return p;
 }
 
-void spb__os_meta_free(void *p, size_t size)
+__attribute__((noinline)) bool spb__os_meta_free(void *p, size_t size)
 {
 	size = (size + SPB_PAGE_SIZE - 1) & ~(SPB_PAGE_SIZE - 1);
-	munmap(p, size);
+	return do_unmap(p, size, CALLER);
+}
+
+__attribute__((noinline)) bool spb__os_meta_zero(void *p, size_t size)
+{
+	const void *caller = CALLER;
+	size = (size + SPB_PAGE_SIZE - 1) & ~(SPB_PAGE_SIZE - 1);
+	if (do_advise(SPB_OS_MADV_DONTNEED, NULL, p, size, MADV_DONTNEED, caller))
+		return true;
+	/* A fresh mapping over it reads as zero too (a concurrent stale
+	 * reader sees the old or the new mapping, never a hole); as a last
+	 * resort, zero it by hand (it then costs its pages). */
+	if (remap_plain(p, size, caller))
+		do_advise(SPB_OS_MADV_NOHUGEPAGE, NULL, p, size, MADV_NOHUGEPAGE, caller);
+	else
+		memset(p, 0, size);
+	return false;
+}
+
+__attribute__((noinline)) bool spb__os_mbind(void *p, size_t size, int node)
+{
+	if (injected(SPB_OS_MBIND, NULL, p, size, CALLER))
+		return false;
+	if (node < 0 || node >= 64)
+		return false;
+	unsigned long mask = 1ul << node;
+	/* Preferred, not bound: a full node spills instead of failing. */
+	return syscall(SYS_mbind, p, size, MPOL_PREFERRED, &mask, 64ul, 0u) == 0;
 }
 
 uint64_t spb__os_now_ms(void)

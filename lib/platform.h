@@ -25,10 +25,42 @@
 #define SPB_PAGES_PER_PB 512
 #define SPB_PB_PER_SPB 512
 
-/* ---- os.c: the only caller of mmap/munmap/madvise ---- */
+/* ---- os.c: the only caller of mmap/munmap/madvise/mbind ---- */
 
-/* Fault injection seam: tests set these to make the OS "refuse". Each
- * counter > 0 fails that many calls (then decrements); < 0 fails always. */
+/*
+ * Fault injection seam. Every call os.c makes to the kernel is of one of
+ * these kinds, and passes the seam first: the seam counts it (calls, from
+ * 1) and may make it fail as the kernel would (errno ENOMEM, the call not
+ * made, so a refused munmap leaves the mapping and a refused MADV_DONTNEED
+ * leaves the memory). Tests sweep them: fail call number N of a kind, or
+ * every call from number N on.
+ */
+enum spb_os_call {
+	SPB_OS_MMAP_RESERVE,    /* mmap NORESERVE: SPB data area, dedicated large mapping */
+	SPB_OS_MMAP_HUGETLB_1G, /* mmap MAP_HUGETLB|MAP_HUGE_1GB: an SPB as one page */
+	SPB_OS_MMAP_HUGETLB_2M, /* mmap MAP_FIXED|MAP_HUGETLB|MAP_HUGE_2MB over a pageblock */
+	SPB_OS_MMAP_FIXED,      /* mmap MAP_FIXED plain: hugetlb pageblock release, re-zeroing */
+	SPB_OS_MMAP_META,       /* mmap of metadata (descriptors, heaps, span pools) */
+	SPB_OS_MUNMAP,          /* munmap: reservation trims, SPBs, large mappings */
+	SPB_OS_MADV_HUGEPAGE,   /* madvise MADV_HUGEPAGE (the THP rung) */
+	SPB_OS_MADV_NOHUGEPAGE, /* madvise MADV_NOHUGEPAGE (metadata) */
+	SPB_OS_MADV_COLLAPSE,   /* madvise MADV_COLLAPSE */
+	SPB_OS_MADV_DONTNEED,   /* madvise MADV_DONTNEED: releases, descriptor zeroing */
+	SPB_OS_MBIND,           /* mbind MPOL_PREFERRED: an SPB or large mapping to its node */
+	SPB_OS_NR_CALLS
+};
+extern const char *const spb__os_call_names[SPB_OS_NR_CALLS] SPB_HIDDEN;
+
+/* Per kind: the seam's count and its knobs (all updated atomically). */
+struct spb_os_fault {
+	uint64_t calls;     /* calls of this kind so far, failed or not */
+	uint64_t fail_nth;  /* fail call number fail_nth (1-based); 0 = off */
+	uint64_t fail_from; /* fail every call from number fail_from on; 0 = off */
+	uint64_t failed;    /* calls the seam failed (any knob, old ones included) */
+};
+
+/* The older per-rung knobs still work: each counter > 0 fails that many
+ * calls (then decrements); < 0 fails always. */
 struct spb_os_inject {
 	int fail_reserve;     /* plain SPB reservation / dedicated mapping */
 	int fail_hugetlb_1g;  /* MAP_HUGETLB|MAP_HUGE_1GB */
@@ -36,27 +68,48 @@ struct spb_os_inject {
 	int fail_thp;         /* madvise(MADV_HUGEPAGE) */
 	int fail_collapse;    /* madvise(MADV_COLLAPSE) */
 	int fail_meta;        /* metadata mappings */
+	struct spb_os_fault call[SPB_OS_NR_CALLS];
+	/* Test-only: run before each call passes the seam, with the kind, the
+	 * range (addr NULL for a new mapping), and the return address into the
+	 * caller of os.c (tells call sites apart). May run with a zone lock
+	 * held (a pageblock claim maps hugetlb under it). */
+	void (*hook)(enum spb_os_call kind, void *addr, size_t size, const void *caller);
+	/* Test-only: issue mbind even on a single-node machine, so the
+	 * binding call site can be exercised everywhere. */
+	bool mbind_always;
 };
 extern struct spb_os_inject spb__os_inject SPB_HIDDEN;
+/* Zero every knob, count and the hook. */
+void spb__os_inject_reset(void) SPB_HIDDEN;
 
 /* Reserve size bytes of address space aligned to align (a power of two
- * >= 4 KiB), readable and writable, MAP_NORESERVE. NULL on failure. */
+ * >= 4 KiB), readable and writable, MAP_NORESERVE. NULL (ENOMEM) on
+ * failure, nothing left mapped (unless the kernel also refuses to unmap
+ * the over-reservation, then that untouched range stays). */
 void *spb__os_reserve_aligned(size_t size, size_t align) SPB_HIDDEN;
 /* One 1 GiB hugetlb page (it is 1 GiB-aligned by the kernel). */
 void *spb__os_map_hugetlb_1g(void) SPB_HIDDEN;
-/* Replace [p, p+2 MiB) with a 2 MiB hugetlb page (MAP_FIXED). */
+/* Replace [p, p+2 MiB) with a 2 MiB hugetlb page (MAP_FIXED). On failure
+ * the old mapping stays. */
 bool spb__os_map_hugetlb_2m_at(void *p) SPB_HIDDEN;
 /* Replace [p, p+size) with fresh plain anonymous memory (MAP_FIXED). */
 bool spb__os_remap_plain_at(void *p, size_t size) SPB_HIDDEN;
 bool spb__os_advise_hugepage(void *p, size_t size) SPB_HIDDEN;
 bool spb__os_advise_nohugepage(void *p, size_t size) SPB_HIDDEN;
 bool spb__os_collapse(void *p, size_t size) SPB_HIDDEN;
-/* Give the memory back; it reads as zero afterwards. */
+/* Give the memory back; it reads as zero afterwards. False: it stays. */
 bool spb__os_dontneed(void *p, size_t size) SPB_HIDDEN;
-void spb__os_unmap(void *p, size_t size) SPB_HIDDEN;
+/* False: the kernel refused, the range is still mapped. */
+bool spb__os_unmap(void *p, size_t size) SPB_HIDDEN;
 /* Zeroed memory for metadata, never handed to the program. */
 void *spb__os_meta_alloc(size_t size) SPB_HIDDEN;
-void spb__os_meta_free(void *p, size_t size) SPB_HIDDEN;
+bool spb__os_meta_free(void *p, size_t size) SPB_HIDDEN;
+/* Make metadata read as zero again, giving its pages back: MADV_DONTNEED,
+ * else a fresh mapping over it, else (never failing) memset. Returns false
+ * when the first way was refused (the caller counts it). */
+bool spb__os_meta_zero(void *p, size_t size) SPB_HIDDEN;
+/* mbind(MPOL_PREFERRED, node) of [p, p+size); false when refused. */
+bool spb__os_mbind(void *p, size_t size, int node) SPB_HIDDEN;
 /* Milliseconds on CLOCK_MONOTONIC_COARSE (vDSO, no syscall). */
 uint64_t spb__os_now_ms(void) SPB_HIDDEN;
 
@@ -82,14 +135,16 @@ uint8_t spb__backing_claim_pb(void *pb, uint8_t spb_rung,
  * afterwards (NONE), or its old rung if it cannot be released (1 GiB). */
 uint8_t spb__backing_release_pb(void *pb, uint8_t rung,
 				uint8_t spb_rung, uint64_t *counters) SPB_HIDDEN;
-void spb__backing_unmap_spb(void *base, uint8_t rung) SPB_HIDDEN;
+/* False when the kernel refused (the data area is still mapped). */
+bool spb__backing_unmap_spb(void *base, uint8_t rung) SPB_HIDDEN;
 
 /* ---- topo.c: topology (the only place that asks about NUMA) ---- */
 int spb__topo_nr_nodes(void) SPB_HIDDEN;
 /* The NUMA node of the calling thread's CPU (0 when unknown). */
 int spb__topo_current_node(void) SPB_HIDDEN;
-/* Prefer node for [p, p+size) (best effort). */
-void spb__topo_bind(void *p, size_t size, int node) SPB_HIDDEN;
+/* Prefer node for [p, p+size) (best effort): false when the kernel
+ * refused (the memory is used unbound; the caller counts it). */
+bool spb__topo_bind(void *p, size_t size, int node) SPB_HIDDEN;
 
 /* ---- options.c ---- */
 enum spb_option {

@@ -7,6 +7,10 @@
  * share of its pages handed out, in SPB_NR_FULLNESS buckets. Every change
  * to an SPB's counts ends in spb__spb_update_locked, which moves it between
  * lists in O(1) and keeps the zone's tainted free-pageblock count exact.
+ * Reserving and unmapping drop the zone lock around their system calls
+ * (a window, zone.c); what the kernel refuses leaves nothing half done: a
+ * refused reservation keeps its descriptor for the next try, a refused
+ * unmap puts the SPB back, empty, to be tried again after the delay.
  */
 #include <string.h>
 #include <unistd.h>
@@ -126,25 +130,27 @@ struct spb *spb__spb_grow_locked(struct spb_zone *z)
 		spb__list_del(&s->link);
 	}
 	z->nr_spbs_reserving++;
-	spb__zone_unlock(z);
+	spb__zone_window_enter(z);
 
+	/* The descriptor first: if it cannot be had, there is no data area
+	 * to give back (an munmap the kernel could refuse). */
 	uint64_t local[SPB_NR_COUNTERS] = {0};
 	uint8_t rung = SPB_RUNG_NONE;
-	void *base = spb__backing_reserve_spb(&rung, local);
-	if (base && !s)
+	void *base = NULL;
+	if (!s)
 		s = spb__os_meta_alloc(sizeof *s);
-	if (base)
-		spb__topo_bind(base, SPB_SPB_SIZE, z->node);
+	if (s)
+		base = spb__backing_reserve_spb(&rung, local);
+	if (base && !spb__topo_bind(base, SPB_SPB_SIZE, z->node))
+		local[NUMA_BIND_FAIL]++;
 
-	spb__zone_lock(z);
+	spb__zone_window_exit(z);
 	z->nr_spbs_reserving--;
 	for (int c = 0; c < SPB_NR_COUNTERS; c++)
 		z->counters[c] += local[c];
-	if (!base || !s) {
+	if (!base) {
 		z->counters[SPB_RESERVE_FAIL]++;
-		if (base)
-			spb__backing_unmap_spb(base, rung);
-		else if (s) /* keep the clean descriptor for the next try */
+		if (s) /* keep the clean descriptor for the next try */
 			spb__list_add_head(&z->dead, &s->link);
 		return NULL;
 	}
@@ -154,28 +160,60 @@ struct spb *spb__spb_grow_locked(struct spb_zone *z)
 	return s;
 }
 
-void spb__spb_unmap_locked(struct spb *s)
+/* The kernel refused the munmap: the SPB comes back as it was, empty and
+ * still holding what its pageblocks hold, due for another try after the
+ * delay. */
+static void unmap_undo_locked(struct spb_zone *z, struct spb *s)
+{
+	uint64_t now = spb__os_now_ms();
+	spb__map_register(s->r.base, SPB_SPB_SIZE, &s->r);
+	spb__list_add_head(&z->lists[SPB_CAT_EMPTY][0], &s->link);
+	s->empty_since = now;
+	spb__list_add_tail(&z->emptyq, &s->empty_link);
+	if (now + (uint64_t)spb__opt(OPT_DECAY_MS) < z->next_decay)
+		__atomic_store_n(&z->next_decay, now + (uint64_t)spb__opt(OPT_DECAY_MS),
+				 __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < SPB_PB_PER_SPB; i++)
+		if (s->pb[i].rung != SPB_RUNG_NONE && s->pb[i].rung != SPB_RUNG_HUGETLB_1G)
+			spb__zone_pb_dirty_locked(z, &s->pb[i]);
+	z->counters[SPB_UNMAP_FAIL]++;
+}
+
+bool spb__spb_unmap_locked(struct spb *s)
 {
 	struct spb_zone *z = s->zone;
+	/* Off every list and out of the address map while the lock is
+	 * dropped: nobody allocates from it, the decay does not release its
+	 * pageblocks, a stale pointer into it is reported, not trusted. */
+	uint32_t by_rung[SPB_NR_RUNGS] = {0};
 	spb__list_del(&s->link);
 	spb__list_del(&s->empty_link);
 	for (unsigned i = 0; i < SPB_PB_PER_SPB; i++) {
 		spb__zone_pb_undirty_locked(z, &s->pb[i]);
-		z->pb_by_rung[s->pb[i].rung]--;
+		by_rung[s->pb[i].rung]++;
 	}
+	spb__map_unregister(s->r.base, SPB_SPB_SIZE);
+	void *base = (void *)s->r.base;
+	uint8_t rung = s->rung;
+	spb__zone_window_enter(z);
+	bool unmapped = spb__backing_unmap_spb(base, rung);
+	/* Zero the descriptor without touching it (it stays mapped, so a
+	 * stale lookup of a bad pointer reads zeros, never unmapped memory). */
+	bool zeroed = !unmapped || spb__os_meta_zero(s, sizeof *s);
+	spb__zone_window_exit(z);
+	if (!unmapped) {
+		unmap_undo_locked(z, s);
+		return false;
+	}
+	for (unsigned r = 0; r < SPB_NR_RUNGS; r++)
+		z->pb_by_rung[r] -= by_rung[r];
 	z->nr_by_cat[SPB_CAT_EMPTY]--;
 	z->nr_spbs--;
 	z->total_pb -= SPB_PB_PER_SPB;
 	z->counters[SPB_UNMAP]++;
-	spb__map_unregister(s->r.base, SPB_SPB_SIZE);
-	void *base = (void *)s->r.base;
-	uint8_t rung = s->rung;
-	spb__zone_unlock(z);
-	spb__backing_unmap_spb(base, rung);
-	/* Zero the descriptor without touching it (it stays mapped, so a
-	 * stale lookup of a bad pointer reads zeros, never unmapped memory). */
-	spb__os_dontneed(s, sizeof *s);
-	spb__zone_lock(z);
+	if (!zeroed)
+		z->counters[META_RELEASE_FAIL]++;
 	s->dead = 1; /* set after the zeroing, which would clear it */
 	spb__list_add_head(&z->dead, &s->link);
+	return true;
 }

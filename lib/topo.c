@@ -2,11 +2,12 @@
  * topo.c — topology: how many NUMA nodes, which one a thread runs on, and
  * binding an SPB to its zone's node.
  *
- * The allocator itself reads sysfs and uses the raw getcpu/mbind system
- * calls here, rather than libnuma or hwloc, because both of those allocate
- * (and libnuma's constructor may run after our first malloc): a malloc
- * cannot call an allocating library on its own slow path. libnuma and hwloc
- * are used by the tools and benchmarks that only observe.
+ * The allocator itself reads sysfs and uses the raw getcpu system call
+ * here (mbind through os.c), rather than libnuma or hwloc, because both
+ * of those allocate (and libnuma's constructor may run after our first
+ * malloc): a malloc cannot call an allocating library on its own slow
+ * path. libnuma and hwloc are used by the tools and benchmarks that only
+ * observe.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -14,8 +15,6 @@
 #include <unistd.h>
 
 #include "platform.h"
-
-#define MPOL_PREFERRED 1
 
 static int nr_nodes_cached;
 
@@ -67,11 +66,12 @@ int spb__topo_current_node(void)
 	return (int)node;
 }
 
-void spb__topo_bind(void *p, size_t size, int node)
+bool spb__topo_bind(void *p, size_t size, int node)
 {
-	if (spb__topo_nr_nodes() <= 1 || node < 0 || node >= 64)
-		return;
-	unsigned long mask = 1ul << node;
-	/* Preferred, not bound: a full node spills instead of failing. */
-	syscall(SYS_mbind, p, size, MPOL_PREFERRED, &mask, 64ul, 0u);
+	/* The call itself is os.c's (the fault injection seam); a test may
+	 * ask for it on a single-node machine too. */
+	if (!__atomic_load_n(&spb__os_inject.mbind_always, __ATOMIC_RELAXED) &&
+	    (spb__topo_nr_nodes() <= 1 || node < 0 || node >= 64))
+		return true;
+	return spb__os_mbind(p, size, node);
 }

@@ -7,7 +7,11 @@
  * empty SPBs), so a pass costs O(items released) and knows exactly when
  * its next item is due: the background thread of a later layer sleeps
  * until then (spb_decay() returns the delay). System calls run with the
- * lock dropped; what is being released is tagged BUSY meanwhile.
+ * lock dropped; what is being released is tagged BUSY meanwhile. Such an
+ * unlocked stretch is a "window"; fork waits until none is open
+ * (spb__zone_prefork), so a child never inherits a half-done release,
+ * reservation or unmap. A release the kernel refuses is counted and
+ * tried again after the delay; the memory stays accounted meanwhile.
  */
 #include <string.h>
 
@@ -24,6 +28,7 @@ static void zone_init(struct spb_zone *z, int node)
 {
 	memset(z, 0, sizeof *z);
 	pthread_mutex_init(&z->lock, NULL);
+	pthread_cond_init(&z->windows_cv, NULL);
 	z->node = node;
 	z->next_decay = UINT64_MAX;
 	for (int c = 0; c < SPB_NR_CATS; c++)
@@ -32,6 +37,8 @@ static void zone_init(struct spb_zone *z, int node)
 	spb__list_init(&z->dirty);
 	spb__list_init(&z->emptyq);
 	spb__list_init(&z->dead);
+	spb__list_init(&z->large_spare);
+	spb__list_init(&z->large_retry);
 }
 
 void spb__engine_init(void)
@@ -79,6 +86,52 @@ void spb__zone_lock(struct spb_zone *z)
 void spb__zone_unlock(struct spb_zone *z)
 {
 	pthread_mutex_unlock(&z->lock);
+}
+
+void spb__zone_window_enter(struct spb_zone *z)
+{
+	z->nr_windows++;
+	spb__zone_unlock(z);
+}
+
+static void window_close_locked(struct spb_zone *z)
+{
+	if (--z->nr_windows == 0 && z->fork_pending)
+		pthread_cond_broadcast(&z->windows_cv);
+}
+
+void spb__zone_window_exit(struct spb_zone *z)
+{
+	spb__zone_lock(z);
+	window_close_locked(z);
+}
+
+/* fork: take the lock, and wait (lock released meanwhile) until no thread
+ * is inside a window, so the child never inherits pageblocks tagged BUSY,
+ * a reservation counted in flight, or an SPB or large mapping half
+ * unmapped. fork_pending stops decay passes from opening new windows;
+ * a reservation still may, but each is one mmap. The malloc fast path
+ * never comes here; the zone lock is the only lock involved. */
+void spb__zone_prefork(struct spb_zone *z)
+{
+	spb__zone_lock(z);
+	/* Atomic: a test hook inside a window reads it without the lock. */
+	__atomic_store_n(&z->fork_pending, true, __ATOMIC_RELEASE);
+	while (z->nr_windows)
+		pthread_cond_wait(&z->windows_cv, &z->lock);
+}
+
+void spb__zone_postfork(struct spb_zone *z, bool child)
+{
+	__atomic_store_n(&z->fork_pending, false, __ATOMIC_RELEASE);
+	if (child) {
+		/* Only the forking thread exists: no window can be open. */
+		pthread_mutex_init(&z->lock, NULL);
+		pthread_cond_init(&z->windows_cv, NULL);
+		z->nr_windows = 0;
+	} else {
+		spb__zone_unlock(z);
+	}
 }
 
 uint32_t spb__zone_reserve(const struct spb_zone *z)
@@ -139,6 +192,9 @@ void spb__zone_pb_undirty_locked(struct spb_zone *z, struct spb_pageblock *pb)
 }
 
 #define RELEASE_BATCH 32
+/* How late a release may be before a slow path wakes the background
+ * thread (it sleeps until the deadline it knew of). */
+#define DECAY_KICK_LATE_MS 20
 
 /* Take up to RELEASE_BATCH due pageblocks off the dirty FIFO and tag them
  * BUSY so nobody allocates them while the lock is dropped. */
@@ -168,8 +224,10 @@ static unsigned collect_due_locked(struct spb_zone *z, uint64_t now,
 	return n;
 }
 
-static void finish_release_locked(struct spb_zone *z, struct spb_pageblock *pb,
-				  uint8_t rung)
+/* A BUSY pageblock goes back to FREE with the rung the release left it;
+ * if it still holds memory (the release was refused) it goes back on the
+ * dirty FIFO, due again after the delay. */
+static void unbusy_locked(struct spb_zone *z, struct spb_pageblock *pb, uint8_t rung)
 {
 	struct spb *s = pb->owner;
 	unsigned i = spb__pb_index(s, pb);
@@ -183,18 +241,30 @@ static void finish_release_locked(struct spb_zone *z, struct spb_pageblock *pb,
 	spb__map_set_range(&s->free_pb_map, i, 1);
 	s->nr_free_pb++;
 	s->nr_busy_pb--;
-	if (rung != SPB_RUNG_NONE) /* release failed: try again later */
+	if (rung != SPB_RUNG_NONE)
 		spb__zone_pb_dirty_locked(z, pb);
 	spb__spb_update_locked(s);
 }
 
-static void release_due_locked(struct spb_zone *z, uint64_t now)
+/* One pass over what is due, RELEASE_BATCH pageblocks per system-call
+ * round with the lock dropped. The whole pass is one window (fork waits
+ * for it). A pageblock whose release the kernel refused stays BUSY, on a
+ * list of the pass, until the pass ends: taken back now, it would be due
+ * again at once and a pass with "now" in the far future (spb_trim) would
+ * never end. */
+static void release_due_locked(struct spb_zone *z, uint64_t now, unsigned max_rounds)
 {
 	struct spb_pageblock *batch[RELEASE_BATCH];
 	uint8_t rungs[RELEASE_BATCH];
+	struct spb_link failed;
+	bool in_window = false;
 	unsigned n;
-	while ((n = collect_due_locked(z, now, batch)) > 0) {
+	spb__list_init(&failed);
+	while (max_rounds-- && !z->fork_pending && (n = collect_due_locked(z, now, batch)) > 0) {
 		uint64_t local[SPB_NR_COUNTERS] = {0};
+		if (!in_window)
+			z->nr_windows++;
+		in_window = true;
 		spb__zone_unlock(z);
 		for (unsigned k = 0; k < n; k++) {
 			struct spb *s = batch[k]->owner;
@@ -203,20 +273,34 @@ static void release_due_locked(struct spb_zone *z, uint64_t now)
 				batch[k]->rung, s->rung, local);
 		}
 		spb__zone_lock(z);
-		for (unsigned k = 0; k < n; k++)
-			finish_release_locked(z, batch[k], rungs[k]);
+		for (unsigned k = 0; k < n; k++) {
+			if (rungs[k] == SPB_RUNG_NONE)
+				unbusy_locked(z, batch[k], rungs[k]);
+			else /* refused: link is free while BUSY */
+				spb__list_add_tail(&failed, &batch[k]->link);
+		}
 		for (int c = 0; c < SPB_NR_COUNTERS; c++)
 			z->counters[c] += local[c];
 	}
+	while (!spb__list_empty(&failed)) {
+		struct spb_pageblock *pb =
+			spb__container_of(failed.next, struct spb_pageblock, link);
+		spb__list_del(&pb->link);
+		unbusy_locked(z, pb, pb->rung);
+	}
+	if (in_window)
+		window_close_locked(z);
 }
 
-static void unmap_due_locked(struct spb_zone *z, uint64_t now)
+static void unmap_due_locked(struct spb_zone *z, uint64_t now, unsigned max)
 {
-	while (!spb__list_empty(&z->emptyq)) {
+	while (max-- && !z->fork_pending && !spb__list_empty(&z->emptyq)) {
 		struct spb *s = spb__container_of(z->emptyq.next, struct spb, empty_link);
 		if (due_at(s->empty_since) > now || s->nr_busy_pb)
 			break;
-		spb__spb_unmap_locked(s);
+		/* Refused: it went back to the tail, due after the delay. */
+		if (!spb__spb_unmap_locked(s))
+			break;
 	}
 }
 
@@ -233,18 +317,28 @@ static void recompute_next_locked(struct spb_zone *z)
 		if (due_at(s->empty_since) < next)
 			next = due_at(s->empty_since);
 	}
+	if (!spb__list_empty(&z->large_retry)) {
+		uint64_t l = spb__large_retry_due(z);
+		if (l < next)
+			next = l;
+	}
 	__atomic_store_n(&z->next_decay, next, __ATOMIC_RELAXED);
 }
 
-uint64_t spb__zone_decay(struct spb_zone *z, uint64_t now)
+/* A pass over what is due: at most max_unmaps SPB unmaps and max_rounds
+ * rounds of RELEASE_BATCH pageblock releases (UINT_MAX: everything). */
+static uint64_t decay_pass(struct spb_zone *z, uint64_t now, unsigned max_unmaps,
+			   unsigned max_rounds)
 {
 	spb__zone_lock(z);
 	if (z->next_decay <= now) {
 		z->counters[DECAY_RUN]++;
 		/* Whole SPBs first: unmapping one is cheaper than releasing
 		 * its pageblocks one by one and then unmapping it. */
-		unmap_due_locked(z, now);
-		release_due_locked(z, now);
+		unmap_due_locked(z, now, max_unmaps);
+		release_due_locked(z, now, max_rounds);
+		if (!spb__list_empty(&z->large_retry))
+			spb__large_retry_locked(z, now);
 	}
 	recompute_next_locked(z);
 	uint64_t next = z->next_decay;
@@ -252,12 +346,30 @@ uint64_t spb__zone_decay(struct spb_zone *z, uint64_t now)
 	return next == UINT64_MAX ? UINT64_MAX : (next > now ? next - now : 0);
 }
 
+uint64_t spb__zone_decay(struct spb_zone *z, uint64_t now)
+{
+	return decay_pass(z, now, UINT32_MAX, UINT32_MAX);
+}
+
+/* From malloc's and free's slow paths. The system calls of the decay
+ * (madvise batches, 1 GiB munmaps) belong to the background thread: it
+ * sleeps until the earliest release is due, so here it is only woken when
+ * a release is overdue (it slept on an older deadline). Without it
+ * (SPBMALLOC_BG=0, or a forked child before its thread restarts) the
+ * caller does a bounded share: one SPB unmap and one batch of releases. */
 void spb__zone_decay_tick(struct spb_zone *z)
 {
 	uint64_t next = __atomic_load_n(&z->next_decay, __ATOMIC_RELAXED);
 	if (next == UINT64_MAX)
 		return;
 	uint64_t now = spb__os_now_ms();
-	if (now >= next)
-		spb__zone_decay(z, now);
+	if (now < next)
+		return;
+	if (spb__bg_running()) {
+		if (now >= next + DECAY_KICK_LATE_MS)
+			spb__bg_kick();
+		return;
+	}
+	z->counters[DECAY_INLINE]++;
+	decay_pass(z, now, 1, 1);
 }
