@@ -11,7 +11,9 @@ cd "$root"
 
 build=${SPB_BUILD_DIR:-build}
 spb_deps_ensure "${SPB_BUILD_PKGS[@]}"
-# Not fatal: a test whose program is missing is skipped with its reason.
+# Not fatal: a test whose program is missing is skipped with its reason
+# (python3, which the stats tests need, is a build package: configure
+# stops without it).
 spb_deps_ensure "${SPB_TEST_PKGS[@]}" || echo "spbmalloc: tests that need them will be skipped" >&2
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSPB_WERROR=ON
@@ -19,5 +21,7 @@ cmake --build "$build" -j "$(spb_nproc)"
 
 status=0
 # shellcheck disable=SC2086 # SPB_CTEST_ARGS is a list of arguments
-ctest --test-dir "$build" --output-on-failure --no-tests=error -LE slow ${SPB_CTEST_ARGS:-} || status=$?
+# In parallel, one test per core (tests that must run alone say RUN_SERIAL).
+ctest --test-dir "$build" --output-on-failure --no-tests=error -LE slow \
+	-j "$(spb_nproc)" ${SPB_CTEST_ARGS:-} || status=$?
 exit "$status"
