@@ -331,15 +331,17 @@ static uint64_t decay_pass(struct spb_zone *z, uint64_t now, unsigned max_unmaps
 			   unsigned max_rounds)
 {
 	spb__zone_lock(z);
-	if (z->next_decay <= now) {
+	/* The lists are walked whatever next_decay says (they stop at the
+	 * first item not due, so this is cheap): next_decay was computed
+	 * with the delay of its time, and the delay can change. */
+	if (z->next_decay <= now)
 		z->counters[DECAY_RUN]++;
-		/* Whole SPBs first: unmapping one is cheaper than releasing
-		 * its pageblocks one by one and then unmapping it. */
-		unmap_due_locked(z, now, max_unmaps);
-		release_due_locked(z, now, max_rounds);
-		if (!spb__list_empty(&z->large_retry))
-			spb__large_retry_locked(z, now);
-	}
+	/* Whole SPBs first: unmapping one is cheaper than releasing its
+	 * pageblocks one by one and then unmapping it. */
+	unmap_due_locked(z, now, max_unmaps);
+	release_due_locked(z, now, max_rounds);
+	if (!spb__list_empty(&z->large_retry))
+		spb__large_retry_locked(z, now);
 	recompute_next_locked(z);
 	uint64_t next = z->next_decay;
 	spb__zone_unlock(z);
