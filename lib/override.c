@@ -107,37 +107,37 @@ SPB_EXPORT size_t malloc_usable_size(void *p)
  * size; a smaller request gets a smaller block). A mismatch is a delete
  * of new[] memory, or of another type, or a wrong size: one line, like
  * any other bad free. A pointer that is not a block is left to free(). */
-static void check_sized(void *p, size_t size, const char *what)
+static void sized_free(void *p, size_t size, const char *what)
 {
+	if (!p)
+		return;
 	size_t u = spb__usable(p);
 	if (u && (size > u || (size < u / 2 && u > SPB_MIN_ALIGN)))
 		spb__fatal(what, p);
+	spb__free_ptr(p);
 }
 
 /* Aligned: the block may be far larger than asked (an alignment picks a
  * class or a page run), so only the upper bound and the alignment. */
-static void check_aligned_sized(void *p, size_t align, size_t size, const char *what)
+static void aligned_sized_free(void *p, size_t align, size_t size, const char *what)
 {
+	if (!p)
+		return;
 	size_t u = spb__usable(p);
 	if (u && (size > u || !is_pow2(align) || ((uintptr_t)p & (align - 1))))
 		spb__fatal(what, p);
+	spb__free_ptr(p);
 }
 
 SPB_EXPORT void free_sized(void *p, size_t size)
 {
-	if (!p)
-		return;
-	check_sized(p, size, "free_sized(): size does not match the block");
-	spb__free_ptr(p);
+	sized_free(p, size, "free_sized(): size does not match the block");
 }
 
 SPB_EXPORT void free_aligned_sized(void *p, size_t align, size_t size)
 {
-	if (!p)
-		return;
-	check_aligned_sized(p, align, size,
-			    "free_aligned_sized(): size or alignment does not match the block");
-	spb__free_ptr(p);
+	aligned_sized_free(p, align, size,
+			   "free_aligned_sized(): size or alignment does not match the block");
 }
 
 /* The C++ sized deletes (operator delete(void*, size_t) and delete[], with
@@ -152,38 +152,26 @@ SPB_EXPORT void _ZdaPvmSt11align_val_t(void *p, size_t size, size_t align);
 
 SPB_EXPORT void _ZdlPvm(void *p, size_t size)
 {
-	if (!p)
-		return;
-	check_sized(p, size, "operator delete(): size does not match the block "
-			     "(delete of new[] memory, or through the wrong type?)");
-	spb__free_ptr(p);
+	sized_free(p, size, "operator delete(): size does not match the block "
+			    "(delete of new[] memory, or through the wrong type?)");
 }
 
 SPB_EXPORT void _ZdaPvm(void *p, size_t size)
 {
-	if (!p)
-		return;
-	check_sized(p, size, "operator delete[](): size does not match the block "
-			     "(delete[] of new memory, or through the wrong type?)");
-	spb__free_ptr(p);
+	sized_free(p, size, "operator delete[](): size does not match the block "
+			    "(delete[] of new memory, or through the wrong type?)");
 }
 
 SPB_EXPORT void _ZdlPvmSt11align_val_t(void *p, size_t size, size_t align)
 {
-	if (!p)
-		return;
-	check_aligned_sized(p, align, size, "operator delete(): size or alignment does not "
-					    "match the block");
-	spb__free_ptr(p);
+	aligned_sized_free(p, align, size,
+			   "operator delete(): size or alignment does not match the block");
 }
 
 SPB_EXPORT void _ZdaPvmSt11align_val_t(void *p, size_t size, size_t align)
 {
-	if (!p)
-		return;
-	check_aligned_sized(p, align, size, "operator delete[](): size or alignment does not "
-					    "match the block");
-	spb__free_ptr(p);
+	aligned_sized_free(p, align, size,
+			   "operator delete[](): size or alignment does not match the block");
 }
 
 SPB_EXPORT void cfree(void *p)
