@@ -13,7 +13,7 @@ SPB_BUILD_PKGS=(cmake make gcc g++ pkg-config python3 libnuma-dev liburcu-dev li
 SPB_PEER_PKGS=(libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev tmux python3 sqlite3)
 # What the test suite drives besides the build: the real programs run under
 # LD_PRELOAD, the live-view check (tmux), the comparison smoke test.
-SPB_TEST_PKGS=(tmux python3 perl git sqlite3 xz-utils libmimalloc-dev redis-server redis-tools gnuplot-nox)
+SPB_TEST_PKGS=(tmux python3 perl git sqlite3 xz-utils libmimalloc-dev redis-server redis-tools gnuplot-nox spin)
 
 spb_deps_missing()
 {
