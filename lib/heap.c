@@ -27,7 +27,9 @@
  * can be NOTIFIED for it: a heap reused from the pool never receives a
  * stale push. A late notifier whose span was released and reused by
  * another heap can flag the new owner's FULL span: a spurious notification
- * the owner drains like any other (span_ready looks again).
+ * the owner drains like any other (span_ready looks again). fork: the
+ * child's thread takes over spans whose notifier did not come with it
+ * (heap_fixup_child). tests/model checks these invariants exhaustively.
  */
 #include <sched.h>
 #include <string.h>
@@ -545,11 +547,49 @@ void spb__heap_postfork_parent(void)
 	pthread_mutex_unlock(&late_lock);
 }
 
+/* In a forked child: a span of the forking thread's heap flagged NOTIFIED
+ * by a thread that was between its flag and its push has lost its
+ * notifier (that thread is gone), and one flagged FULL with blocks on its
+ * xfree may have lost it between the push and the look at the flag:
+ * both become AVAIL here, or the child's thread exit would wait for ever
+ * (make_avail_for_exit) and the span's frees would never be noticed.
+ * Found by the model (tests/model, variant FORK). */
+static void heap_fixup_child(struct spb_heap *h)
+{
+	drain_notify(h, true);
+	for (unsigned b = 0; b < SPB_NR_BINS; b++) {
+		struct spb_link *hd = &h->full[b];
+		for (struct spb_link *l = hd->next, *nx; l != hd; l = nx) {
+			nx = l->next;
+			struct spb_span *s = spb__container_of(l, struct spb_span, link);
+			uint8_t st = __atomic_load_n(&s->full, __ATOMIC_RELAXED);
+			if (st == SPB_SPAN_NOTIFIED ||
+			    (st == SPB_SPAN_FULL && __atomic_load_n(&s->xfree, __ATOMIC_RELAXED))) {
+				__atomic_store_n(&s->full, SPB_SPAN_AVAIL, __ATOMIC_RELAXED);
+				move_to(&h->avail[b], s);
+			}
+		}
+		hd = &h->avail[b];
+		for (struct spb_link *l = hd->next; l != hd; l = l->next) {
+			struct spb_span *s = spb__container_of(l, struct spb_span, link);
+			if (__atomic_load_n(&s->full, __ATOMIC_RELAXED) == SPB_SPAN_NOTIFIED)
+				__atomic_store_n(&s->full, SPB_SPAN_AVAIL, __ATOMIC_RELAXED);
+		}
+	}
+}
+
 void spb__heap_postfork_child(void)
 {
 	pthread_mutex_init(&aband_lock, NULL);
 	pthread_mutex_init(&heaps_lock, NULL);
 	pthread_mutex_init(&late_lock, NULL);
+	/* Only this thread runs: plain stores are safe (the protocol's CAS
+	 * rule is about concurrent notifiers, and there are none). */
+	struct spb_heap *p = spb__tls_primary;
+	if (p)
+		for (unsigned c = 0; c < SPB_NR_CLASSES; c++)
+			if (p->by_class[c] && (p->by_class[c] != p || c == SPB_UNMOVABLE))
+				heap_fixup_child(p->by_class[c]);
 	/* Only the forking thread exists in the child. The other threads'
 	 * heaps are left as they are: fork may have caught one of them in the
 	 * middle of its lock-free fast path or of a list move, so nothing in
