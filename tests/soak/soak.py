@@ -51,8 +51,9 @@ file left in WORKDIR/CASE) next to the logs and prints it.
 Environment: SPB_SOAK_MINUTES (30), SPB_SOAK_WARMUP_MINUTES (5),
 SPB_SOAK_MAX_GROWTH_PCT (5), SPB_SOAK_SAMPLE_S (5), SPB_SOAK_QUIESCE_S (3, at
 least SPBMALLOC_DECAY_MS + 2 s), SPB_SOAK_ROUND_S (30: the redis round's
-length), SPB_SOAK_HANG_S (300), SPB_SOAK_SEED (1); SPBMALLOC_* settings are
-passed on to the programs.
+length), SPB_SOAK_HANG_S (300), SPB_SOAK_SEED (1), SPB_SOAK_REDIS_PARTS
+(bench,writer: either alone to see which drives a growth); SPBMALLOC_*
+settings are passed on to the programs.
 Exit 0 = pass, 1 = fail, 77 = skipped (a program is missing).
 """
 import glob
@@ -674,6 +675,13 @@ def case_redis(lib, workdir, spbstat):
     server = need("redis-server", "redis-server")
     bench = need("redis-benchmark", "redis-tools")
     soak = Soak("redis", lib, workdir, spbstat, 1000000)
+    parts = set(os.environ.get("SPB_SOAK_REDIS_PARTS", "bench,writer").split(","))
+    if not parts & {"bench", "writer"}:
+        print(f"FAIL: SPB_SOAK_REDIS_PARTS={','.join(parts)}: want bench, writer or both")
+        return 1
+    if parts != {"bench", "writer"}:
+        soak.notes.append(f"only {', '.join(sorted(parts & {'bench', 'writer'}))} "
+                          "(SPB_SOAK_REDIS_PARTS)")
     env = preload_env(lib)
     port = None
     soak.logs.append(os.path.join(soak.work, "redis.log"))
@@ -791,42 +799,55 @@ def case_redis(lib, workdir, spbstat):
     writer = [None]
 
     def body():
-        prefill()
-        writer[0] = w = Writer(port, SEED * 7, 1500)
+        if "bench" in parts:
+            prefill()
+        w = None
+        if "writer" in parts:
+            writer[0] = w = Writer(port, SEED * 7, 1500)
         while True:
             # The writer runs alongside the benchmark phases, then ends its pass.
-            w.stop.clear()
-            th = threading.Thread(target=w.run, daemon=True)
-            th.start()
-            for db, (d, tests, clients, pipe, keyspace, _) in enumerate(REDIS_PHASES, 1):
-                bench_phase(db, d, tests, clients, pipe, keyspace)
-                reps = cli.pipeline([(b"SELECT", db), (b"LTRIM", b"mylist", 0, 999),
-                                     (b"SELECT", 0)])
-                if reps != ["OK", "OK", "OK"]:
-                    raise SoakFailure(f"trimming mylist in db {db}: {reps}")
-                check_bench_data(db, d, keyspace)
+            if w:
+                w.stop.clear()
+                th = threading.Thread(target=w.run, daemon=True)
+                th.start()
+            if "bench" in parts:
+                for db, (d, tests, clients, pipe, keyspace, _) in enumerate(REDIS_PHASES, 1):
+                    bench_phase(db, d, tests, clients, pipe, keyspace)
+                    reps = cli.pipeline([(b"SELECT", db), (b"LTRIM", b"mylist", 0, 999),
+                                         (b"SELECT", 0)])
+                    if reps != ["OK", "OK", "OK"]:
+                        raise SoakFailure(f"trimming mylist in db {db}: {reps}")
+                    check_bench_data(db, d, keyspace)
+                    if w and w.error:
+                        break
+            else:
+                t_end = time.monotonic() + ROUND_S
+                while time.monotonic() < t_end and not w.error:
+                    time.sleep(0.5)
+            if w:
+                w.stop.set()
+                th.join(HANG_S)
+                if th.is_alive():
+                    soak.hung("the writer's pass")
                 if w.error:
-                    break
-            w.stop.set()
-            th.join(HANG_S)
-            if th.is_alive():
-                soak.hung("the writer's pass")
-            if w.error:
-                if isinstance(w.error, SoakFailure):
-                    raise w.error
-                soak.alive()
-                raise SoakFailure(f"writer: {type(w.error).__name__}: {w.error}")
-            soak.ops = stats["bench_ops"] + w.ops
+                    if isinstance(w.error, SoakFailure):
+                        raise w.error
+                    soak.alive()
+                    raise SoakFailure(f"writer: {type(w.error).__name__}: {w.error}")
+            soak.ops = stats["bench_ops"] + (w.ops if w else 0)
             if not soak.after_round():
                 break
-        n, total, cm, cr = writer[0].verify_all()
-        soak.ops = stats["bench_ops"] + writer[0].ops + n
-        soak.notes.append(f"writer: {writer[0].passes} passes, {writer[0].gets_checked} GETs "
-                          f"checked against the model; final check of all {n} keys "
-                          f"({total / 1048576:.1f} MiB): checksum model {cm:016x} == "
-                          f"server {cr:016x}")
-        soak.notes.append(f"redis-benchmark: {stats['bench_ops']} requests; last rps by value "
-                          "size: " + ", ".join(f"{d} B {r:.0f}/s" for d, r in sorted(rps.items())))
+        if w:
+            n, total, cm, cr = w.verify_all()
+            soak.ops = stats["bench_ops"] + w.ops + n
+            soak.notes.append(f"writer: {w.passes} passes, {w.gets_checked} GETs checked "
+                              f"against the model; final check of all {n} keys "
+                              f"({total / 1048576:.1f} MiB): checksum model {cm:016x} == "
+                              f"server {cr:016x}")
+        if "bench" in parts:
+            soak.notes.append(f"redis-benchmark: {stats['bench_ops']} requests; last rps by "
+                              "value size: " + ", ".join(f"{d} B {r:.0f}/s"
+                                                         for d, r in sorted(rps.items())))
         ks = cli.call("INFO", "keyspace").decode()
         soak.notes.append("keys at end: " + ", ".join(
             f"{m.group(1)} {m.group(2)}" for m in re.finditer(r"^(db\d+):keys=(\d+)", ks, re.M)))
