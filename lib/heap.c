@@ -43,7 +43,6 @@ struct spb_heap spb__empty_heap = {
 SPB_TLS struct spb_heap *spb__tls_heap = &spb__empty_heap;
 SPB_TLS struct spb_heap *spb__tls_primary; /* the thread's UNMOVABLE heap */
 SPB_TLS bool spb__thread_gone;
-uintptr_t spb__free_cookie;
 uintptr_t spb__link_key;
 
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -524,11 +523,6 @@ uint64_t spb__heap_counter_sum(enum spb_counter c)
 				     __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&heaps_lock);
 	return v;
-}
-
-void spb__heap_init_once(void)
-{
-	/* The abandoned lists are set up per zone on first use. */
 }
 
 /* Lock order: late_lock (its heap_new takes heaps_lock), heaps_lock,

@@ -192,7 +192,6 @@ extern SPB_TLS struct spb_heap *spb__tls_heap SPB_HIDDEN;
  * batch and its other classes' heaps; NULL before its first malloc. */
 extern SPB_TLS struct spb_heap *spb__tls_primary SPB_HIDDEN;
 extern struct spb_heap spb__empty_heap SPB_HIDDEN;
-extern uintptr_t spb__free_cookie SPB_HIDDEN;
 /* The calling thread's heap, created on first use (NULL only if the OS
  * refused the metadata). */
 struct spb_heap *spb__heap_get(void) SPB_HIDDEN;
@@ -251,6 +250,5 @@ size_t spb__usable(const void *p) SPB_HIDDEN;
 /* ---- init.c ---- */
 extern pthread_key_t spb__thread_key SPB_HIDDEN;
 void spb__process_init(void) SPB_HIDDEN;
-void spb__heap_init_once(void) SPB_HIDDEN;
 
 #endif

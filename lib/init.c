@@ -72,8 +72,6 @@ void spb__process_init(void)
 	in_init = 1;
 	spb__engine_init();
 	spb__sizeclass_init();
-	spb__heap_init_once();
-	spb__free_cookie = make_cookie();
 	spb__link_key = make_cookie();
 	spb__counter_extra = spb__heap_counter_sum;
 	spb__reclaim_hook = spb__heap_reclaim;
