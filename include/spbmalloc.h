@@ -70,8 +70,9 @@ void *spb_malloc_class(size_t size, spb_class_t cls, unsigned flags);
 int spb_set_thread_class(spb_class_t cls);
 spb_class_t spb_thread_class(void);
 /* Give every free pageblock and empty SPB back to the OS now, whatever the
- * decay delay, and collect what exited threads left. Returns pageblocks
- * released plus SPBs unmapped. (malloc_trim() calls this.) */
+ * decay delay, and the free pages inside pageblocks that are in use (which
+ * splits their huge pages), and collect what exited threads left. Returns
+ * pageblocks released plus SPBs unmapped. (malloc_trim() calls this.) */
 size_t spb_trim(void);
 
 #ifdef __cplusplus

@@ -101,8 +101,13 @@ size_t spb_trim(void)
 	uint64_t before = spb__counter_sum(PB_RELEASE) + spb__counter_sum(SPB_UNMAP);
 	/* "Now" far in the future: every pending release is due. */
 	uint64_t far = UINT64_MAX / 2;
-	for (int i = 0; i < spb__nr_zones; i++)
-		spb__zone_decay(&spb__zones[i], far);
+	for (int i = 0; i < spb__nr_zones; i++) {
+		struct spb_zone *z = &spb__zones[i];
+		spb__zone_lock(z);
+		spb__subrelease_all_locked(z);
+		spb__zone_unlock(z);
+		spb__zone_decay(z, far);
+	}
 	return (size_t)(spb__counter_sum(PB_RELEASE) + spb__counter_sum(SPB_UNMAP) - before);
 }
 

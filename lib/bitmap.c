@@ -122,3 +122,26 @@ unsigned spb__map_longest_run(const spb_map512_t *m)
 	}
 	return best;
 }
+
+unsigned spb__map_count_range(const spb_map512_t *m, unsigned start, unsigned n)
+{
+	unsigned c = 0, end = start + n;
+	while (start < end) {
+		unsigned w = start >> 6, lo = start & 63;
+		unsigned hi = (end - (w << 6)) < 64 ? end - (w << 6) : 64;
+		c += (unsigned)__builtin_popcountll(m->w[w] & mask_range(lo, hi));
+		start = (w << 6) + hi;
+	}
+	return c;
+}
+
+unsigned spb__map_next_run(const spb_map512_t *m, unsigned *pos)
+{
+	unsigned s = next_set(m, *pos);
+	if (s >= NBITS) {
+		*pos = NBITS;
+		return NBITS;
+	}
+	*pos = next_clear(m, s);
+	return s;
+}

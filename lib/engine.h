@@ -62,11 +62,19 @@ struct spb_pageblock {
 	uint16_t zero_hwm;   /* RUNS: pages at or above this were never handed out */
 	uint16_t nr_free;    /* RUNS: free pages */
 	uint16_t longest;    /* RUNS: longest free run (pages) */
+	uint16_t nr_released; /* RUNS: free pages given back to the OS (subrelease.c) */
+	uint8_t nohuge;      /* MADV_NOHUGEPAGE since a subrelease: advise again at claim */
+	uint8_t holding;     /* RUNS: free pages held out of free_map for a subrelease */
+	uint8_t sparse;      /* RUNS: on the zone's sparse FIFO */
 	uint32_t multi_npb;  /* MULTI_HEAD: pageblocks in the run */
 	uint64_t freed_at;   /* ms, when it went free (decay) */
+	uint64_t sparse_since; /* ms, when it became sparse (subrelease) */
 	struct spb *owner;
 	struct spb_link link;  /* RUNS: spb->partial[cls]; free+dirty: zone->dirty */
 	spb_map512_t free_map; /* RUNS: bit set = page free */
+	spb_map512_t released_map; /* RUNS: free and given back (subset of free_map) */
+	spb_map512_t held_map; /* RUNS: being given back, out of free_map meanwhile */
+	struct spb_link sparse_link; /* RUNS, sparse: zone->sparse */
 	uint16_t run_len[SPB_PAGES_PER_PB]; /* RUNS: pages in the run starting here */
 };
 
@@ -127,6 +135,8 @@ struct spb_zone {
 	uint64_t next_decay;        /* ms: earliest pending release, or UINT64_MAX */
 	struct spb_link lists[SPB_NR_CATS][SPB_NR_FULLNESS];
 	struct spb_link dirty;      /* free pageblocks holding memory, oldest first */
+	struct spb_link sparse;     /* RUNS pageblocks with free memory to give back, oldest first */
+	uint64_t released_pages;    /* free pages of RUNS pageblocks given back (gauge) */
 	struct spb_link emptyq;     /* empty SPBs, oldest first */
 	struct spb_link dead;       /* unmapped SPB descriptors, kept for reuse */
 	struct spb_link large_spare; /* descriptors of unmapped large mappings, for reuse */
@@ -179,6 +189,8 @@ void spb__zone_decay_tick(struct spb_zone *z) SPB_HIDDEN;
  * it. prefork waits until no window is open; postfork undoes it. */
 void spb__zone_window_enter(struct spb_zone *z) SPB_HIDDEN;
 void spb__zone_window_exit(struct spb_zone *z) SPB_HIDDEN;
+/* Close a window with the lock held (a pass that opened one). */
+void spb__zone_window_close_locked(struct spb_zone *z) SPB_HIDDEN;
 void spb__zone_prefork(struct spb_zone *z) SPB_HIDDEN;
 void spb__zone_postfork(struct spb_zone *z, bool child) SPB_HIDDEN;
 
@@ -220,6 +232,23 @@ unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned pg,
 			       unsigned n_new) SPB_HIDDEN;
 
+/* ---- subrelease.c ---- */
+/* After a RUNS pageblock's free pages changed: queue it for a subrelease
+ * when enough of them hold memory, or take it off the queue. */
+void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb) SPB_HIDDEN;
+/* A run [pg, pg+n) was handed out: the given-back pages in it are memory
+ * again (counted), and the pageblock's queue state follows. */
+void spb__sparse_run_taken_locked(struct spb_zone *z, struct spb_pageblock *pb,
+				  unsigned pg, unsigned n) SPB_HIDDEN;
+/* A RUNS pageblock is claimed (fresh state) or was claimed back to FREE. */
+void spb__sparse_reset_locked(struct spb_zone *z, struct spb_pageblock *pb) SPB_HIDDEN;
+/* Give back the free pages of the sparse pageblocks that are due, in at
+ * most max_calls system calls, the lock dropped around them (one window). */
+void spb__subrelease_due_locked(struct spb_zone *z, uint64_t now, uint32_t max_calls) SPB_HIDDEN;
+/* spb_trim: queue every RUNS pageblock with free memory, due at once. */
+void spb__subrelease_all_locked(struct spb_zone *z) SPB_HIDDEN;
+/* ms when the oldest sparse pageblock is due (list not empty). */
+uint64_t spb__subrelease_due(const struct spb_zone *z) SPB_HIDDEN;
 /* ---- steer.c ---- */
 /* was_zero (may be NULL): set when the run is known to read as zero. */
 void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,

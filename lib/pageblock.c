@@ -10,6 +10,31 @@
  */
 #include "engine.h"
 
+/* A subrelease (subrelease.c) left the pageblock MADV_NOHUGEPAGE: on a
+ * THP SPB, ask for huge pages again; if the kernel refuses, it stays on
+ * 4 KiB pages (counted). A hugetlb page mapped over it made it moot. */
+static void readvise_huge_locked(struct spb_zone *z, struct spb *s,
+				 struct spb_pageblock *pb, unsigned j)
+{
+	if (pb->rung == SPB_RUNG_HUGETLB_2M || pb->rung == SPB_RUNG_HUGETLB_1G ||
+	    s->rung != SPB_RUNG_THP) {
+		pb->nohuge = 0;
+		return;
+	}
+	uint8_t r = SPB_RUNG_4K;
+	if (spb__os_advise_hugepage(spb__pb_addr(s, j), SPB_PB_SIZE)) {
+		r = SPB_RUNG_THP;
+		pb->nohuge = 0;
+	} else {
+		z->counters[THP_ADVISE_FAIL]++;
+	}
+	if (r != pb->rung) {
+		z->pb_by_rung[pb->rung]--;
+		z->pb_by_rung[r]++;
+		pb->rung = r;
+	}
+}
+
 bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
 			  unsigned mode)
 {
@@ -30,6 +55,8 @@ bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
 			z->pb_by_rung[SPB_RUNG_NONE]--;
 			z->pb_by_rung[pb->rung]++;
 		}
+		if (pb->nohuge)
+			readvise_huge_locked(z, s, pb, j);
 		all_zero = all_zero && pb->zero;
 		pb->zero = 0;
 		pb->cls = (uint8_t)cls;
@@ -58,6 +85,7 @@ void spb__pb_unclaim_locked(struct spb *s, unsigned i, unsigned n)
 	z->counters[PB_UNCLAIM] += n;
 	for (unsigned j = i; j < i + n; j++) {
 		struct spb_pageblock *pb = &s->pb[j];
+		spb__sparse_reset_locked(z, pb);
 		s->nr_class_pb[pb->cls]--;
 		z->pb_by_class[pb->cls]--;
 		pb->cls = SPB_PB_FREE;
@@ -92,6 +120,7 @@ int spb__pb_run_alloc_locked(struct spb *s, struct spb_pageblock *pb, unsigned n
 	if (pb->nr_free == 0)
 		spb__list_del(&pb->link);
 	s->zone->counters[RUN_ALLOC]++;
+	spb__sparse_run_taken_locked(s->zone, pb, pg, n);
 	spb__spb_update_locked(s);
 	return at;
 }
@@ -120,6 +149,7 @@ unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 		s->nr_partial_free[pb->cls] -= SPB_PAGES_PER_PB;
 		spb__pb_unclaim_locked(s, spb__pb_index(s, pb), 1);
 	} else {
+		spb__sparse_update_locked(s->zone, pb);
 		spb__spb_update_locked(s);
 	}
 	return n;
@@ -144,6 +174,7 @@ bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned
 			spb__list_del(&pb->link);
 		if (pg + n_new > pb->zero_hwm)
 			pb->zero_hwm = (uint16_t)(pg + n_new);
+		spb__sparse_run_taken_locked(s->zone, pb, pg + n, d);
 	} else {
 		unsigned d = n - n_new;
 		spb__map_set_range(&pb->free_map, pg + n_new, d);
@@ -152,6 +183,7 @@ bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned
 		pb->nr_free += d;
 		s->nr_partial_free[pb->cls] += d;
 		s->nr_used_pages -= d;
+		spb__sparse_update_locked(s->zone, pb);
 	}
 	pb->run_len[pg] = (uint16_t)n_new;
 	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);

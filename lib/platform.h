@@ -43,9 +43,9 @@ enum spb_os_call {
 	SPB_OS_MMAP_META,       /* mmap of metadata (descriptors, heaps, span pools) */
 	SPB_OS_MUNMAP,          /* munmap: reservation trims, SPBs, large mappings */
 	SPB_OS_MADV_HUGEPAGE,   /* madvise MADV_HUGEPAGE (the THP rung) */
-	SPB_OS_MADV_NOHUGEPAGE, /* madvise MADV_NOHUGEPAGE (metadata) */
+	SPB_OS_MADV_NOHUGEPAGE, /* madvise MADV_NOHUGEPAGE (metadata, a subrelease) */
 	SPB_OS_MADV_COLLAPSE,   /* madvise MADV_COLLAPSE */
-	SPB_OS_MADV_DONTNEED,   /* madvise MADV_DONTNEED: releases, descriptor zeroing */
+	SPB_OS_MADV_DONTNEED,   /* madvise MADV_DONTNEED: releases, subreleases, descriptor zeroing */
 	SPB_OS_MBIND,           /* mbind MPOL_PREFERRED: an SPB or large mapping to its node */
 	SPB_OS_NR_CALLS
 };
@@ -190,6 +190,11 @@ bool spb__map_range_any_set(const spb_map512_t *m, unsigned start,
 int spb__map_find_run(const spb_map512_t *m, unsigned n, unsigned align) SPB_HIDDEN;
 /* Length of the longest run of set bits. */
 unsigned spb__map_longest_run(const spb_map512_t *m) SPB_HIDDEN;
+/* Set bits in [start, start+n). */
+unsigned spb__map_count_range(const spb_map512_t *m, unsigned start, unsigned n) SPB_HIDDEN;
+/* The first run of set bits at or after *pos: returns its start (and sets
+ * *pos past its end), or 512 when there is none. */
+unsigned spb__map_next_run(const spb_map512_t *m, unsigned *pos) SPB_HIDDEN;
 static inline bool spb__map_test(const spb_map512_t *m, unsigned i)
 {
 	return (m->w[i >> 6] >> (i & 63)) & 1;

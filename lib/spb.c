@@ -91,6 +91,7 @@ static void spb_init_locked(struct spb_zone *z, struct spb *s, void *base,
 		pb->owner = s;
 		pb->zero = 1;
 		pb->rung = rung == SPB_RUNG_HUGETLB_1G ? rung : SPB_RUNG_NONE;
+		pb->nohuge = 0; /* a fresh mapping: the SPB's advice holds */
 	}
 	z->pb_by_rung[rung == SPB_RUNG_HUGETLB_1G ? rung : SPB_RUNG_NONE] +=
 		SPB_PB_PER_SPB;

@@ -173,7 +173,7 @@ static void collect_spb_locked(const struct spb *s, struct spb_stats_gauges *g,
 
 /* One zone, under its lock: its gauges, then every SPB on its lists. */
 static uint32_t collect_zone(struct spb_zone *z, uint16_t zi,
-			     struct spb_stats_gauges *g,
+			     struct spb_stats_gauges *g, uint64_t *released,
 			     struct spb_stats_spb *spbs, uint32_t n, uint32_t max)
 {
 	spb__zone_lock(z);
@@ -181,6 +181,7 @@ static uint32_t collect_zone(struct spb_zone *z, uint16_t zi,
 	g->tainted_free_pb += z->tainted_free_pb;
 	g->tainted_reserve += spb__zone_reserve(z);
 	g->large_bytes += z->large_bytes;
+	*released += z->released_pages;
 	for (int c = 0; c < SPB_NR_CLASSES; c++)
 		g->pb_by_class[c] += z->pb_by_class[c];
 	for (int r = 0; r < SPB_NR_RUNGS; r++)
@@ -207,16 +208,17 @@ void spb__stats_collect(struct spb_stats_gauges *g, uint64_t *counters,
 {
 	memset(g, 0, sizeof *g);
 	uint32_t n = 0;
+	uint64_t released = 0; /* pages of RUNS pageblocks given back */
 	int nz = __atomic_load_n(&spb__nr_zones, __ATOMIC_ACQUIRE);
 	for (int i = 0; i < nz; i++)
-		n = collect_zone(&spb__zones[i], (uint16_t)i, g, spbs, n, max);
+		n = collect_zone(&spb__zones[i], (uint16_t)i, g, &released, spbs, n, max);
 	g->nr_zones = (uint32_t)nz;
 	g->nr_spbs_mapped = n;
 	uint64_t mapped_pb = 0;
 	for (int r = 0; r < SPB_NR_RUNGS; r++)
 		if (r != SPB_RUNG_NONE)
 			mapped_pb += g->pb_by_rung[r];
-	g->mapped_bytes = mapped_pb * SPB_PB_SIZE + g->large_bytes;
+	g->mapped_bytes = mapped_pb * SPB_PB_SIZE - released * SPB_PAGE_SIZE + g->large_bytes;
 	g->reserved_bytes = (uint64_t)g->nr_spbs * SPB_SPB_SIZE + g->large_bytes;
 	for (int c = 0; c < SPB_NR_COUNTERS; c++)
 		counters[c] = spb__counter_sum((enum spb_counter)c);

@@ -141,9 +141,12 @@ static enum claim_result claim(struct spb_zone *z, unsigned npb, unsigned align,
 }
 
 /* Pass 1 for page runs: a partial pageblock of the class, fullest SPB
- * first; movable looks at clean SPBs before tainted ones. */
-static void *run_from_partials(struct spb_zone *z, unsigned npages, unsigned align,
-			       unsigned cls, bool *zero)
+ * first; movable looks at clean SPBs before tainted ones. Pageblocks a
+ * subrelease split (subrelease.c) come last: their free pages fault in
+ * one by one and they are off huge pages, while filling the others keeps
+ * the huge pages dense. */
+static void *run_from_partials_pass(struct spb_zone *z, unsigned npages, unsigned align,
+				    unsigned cls, bool split_ok, bool *saw_split, bool *zero)
 {
 	static const unsigned movable_cats[] = {SPB_CAT_CLEAN, SPB_CAT_TAINTED};
 	static const unsigned other_cats[] = {SPB_CAT_TAINTED};
@@ -160,6 +163,10 @@ static void *run_from_partials(struct spb_zone *z, unsigned npages, unsigned ali
 				for (struct spb_link *q = ph->next; q != ph; q = q->next) {
 					struct spb_pageblock *pb =
 						spb__container_of(q, struct spb_pageblock, link);
+					if (pb->nohuge != split_ok) {
+						*saw_split |= pb->nohuge && pb->longest >= npages;
+						continue;
+					}
 					int at = spb__pb_run_alloc_locked(s, pb, npages, align, zero);
 					if (at >= 0)
 						return (char *)spb__pb_addr(s, spb__pb_index(s, pb)) +
@@ -168,6 +175,16 @@ static void *run_from_partials(struct spb_zone *z, unsigned npages, unsigned ali
 			}
 		}
 	return NULL;
+}
+
+static void *run_from_partials(struct spb_zone *z, unsigned npages, unsigned align,
+			       unsigned cls, bool *zero)
+{
+	bool saw_split = false;
+	void *p = run_from_partials_pass(z, npages, align, cls, false, &saw_split, zero);
+	if (!p && saw_split)
+		p = run_from_partials_pass(z, npages, align, cls, true, &saw_split, zero);
+	return p;
 }
 
 /* Unlock (running the evacuation hook if the reserve was crossed), set errno. */

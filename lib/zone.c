@@ -35,6 +35,7 @@ static void zone_init(struct spb_zone *z, int node)
 		for (int f = 0; f < SPB_NR_FULLNESS; f++)
 			spb__list_init(&z->lists[c][f]);
 	spb__list_init(&z->dirty);
+	spb__list_init(&z->sparse);
 	spb__list_init(&z->emptyq);
 	spb__list_init(&z->dead);
 	spb__list_init(&z->large_spare);
@@ -94,7 +95,7 @@ void spb__zone_window_enter(struct spb_zone *z)
 	spb__zone_unlock(z);
 }
 
-static void window_close_locked(struct spb_zone *z)
+void spb__zone_window_close_locked(struct spb_zone *z)
 {
 	if (--z->nr_windows == 0 && z->fork_pending)
 		pthread_cond_broadcast(&z->windows_cv);
@@ -103,7 +104,7 @@ static void window_close_locked(struct spb_zone *z)
 void spb__zone_window_exit(struct spb_zone *z)
 {
 	spb__zone_lock(z);
-	window_close_locked(z);
+	spb__zone_window_close_locked(z);
 }
 
 /* fork: take the lock, and wait (lock released meanwhile) until no thread
@@ -289,7 +290,7 @@ static void release_due_locked(struct spb_zone *z, uint64_t now, unsigned max_ro
 		unbusy_locked(z, pb, pb->rung);
 	}
 	if (in_window)
-		window_close_locked(z);
+		spb__zone_window_close_locked(z);
 }
 
 static void unmap_due_locked(struct spb_zone *z, uint64_t now, unsigned max)
@@ -317,6 +318,8 @@ static void recompute_next_locked(struct spb_zone *z)
 		if (due_at(s->empty_since) < next)
 			next = due_at(s->empty_since);
 	}
+	if (!spb__list_empty(&z->sparse) && spb__subrelease_due(z) < next)
+		next = spb__subrelease_due(z);
 	if (!spb__list_empty(&z->large_retry)) {
 		uint64_t l = spb__large_retry_due(z);
 		if (l < next)
@@ -325,8 +328,9 @@ static void recompute_next_locked(struct spb_zone *z)
 	__atomic_store_n(&z->next_decay, next, __ATOMIC_RELAXED);
 }
 
-/* A pass over what is due: at most max_unmaps SPB unmaps and max_rounds
- * rounds of RELEASE_BATCH pageblock releases (UINT_MAX: everything). */
+/* A pass over what is due: at most max_unmaps SPB unmaps, max_rounds
+ * rounds of RELEASE_BATCH pageblock releases and as many subrelease
+ * system calls (UINT_MAX: everything). */
 static uint64_t decay_pass(struct spb_zone *z, uint64_t now, unsigned max_unmaps,
 			   unsigned max_rounds)
 {
@@ -340,6 +344,8 @@ static uint64_t decay_pass(struct spb_zone *z, uint64_t now, unsigned max_unmaps
 	 * pageblocks one by one and then unmapping it. */
 	unmap_due_locked(z, now, max_unmaps);
 	release_due_locked(z, now, max_rounds);
+	spb__subrelease_due_locked(z, now, max_rounds == UINT32_MAX ? UINT32_MAX
+								  : max_rounds * RELEASE_BATCH);
 	if (!spb__list_empty(&z->large_retry))
 		spb__large_retry_locked(z, now);
 	recompute_next_locked(z);
@@ -358,7 +364,8 @@ uint64_t spb__zone_decay(struct spb_zone *z, uint64_t now)
  * sleeps until the earliest release is due, so here it is only woken when
  * a release is overdue (it slept on an older deadline). Without it
  * (SPBMALLOC_BG=0, or a forked child before its thread restarts) the
- * caller does a bounded share: one SPB unmap and one batch of releases. */
+ * caller does a bounded share: one SPB unmap, one batch of releases and
+ * as many subrelease calls. */
 void spb__zone_decay_tick(struct spb_zone *z)
 {
 	uint64_t next = __atomic_load_n(&z->next_decay, __ATOMIC_RELAXED);

@@ -18,6 +18,7 @@ struct zc {
 	int errs;
 	uint64_t class_pb[SPB_NR_CLASSES], rung_pb[SPB_NR_RUNGS];
 	uint64_t runs, multis, dirty_flags, tainted_free, spbs, by_cat[SPB_NR_CATS];
+	uint64_t released, sparse_flags;
 };
 
 #define ZC_FAIL(c, ...)                                                        \
@@ -38,8 +39,25 @@ static inline bool zc_bit(const spb_map512_t *m, unsigned i)
 static uint32_t zc_runs_pb(struct zc *c, struct spb *s, unsigned i)
 {
 	struct spb_pageblock *pb = &s->pb[i];
-	unsigned nfree = 0, longest = 0, cur = 0;
+	unsigned nfree = 0, longest = 0, cur = 0, released = 0;
 	uint32_t used = 0;
+	/* Subrelease (subrelease.c): given-back pages are free pages; pages
+	 * held for a release in progress are out of the free map, in no run. */
+	for (unsigned g = 0; g < SPB_PAGES_PER_PB; g++) {
+		bool fr = zc_bit(&pb->free_map, g), rel = zc_bit(&pb->released_map, g);
+		bool held = zc_bit(&pb->held_map, g);
+		released += rel;
+		if (rel && !fr)
+			ZC_FAIL(c, "pb %u page %u: given back but not free", i, g);
+		if (held && (fr || rel || !pb->holding))
+			ZC_FAIL(c, "pb %u page %u: held (holding %u) yet free %d or released %d",
+				i, g, pb->holding, fr, rel);
+	}
+	if (released != pb->nr_released)
+		ZC_FAIL(c, "pb %u: nr_released %u, map says %u", i, pb->nr_released, released);
+	if (released && pb->rung != SPB_RUNG_THP && pb->rung != SPB_RUNG_4K)
+		ZC_FAIL(c, "pb %u: pages given back on rung %u", i, pb->rung);
+	c->released += released;
 	for (unsigned g = 0; g < SPB_PAGES_PER_PB; g++) {
 		if (zc_bit(&pb->free_map, g)) {
 			nfree++;
@@ -58,6 +76,10 @@ static uint32_t zc_runs_pb(struct zc *c, struct spb *s, unsigned i)
 	if (pb->zero_hwm > SPB_PAGES_PER_PB)
 		ZC_FAIL(c, "pb %u: zero_hwm %u", i, pb->zero_hwm);
 	for (unsigned g = 0; g < SPB_PAGES_PER_PB;) {
+		if (zc_bit(&pb->held_map, g)) {
+			g++;
+			continue;
+		}
 		if (zc_bit(&pb->free_map, g)) {
 			if (pb->run_len[g])
 				ZC_FAIL(c, "pb %u page %u: free but run_len %u", i, g, pb->run_len[g]);
@@ -121,6 +143,13 @@ static void zc_spb(struct zc *c, struct spb *s, unsigned cat, unsigned full)
 	for (unsigned i = 0; i < SPB_PB_PER_SPB; i++) {
 		struct spb_pageblock *pb = &s->pb[i];
 		c->rung_pb[pb->rung < SPB_NR_RUNGS ? pb->rung : 0]++;
+		c->sparse_flags += pb->sparse;
+		if (pb->mode != SPB_PB_MODE_RUNS &&
+		    (pb->nr_released || pb->sparse || pb->holding))
+			ZC_FAIL(c, "pb %u: mode %u with released %u sparse %u holding %u", i,
+				pb->mode, pb->nr_released, pb->sparse, pb->holding);
+		if (pb->sparse && pb->holding)
+			ZC_FAIL(c, "pb %u: on the sparse FIFO while held", i);
 		if (pb->owner != s)
 			ZC_FAIL(c, "pb %u: owner wrong", i);
 		if (zc_bit(&s->free_pb_map, i) != (pb->cls == SPB_PB_FREE))
@@ -260,6 +289,32 @@ static void zc_fifos(struct zc *c)
 	if (n != c->by_cat[SPB_CAT_EMPTY])
 		ZC_FAIL(c, "emptyq has %llu, %llu SPBs empty", (unsigned long long)n,
 			(unsigned long long)c->by_cat[SPB_CAT_EMPTY]);
+	/* The sparse FIFO (subrelease.c): RUNS pageblocks flagged sparse,
+	 * oldest first. */
+	n = 0;
+	last = 0;
+	for (struct spb_link *l = z->sparse.next; l != &z->sparse; l = l->next) {
+		struct spb_pageblock *pb = spb__container_of(l, struct spb_pageblock, sparse_link);
+		if (++n > c->spbs * SPB_PB_PER_SPB + 1) {
+			ZC_FAIL(c, "sparse list loops");
+			return;
+		}
+		if (!pb->sparse || pb->mode != SPB_PB_MODE_RUNS || pb->cls >= SPB_NR_CLASSES ||
+		    pb->nr_free == SPB_PAGES_PER_PB || !pb->owner || pb->owner->zone != z)
+			ZC_FAIL(c, "sparse list: bad entry (sparse %u mode %u cls %u free %u)",
+				pb->sparse, pb->mode, pb->cls, pb->nr_free);
+		if (pb->sparse_since < last)
+			ZC_FAIL(c, "sparse list not oldest first");
+		last = pb->sparse_since;
+		if (n == 1 && z->next_decay > pb->sparse_since + (uint64_t)spb__opt(OPT_DECAY_MS))
+			ZC_FAIL(c, "next_decay later than the oldest sparse pageblock");
+	}
+	if (n != c->sparse_flags)
+		ZC_FAIL(c, "sparse list has %llu entries, %llu pageblocks flagged",
+			(unsigned long long)n, (unsigned long long)c->sparse_flags);
+	if (c->released != z->released_pages)
+		ZC_FAIL(c, "released_pages %llu, walk %llu", (unsigned long long)z->released_pages,
+			(unsigned long long)c->released);
 }
 
 static void zc_zone_totals(struct zc *c)

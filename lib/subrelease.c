@@ -1,0 +1,271 @@
+/*
+ * subrelease.c — giving back the free pages inside sparse pageblocks.
+ *
+ * A pageblock of page runs goes back to its SPB, and its memory to the OS,
+ * only when it is entirely free. A few long-lived runs left among freed
+ * ones (a server's values between its transient buffers) would keep whole
+ * 2 MiB huge pages resident for a few KiB each, and RSS would creep up
+ * over days of churn while the live bytes stay flat. So a RUNS pageblock
+ * whose free pages still holding memory make up SPBMALLOC_SUBRELEASE_PCT
+ * of it goes on the zone's sparse FIFO; once it has stayed there for the
+ * decay delay, the decay pass gives those pages back (MADV_DONTNEED),
+ * after MADV_NOHUGEPAGE on the pageblock so that khugepaged does not fold
+ * it into a huge page again. This splits its huge page: the price of
+ * bounding RSS, paid only by pageblocks that stayed sparse. The placement
+ * (steer.c) then prefers pageblocks still on huge pages, and a later
+ * claim of the pageblock advises MADV_HUGEPAGE again (pageblock.c).
+ * Hugetlb pageblocks cannot be split and are never queued.
+ *
+ * While the system calls run without the zone lock, the pages being given
+ * back are out of the free map (held_map) and the pageblock is "holding":
+ * nobody allocates them, and the pageblock cannot become entirely free and
+ * change hands. The pass is a window: fork waits for it.
+ */
+#include <string.h>
+
+#include "engine.h"
+
+#define SUBRELEASE_BATCH 8 /* pageblocks per round of system calls */
+
+static bool splittable(const struct spb_pageblock *pb)
+{
+	return pb->rung == SPB_RUNG_THP || pb->rung == SPB_RUNG_4K;
+}
+
+static void sparse_del(struct spb_pageblock *pb)
+{
+	if (pb->sparse) {
+		spb__list_del(&pb->sparse_link);
+		pb->sparse = 0;
+	}
+}
+
+/* The FIFO is in sparse_since order: at the tail with "now", at the head
+ * with 0 (spb_trim: due at once). */
+static void sparse_add(struct spb_zone *z, struct spb_pageblock *pb, uint64_t since)
+{
+	pb->sparse = 1;
+	pb->sparse_since = since;
+	if (since)
+		spb__list_add_tail(&z->sparse, &pb->sparse_link);
+	else
+		spb__list_add_head(&z->sparse, &pb->sparse_link);
+	uint64_t due = since + (uint64_t)spb__opt(OPT_DECAY_MS);
+	if (due < z->next_decay)
+		__atomic_store_n(&z->next_decay, due, __ATOMIC_RELAXED);
+}
+
+void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
+{
+	if (pb->holding)
+		return; /* the pass that holds it decides when it is done */
+	unsigned pct = (unsigned)spb__opt(OPT_SUBRELEASE_PCT);
+	unsigned resident_free = (unsigned)pb->nr_free - pb->nr_released;
+	bool want = pct && pb->cls < SPB_NR_CLASSES && pb->mode == SPB_PB_MODE_RUNS &&
+		    splittable(pb) && pb->nr_free < SPB_PAGES_PER_PB &&
+		    resident_free * 100 >= pct * SPB_PAGES_PER_PB;
+	if (want && !pb->sparse)
+		sparse_add(z, pb, spb__os_now_ms());
+	else if (!want)
+		sparse_del(pb);
+}
+
+void spb__sparse_run_taken_locked(struct spb_zone *z, struct spb_pageblock *pb,
+				  unsigned pg, unsigned n)
+{
+	if (pb->nr_released) {
+		unsigned r = spb__map_count_range(&pb->released_map, pg, n);
+		if (r) {
+			spb__map_clear_range(&pb->released_map, pg, n);
+			pb->nr_released = (uint16_t)(pb->nr_released - r);
+			z->released_pages -= r;
+			z->counters[SUBRELEASE_REUSE] += r;
+		}
+	}
+	spb__sparse_update_locked(z, pb);
+}
+
+void spb__sparse_reset_locked(struct spb_zone *z, struct spb_pageblock *pb)
+{
+	sparse_del(pb);
+	z->released_pages -= pb->nr_released;
+	pb->nr_released = 0;
+	memset(&pb->released_map, 0, sizeof pb->released_map);
+}
+
+uint64_t spb__subrelease_due(const struct spb_zone *z)
+{
+	const struct spb_pageblock *pb =
+		spb__container_of(z->sparse.next, struct spb_pageblock, sparse_link);
+	return pb->sparse_since + (uint64_t)spb__opt(OPT_DECAY_MS);
+}
+
+/* Take pb's resident free pages out of its free map: they are held until
+ * the system calls are done. */
+static void hold_locked(struct spb_pageblock *pb)
+{
+	struct spb *s = pb->owner;
+	unsigned held = 0;
+	for (unsigned w = 0; w < SPB_MAP_WORDS; w++) {
+		pb->held_map.w[w] = pb->free_map.w[w] & ~pb->released_map.w[w];
+		pb->free_map.w[w] &= ~pb->held_map.w[w];
+		held += (unsigned)__builtin_popcountll(pb->held_map.w[w]);
+	}
+	pb->holding = 1;
+	pb->nr_free = (uint16_t)(pb->nr_free - held);
+	s->nr_partial_free[pb->cls] -= held;
+	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
+	if (pb->nr_free == 0)
+		spb__list_del(&pb->link);
+}
+
+/* Without the lock: MADV_NOHUGEPAGE on the pageblock (a THP one, once),
+ * then MADV_DONTNEED on each held run; *given gets the runs the OS took
+ * (a refused one stays resident). Returns whether NOHUGEPAGE took. */
+static bool give_back(struct spb_pageblock *pb, spb_map512_t *given, uint64_t *counters,
+		      uint32_t *budget)
+{
+	struct spb *s = pb->owner;
+	char *base = spb__pb_addr(s, spb__pb_index(s, pb));
+	bool nohuge = pb->nohuge;
+	if (pb->rung == SPB_RUNG_THP && !nohuge && *budget) {
+		--*budget;
+		nohuge = spb__os_advise_nohugepage(base, SPB_PB_SIZE);
+		if (!nohuge) /* given back anyway: khugepaged may fold it again */
+			counters[SUBRELEASE_FAIL]++;
+	}
+	unsigned pos = 0, start;
+	while (*budget && (start = spb__map_next_run(&pb->held_map, &pos)) < SPB_PAGES_PER_PB) {
+		unsigned n = pos - start;
+		--*budget;
+		if (spb__os_dontneed(base + ((size_t)start << SPB_PAGE_SHIFT),
+				     (size_t)n << SPB_PAGE_SHIFT)) {
+			counters[SUBRELEASE_PAGES] += n;
+			spb__map_set_range(given, start, n);
+		} else {
+			counters[SUBRELEASE_FAIL]++;
+		}
+	}
+	return nohuge;
+}
+
+/* Back under the lock: every held page is free again, the given-back ones
+ * marked so. True when some were kept (the OS refused, or the pass ran
+ * out of budget): the caller queues it again. */
+static bool unhold_locked(struct spb_zone *z, struct spb_pageblock *pb, unsigned held,
+			  const spb_map512_t *ok, bool nohuge)
+{
+	struct spb *s = pb->owner;
+	unsigned given = 0;
+	for (unsigned w = 0; w < SPB_MAP_WORDS; w++) {
+		pb->free_map.w[w] |= pb->held_map.w[w];
+		pb->released_map.w[w] |= ok->w[w];
+		given += (unsigned)__builtin_popcountll(ok->w[w]);
+		pb->held_map.w[w] = 0;
+	}
+	if (pb->nr_free == 0)
+		spb__list_add_tail(&s->partial[pb->cls], &pb->link);
+	pb->nr_free = (uint16_t)(pb->nr_free + held);
+	s->nr_partial_free[pb->cls] += held;
+	pb->nr_released = (uint16_t)(pb->nr_released + given);
+	z->released_pages += given;
+	if (nohuge && !pb->nohuge) {
+		pb->nohuge = 1;
+		if (pb->rung == SPB_RUNG_THP) {
+			z->pb_by_rung[SPB_RUNG_THP]--;
+			z->pb_by_rung[SPB_RUNG_4K]++;
+			pb->rung = SPB_RUNG_4K;
+		}
+	}
+	pb->holding = 0;
+	if (given)
+		z->counters[SUBRELEASE]++;
+	if (pb->nr_free == SPB_PAGES_PER_PB) {
+		/* Its last runs were freed meanwhile: back to the SPB. */
+		spb__list_del(&pb->link);
+		s->nr_partial_free[pb->cls] -= SPB_PAGES_PER_PB;
+		spb__sparse_reset_locked(z, pb);
+		spb__pb_unclaim_locked(s, spb__pb_index(s, pb), 1);
+		return false;
+	}
+	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
+	spb__spb_update_locked(s);
+	return given < held;
+}
+
+void spb__subrelease_due_locked(struct spb_zone *z, uint64_t now, uint32_t max_calls)
+{
+	struct spb_pageblock *batch[SUBRELEASE_BATCH];
+	unsigned held[SUBRELEASE_BATCH];
+	bool nohuge[SUBRELEASE_BATCH];
+	spb_map512_t ok[SUBRELEASE_BATCH];
+	struct spb_link refused;
+	bool in_window = false;
+	spb__list_init(&refused);
+	while (max_calls && !z->fork_pending && !spb__list_empty(&z->sparse)) {
+		unsigned n = 0;
+		while (n < SUBRELEASE_BATCH && !spb__list_empty(&z->sparse)) {
+			struct spb_pageblock *pb = spb__container_of(
+				z->sparse.next, struct spb_pageblock, sparse_link);
+			if (spb__subrelease_due(z) > now)
+				break;
+			sparse_del(pb);
+			if (pb->nr_free == pb->nr_released)
+				continue; /* nothing resident to give back */
+			unsigned before = pb->nr_free;
+			hold_locked(pb);
+			held[n] = before - pb->nr_free;
+			batch[n++] = pb;
+		}
+		if (n == 0)
+			break;
+		uint64_t local[SPB_NR_COUNTERS] = {0};
+		if (!in_window)
+			z->nr_windows++;
+		in_window = true;
+		spb__zone_unlock(z);
+		memset(ok, 0, sizeof ok);
+		for (unsigned k = 0; k < n; k++)
+			nohuge[k] = give_back(batch[k], &ok[k], local, &max_calls);
+		spb__zone_lock(z);
+		for (unsigned k = 0; k < n; k++)
+			if (unhold_locked(z, batch[k], held[k], &ok[k], nohuge[k]))
+				spb__list_add_tail(&refused, &batch[k]->sparse_link);
+		for (int c = 0; c < SPB_NR_COUNTERS; c++)
+			z->counters[c] += local[c];
+	}
+	/* Refused, or past the budget: due again after the delay, not within this pass (a pass
+	 * with "now" far ahead, spb_trim's, would never end). */
+	while (!spb__list_empty(&refused)) {
+		struct spb_pageblock *pb =
+			spb__container_of(refused.next, struct spb_pageblock, sparse_link);
+		spb__list_del(&pb->sparse_link);
+		if (!pb->sparse && pb->cls < SPB_NR_CLASSES && pb->mode == SPB_PB_MODE_RUNS)
+			sparse_add(z, pb, spb__os_now_ms());
+	}
+	if (in_window)
+		spb__zone_window_close_locked(z);
+}
+
+void spb__subrelease_all_locked(struct spb_zone *z)
+{
+	for (int c = 0; c < SPB_NR_CATS; c++)
+		for (int f = 0; f < SPB_NR_FULLNESS; f++) {
+			struct spb_link *h = &z->lists[c][f];
+			for (struct spb_link *l = h->next; l != h; l = l->next) {
+				struct spb *s = spb__container_of(l, struct spb, link);
+				for (unsigned cls = 0; cls < SPB_NR_CLASSES; cls++) {
+					struct spb_link *ph = &s->partial[cls];
+					for (struct spb_link *q = ph->next; q != ph; q = q->next) {
+						struct spb_pageblock *pb = spb__container_of(
+							q, struct spb_pageblock, link);
+						if (pb->holding || !splittable(pb) ||
+						    pb->nr_free == pb->nr_released)
+							continue;
+						sparse_del(pb);
+						sparse_add(z, pb, 0);
+					}
+				}
+			}
+		}
+}
