@@ -65,7 +65,8 @@ struct spb_pageblock {
 	uint16_t nr_released; /* RUNS: free pages given back to the OS (subrelease.c) */
 	uint8_t nohuge;      /* MADV_NOHUGEPAGE since a subrelease: advise again at claim */
 	uint8_t holding;     /* RUNS: free pages held out of free_map for a subrelease */
-	uint8_t sparse;      /* RUNS: on the zone's sparse FIFO */
+	uint8_t sparse;      /* RUNS: 1 on the zone's sparse FIFO, 2 on its dense list */
+	uint8_t subrel_gen;  /* RUNS: bumped by each subrelease of it */
 	uint32_t multi_npb;  /* MULTI_HEAD: pageblocks in the run */
 	uint64_t freed_at;   /* ms, when it went free (decay) */
 	uint64_t sparse_since; /* ms, when it became sparse (subrelease) */
@@ -74,7 +75,7 @@ struct spb_pageblock {
 	spb_map512_t free_map; /* RUNS: bit set = page free */
 	spb_map512_t released_map; /* RUNS: free and given back (subset of free_map) */
 	spb_map512_t held_map; /* RUNS: being given back, out of free_map meanwhile */
-	struct spb_link sparse_link; /* RUNS, sparse: zone->sparse */
+	struct spb_link sparse_link; /* RUNS: zone->sparse or zone->dense */
 	uint16_t run_len[SPB_PAGES_PER_PB]; /* RUNS: pages in the run starting here */
 };
 
@@ -136,6 +137,7 @@ struct spb_zone {
 	struct spb_link lists[SPB_NR_CATS][SPB_NR_FULLNESS];
 	struct spb_link dirty;      /* free pageblocks holding memory, oldest first */
 	struct spb_link sparse;     /* RUNS pageblocks with free memory to give back, oldest first */
+	struct spb_link dense;      /* split RUNS pageblocks dense again: MADV_HUGEPAGE due */
 	uint64_t released_pages;    /* free pages of RUNS pageblocks given back (gauge) */
 	struct spb_link emptyq;     /* empty SPBs, oldest first */
 	struct spb_link dead;       /* unmapped SPB descriptors, kept for reuse */
@@ -247,7 +249,7 @@ void spb__sparse_reset_locked(struct spb_zone *z, struct spb_pageblock *pb) SPB_
 void spb__subrelease_due_locked(struct spb_zone *z, uint64_t now, uint32_t max_calls) SPB_HIDDEN;
 /* spb_trim: queue every RUNS pageblock with free memory, due at once. */
 void spb__subrelease_all_locked(struct spb_zone *z) SPB_HIDDEN;
-/* ms when the oldest sparse pageblock is due (list not empty). */
+/* ms when the next sparse or dense pageblock is due (UINT64_MAX: none). */
 uint64_t spb__subrelease_due(const struct spb_zone *z) SPB_HIDDEN;
 /* ---- steer.c ---- */
 /* was_zero (may be NULL): set when the run is known to read as zero. */

@@ -14,7 +14,11 @@
  * bounding RSS, paid only by pageblocks that stayed sparse. The placement
  * (steer.c) then prefers pageblocks still on huge pages, and a later
  * claim of the pageblock advises MADV_HUGEPAGE again (pageblock.c).
- * Hugetlb pageblocks cannot be split and are never queued.
+ * Hugetlb pageblocks cannot be split and are never queued. A split
+ * pageblock that fills up again (at most SPB_DENSE_PCT free) goes on the
+ * zone's dense list, and the next pass advises MADV_HUGEPAGE on it again
+ * (and MADV_COLLAPSE with SPBMALLOC_COLLAPSE=1): a long-running heap does
+ * not drift onto 4 KiB pages for good.
  *
  * While the system calls run without the zone lock, the pages being given
  * back are out of the free map (held_map) and the pageblock is "holding":
@@ -26,6 +30,7 @@
 #include "engine.h"
 
 #define SUBRELEASE_BATCH 8 /* pageblocks per round of system calls */
+#define SPB_DENSE_PCT 10    /* a split pageblock this full goes back on huge pages */
 
 static bool splittable(const struct spb_pageblock *pb)
 {
@@ -61,13 +66,24 @@ void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
 		return; /* the pass that holds it decides when it is done */
 	unsigned pct = (unsigned)spb__opt(OPT_SUBRELEASE_PCT);
 	unsigned resident_free = (unsigned)pb->nr_free - pb->nr_released;
-	bool want = pct && pb->cls < SPB_NR_CLASSES && pb->mode == SPB_PB_MODE_RUNS &&
-		    splittable(pb) && pb->nr_free < SPB_PAGES_PER_PB &&
-		    resident_free * 100 >= pct * SPB_PAGES_PER_PB;
-	if (want && !pb->sparse)
-		sparse_add(z, pb, spb__os_now_ms());
-	else if (!want)
+	bool runs = pb->cls < SPB_NR_CLASSES && pb->mode == SPB_PB_MODE_RUNS &&
+		    pb->nr_free < SPB_PAGES_PER_PB;
+	bool sparse = runs && pct && splittable(pb) &&
+		      resident_free * 100 >= pct * SPB_PAGES_PER_PB;
+	bool dense = runs && pb->nohuge && pb->nr_free * 100u <= SPB_DENSE_PCT * SPB_PAGES_PER_PB;
+	if (sparse && pb->sparse != 1) {
 		sparse_del(pb);
+		sparse_add(z, pb, spb__os_now_ms());
+	} else if (dense && pb->sparse != 2) {
+		sparse_del(pb);
+		pb->sparse = 2;
+		pb->sparse_since = spb__os_now_ms();
+		spb__list_add_tail(&z->dense, &pb->sparse_link);
+		if (pb->sparse_since < z->next_decay)
+			__atomic_store_n(&z->next_decay, pb->sparse_since, __ATOMIC_RELAXED);
+	} else if (!sparse && !dense) {
+		sparse_del(pb);
+	}
 }
 
 void spb__sparse_run_taken_locked(struct spb_zone *z, struct spb_pageblock *pb,
@@ -93,11 +109,74 @@ void spb__sparse_reset_locked(struct spb_zone *z, struct spb_pageblock *pb)
 	memset(&pb->released_map, 0, sizeof pb->released_map);
 }
 
-uint64_t spb__subrelease_due(const struct spb_zone *z)
+static uint64_t sparse_due(const struct spb_zone *z)
 {
 	const struct spb_pageblock *pb =
 		spb__container_of(z->sparse.next, struct spb_pageblock, sparse_link);
 	return pb->sparse_since + (uint64_t)spb__opt(OPT_DECAY_MS);
+}
+
+uint64_t spb__subrelease_due(const struct spb_zone *z)
+{
+	uint64_t due = spb__list_empty(&z->sparse) ? UINT64_MAX : sparse_due(z);
+	if (!spb__list_empty(&z->dense)) {
+		const struct spb_pageblock *pb =
+			spb__container_of(z->dense.next, struct spb_pageblock, sparse_link);
+		if (pb->sparse_since < due)
+			due = pb->sparse_since;
+	}
+	return due;
+}
+
+/* The dense list: MADV_HUGEPAGE again on split pageblocks that filled up,
+ * at most *budget calls. Nothing is held: advice does not touch the data.
+ * A pageblock that was split again meanwhile (subrel_gen moved) keeps
+ * its flag: its MADV_NOHUGEPAGE may have come after this advice. */
+static void rehuge_locked(struct spb_zone *z, uint32_t *budget)
+{
+	struct spb_pageblock *batch[SUBRELEASE_BATCH];
+	uint8_t gen[SUBRELEASE_BATCH];
+	bool ok[SUBRELEASE_BATCH];
+	while (*budget && !z->fork_pending && !spb__list_empty(&z->dense)) {
+		unsigned n = 0;
+		while (n < SUBRELEASE_BATCH && n < *budget && !spb__list_empty(&z->dense)) {
+			struct spb_pageblock *pb = spb__container_of(
+				z->dense.next, struct spb_pageblock, sparse_link);
+			sparse_del(pb);
+			gen[n] = pb->subrel_gen;
+			batch[n++] = pb;
+		}
+		*budget -= n;
+		uint64_t local[SPB_NR_COUNTERS] = {0};
+		z->nr_windows++;
+		spb__zone_unlock(z);
+		for (unsigned k = 0; k < n; k++) {
+			struct spb *s = batch[k]->owner;
+			void *a = spb__pb_addr(s, spb__pb_index(s, batch[k]));
+			ok[k] = spb__os_advise_hugepage(a, SPB_PB_SIZE);
+			if (!ok[k])
+				local[THP_ADVISE_FAIL]++;
+			else if (spb__opt(OPT_COLLAPSE) && !spb__os_collapse(a, SPB_PB_SIZE))
+				local[PB_COLLAPSE_FAIL]++;
+		}
+		spb__zone_lock(z);
+		spb__zone_window_close_locked(z);
+		for (unsigned k = 0; k < n; k++) {
+			struct spb_pageblock *pb = batch[k];
+			if (!ok[k] || pb->subrel_gen != gen[k] || !pb->nohuge)
+				continue;
+			pb->nohuge = 0;
+			z->counters[SUBRELEASE_REHUGE]++;
+			if (pb->rung == SPB_RUNG_4K) {
+				z->pb_by_rung[SPB_RUNG_4K]--;
+				z->pb_by_rung[SPB_RUNG_THP]++;
+				pb->rung = SPB_RUNG_THP;
+			}
+			spb__sparse_update_locked(z, pb);
+		}
+		for (int c = 0; c < SPB_NR_COUNTERS; c++)
+			z->counters[c] += local[c];
+	}
 }
 
 /* Take pb's resident free pages out of its free map: they are held until
@@ -178,8 +257,10 @@ static bool unhold_locked(struct spb_zone *z, struct spb_pageblock *pb, unsigned
 		}
 	}
 	pb->holding = 0;
-	if (given)
+	if (given) {
 		z->counters[SUBRELEASE]++;
+		pb->subrel_gen++;
+	}
 	if (pb->nr_free == SPB_PAGES_PER_PB) {
 		/* Its last runs were freed meanwhile: back to the SPB. */
 		spb__list_del(&pb->link);
@@ -202,12 +283,13 @@ void spb__subrelease_due_locked(struct spb_zone *z, uint64_t now, uint32_t max_c
 	struct spb_link refused;
 	bool in_window = false;
 	spb__list_init(&refused);
+	rehuge_locked(z, &max_calls);
 	while (max_calls && !z->fork_pending && !spb__list_empty(&z->sparse)) {
 		unsigned n = 0;
 		while (n < SUBRELEASE_BATCH && !spb__list_empty(&z->sparse)) {
 			struct spb_pageblock *pb = spb__container_of(
 				z->sparse.next, struct spb_pageblock, sparse_link);
-			if (spb__subrelease_due(z) > now)
+			if (sparse_due(z) > now)
 				break;
 			sparse_del(pb);
 			if (pb->nr_free == pb->nr_released)

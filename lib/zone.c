@@ -36,6 +36,7 @@ static void zone_init(struct spb_zone *z, int node)
 			spb__list_init(&z->lists[c][f]);
 	spb__list_init(&z->dirty);
 	spb__list_init(&z->sparse);
+	spb__list_init(&z->dense);
 	spb__list_init(&z->emptyq);
 	spb__list_init(&z->dead);
 	spb__list_init(&z->large_spare);
@@ -318,7 +319,7 @@ static void recompute_next_locked(struct spb_zone *z)
 		if (due_at(s->empty_since) < next)
 			next = due_at(s->empty_since);
 	}
-	if (!spb__list_empty(&z->sparse) && spb__subrelease_due(z) < next)
+	if (spb__subrelease_due(z) < next)
 		next = spb__subrelease_due(z);
 	if (!spb__list_empty(&z->large_retry)) {
 		uint64_t l = spb__large_retry_due(z);
@@ -340,6 +341,8 @@ static uint64_t decay_pass(struct spb_zone *z, uint64_t now, unsigned max_unmaps
 	 * with the delay of its time, and the delay can change. */
 	if (z->next_decay <= now)
 		z->counters[DECAY_RUN]++;
+	if (max_unmaps == 1) /* the bounded share of a malloc or free */
+		z->counters[DECAY_INLINE]++;
 	/* Whole SPBs first: unmapping one is cheaper than releasing its
 	 * pageblocks one by one and then unmapping it. */
 	unmap_due_locked(z, now, max_unmaps);
@@ -379,6 +382,5 @@ void spb__zone_decay_tick(struct spb_zone *z)
 			spb__bg_kick();
 		return;
 	}
-	z->counters[DECAY_INLINE]++;
 	decay_pass(z, now, 1, 1);
 }

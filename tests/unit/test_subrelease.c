@@ -53,15 +53,15 @@ static void fill_pb(char **r, unsigned cls)
 
 static struct {
 	char *runs[64];
-	volatile int stop;
-	unsigned long ops;
+	int stop;           /* atomic */
+	unsigned long ops;  /* atomic */
 } churn;
 
 static void *churner(void *arg)
 {
 	(void)arg;
 	unsigned seed = 12345;
-	while (!churn.stop) {
+	while (!__atomic_load_n(&churn.stop, __ATOMIC_ACQUIRE)) {
 		seed = seed * 1103515245u + 12345u;
 		unsigned i = (seed >> 8) % 64;
 		if (churn.runs[i]) {
@@ -80,7 +80,7 @@ static void *churner(void *arg)
 			stamp(p, spb_pages_usable_size(p), i * 7919u);
 			churn.runs[i] = p;
 		}
-		churn.ops++;
+		__atomic_fetch_add(&churn.ops, 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
 }
@@ -159,6 +159,38 @@ int main(void)
 	CHECK_EQ(z->released_pages, 23 * 16);
 	stamp(c, RUN, 77);
 	CHECK_ZONES();
+
+	/* ---- a split pageblock full again goes back on huge pages ---- */
+	if (rung == SPB_RUNG_THP) {
+		char *f[NRUNS];
+		unsigned nf = 0;
+		CHECK_EQ(pa->sparse, 0); /* its free pages are all given back */
+		while (pa->nr_free * 100u > 10u * SPB_PAGES_PER_PB) {
+			f[nf] = spb_pages_alloc(RUN, 0, SPB_MOVABLE, 0);
+			REQUIRE(f[nf] && pb_of(f[nf]) == pa);
+			nf++;
+		}
+		CHECK_EQ(pa->sparse, 2);
+		CHECK_EQ(pa->nohuge, 1);
+		CHECK_ZONES();
+		uint64_t rh = ctr(SUBRELEASE_REHUGE);
+		spb_decay(); /* due at once */
+		CHECK_EQ(ctr(SUBRELEASE_REHUGE), rh + 1);
+		CHECK_EQ(pa->nohuge, 0);
+		CHECK_EQ(pa->rung, SPB_RUNG_THP);
+		CHECK_EQ(pa->sparse, 0);
+		CHECK_ZONES();
+		/* Sparse again: split again after the delay. */
+		for (unsigned i = 0; i < nf; i++)
+			spb_pages_free(f[i]);
+		CHECK_EQ(pa->sparse, 1);
+		sleep_ms(250);
+		spb_decay();
+		CHECK_EQ(pa->nohuge, 1);
+		CHECK_EQ(pa->rung, SPB_RUNG_4K);
+		CHECK_EQ(pa->nr_released, pa->nr_free);
+		CHECK_ZONES();
+	}
 
 	/* ---- an emptied split pageblock is claimed on huge pages again ---- */
 	spb_pages_free(c);
@@ -250,9 +282,13 @@ int main(void)
 
 	/* ---- churn in the pageblocks while decay passes run ---- */
 	spb__option_set(OPT_DECAY_MS, 0);
+	/* The SPB never empties: zone_check cannot run while an unmap has it
+	 * off the lists (the churner's inline decay could unmap it). */
+	void *keeper = spb_pages_alloc(PG, 0, SPB_UNMOVABLE, 0);
+	REQUIRE(keeper);
+	uint64_t sub0 = ctr(SUBRELEASE); /* counters: read with no other thread */
 	pthread_t t;
 	REQUIRE(pthread_create(&t, NULL, churner, NULL) == 0);
-	uint64_t sub0 = ctr(SUBRELEASE);
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int k = 0;; k++) {
@@ -260,10 +296,11 @@ int main(void)
 		if (k % 2000 == 0)
 			CHECK_ZONES();
 		clock_gettime(CLOCK_MONOTONIC, &t1);
-		if (t1.tv_sec - t0.tv_sec >= 2 && churn.ops > 20000)
+		if (t1.tv_sec - t0.tv_sec >= 2 &&
+		    __atomic_load_n(&churn.ops, __ATOMIC_RELAXED) > 20000)
 			break;
 	}
-	churn.stop = 1;
+	__atomic_store_n(&churn.stop, 1, __ATOMIC_RELEASE);
 	pthread_join(t, NULL);
 	CHECK(ctr(SUBRELEASE) > sub0);
 	for (unsigned i = 0; i < 64; i++)
@@ -271,6 +308,7 @@ int main(void)
 			CHECK(stamped(churn.runs[i], spb_pages_usable_size(churn.runs[i]), i * 7919u));
 			spb_pages_free(churn.runs[i]);
 		}
+	spb_pages_free(keeper);
 	spb_decay();
 	CHECK_EQ(z->released_pages, 0);
 	CHECK_ZONES();

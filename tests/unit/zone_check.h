@@ -18,7 +18,7 @@ struct zc {
 	int errs;
 	uint64_t class_pb[SPB_NR_CLASSES], rung_pb[SPB_NR_RUNGS];
 	uint64_t runs, multis, dirty_flags, tainted_free, spbs, by_cat[SPB_NR_CATS];
-	uint64_t released, sparse_flags;
+	uint64_t released, sparse_flags, dense_flags;
 };
 
 #define ZC_FAIL(c, ...)                                                        \
@@ -143,7 +143,8 @@ static void zc_spb(struct zc *c, struct spb *s, unsigned cat, unsigned full)
 	for (unsigned i = 0; i < SPB_PB_PER_SPB; i++) {
 		struct spb_pageblock *pb = &s->pb[i];
 		c->rung_pb[pb->rung < SPB_NR_RUNGS ? pb->rung : 0]++;
-		c->sparse_flags += pb->sparse;
+		c->sparse_flags += pb->sparse == 1;
+		c->dense_flags += pb->sparse == 2;
 		if (pb->mode != SPB_PB_MODE_RUNS &&
 		    (pb->nr_released || pb->sparse || pb->holding))
 			ZC_FAIL(c, "pb %u: mode %u with released %u sparse %u holding %u", i,
@@ -299,7 +300,7 @@ static void zc_fifos(struct zc *c)
 			ZC_FAIL(c, "sparse list loops");
 			return;
 		}
-		if (!pb->sparse || pb->mode != SPB_PB_MODE_RUNS || pb->cls >= SPB_NR_CLASSES ||
+		if (pb->sparse != 1 || pb->mode != SPB_PB_MODE_RUNS || pb->cls >= SPB_NR_CLASSES ||
 		    pb->nr_free == SPB_PAGES_PER_PB || !pb->owner || pb->owner->zone != z)
 			ZC_FAIL(c, "sparse list: bad entry (sparse %u mode %u cls %u free %u)",
 				pb->sparse, pb->mode, pb->cls, pb->nr_free);
@@ -312,6 +313,24 @@ static void zc_fifos(struct zc *c)
 	if (n != c->sparse_flags)
 		ZC_FAIL(c, "sparse list has %llu entries, %llu pageblocks flagged",
 			(unsigned long long)n, (unsigned long long)c->sparse_flags);
+	/* The dense list: split pageblocks full again, due at once. */
+	n = 0;
+	for (struct spb_link *l = z->dense.next; l != &z->dense; l = l->next) {
+		struct spb_pageblock *pb = spb__container_of(l, struct spb_pageblock, sparse_link);
+		if (++n > c->spbs * SPB_PB_PER_SPB + 1) {
+			ZC_FAIL(c, "dense list loops");
+			return;
+		}
+		if (pb->sparse != 2 || !pb->nohuge || pb->mode != SPB_PB_MODE_RUNS ||
+		    pb->cls >= SPB_NR_CLASSES || !pb->owner || pb->owner->zone != z)
+			ZC_FAIL(c, "dense list: bad entry (sparse %u nohuge %u mode %u cls %u)",
+				pb->sparse, pb->nohuge, pb->mode, pb->cls);
+		if (n == 1 && z->next_decay > pb->sparse_since)
+			ZC_FAIL(c, "next_decay later than the first dense pageblock");
+	}
+	if (n != c->dense_flags)
+		ZC_FAIL(c, "dense list has %llu entries, %llu pageblocks flagged",
+			(unsigned long long)n, (unsigned long long)c->dense_flags);
 	if (c->released != z->released_pages)
 		ZC_FAIL(c, "released_pages %llu, walk %llu", (unsigned long long)z->released_pages,
 			(unsigned long long)c->released);
