@@ -1,8 +1,9 @@
 /*
  * engine.h — the region engine: superpageblocks (spb.c), pageblocks
- * (pageblock.c), zones and their decay (zone.c), the address map
- * (spbmap.c), allocation steering (steer.c), dedicated large mappings
- * (large.c) and counters (counters.c).
+ * (pageblock.c), zones and their decay (zone.c), the free pages of sparse
+ * pageblocks given back (subrelease.c), the address map (spbmap.c),
+ * allocation steering (steer.c), dedicated large mappings (large.c) and
+ * counters (counters.c).
  *
  * Memory layout. An SPB is a 1 GiB-aligned 1 GiB data area; its descriptor
  * (struct spb, with 512 struct pageblock) lives in a separate metadata
@@ -106,6 +107,7 @@ struct spb {
 	struct spb_link link;          /* zone->lists[category][fullness] */
 	struct spb_link empty_link;    /* zone->emptyq while empty */
 	struct spb_link partial[SPB_NR_CLASSES]; /* RUNS pbs with free pages */
+	spb_map512_t partial_map[SPB_NR_CLASSES]; /* the same, by index: lowest first */
 	spb_map512_t free_pb_map;      /* bit set = pageblock FREE */
 	spb_map512_t dirty_pb_map;     /* bit set = FREE and still holding memory */
 	struct spb_pageblock pb[SPB_PB_PER_SPB];
@@ -214,6 +216,19 @@ static inline void *spb__pb_addr(const struct spb *s, unsigned i)
 	return (void *)(s->r.base + ((uintptr_t)i << SPB_PB_SHIFT));
 }
 static inline bool spb__class_taints(unsigned cls) { return cls != SPB_MOVABLE; }
+/* A RUNS pageblock onto / off its SPB's partial list and map. */
+static inline void spb__partial_add(struct spb *s, struct spb_pageblock *pb)
+{
+	unsigned i = spb__pb_index(s, pb);
+	spb__list_add_tail(&s->partial[pb->cls], &pb->link);
+	s->partial_map[pb->cls].w[i >> 6] |= 1ull << (i & 63);
+}
+static inline void spb__partial_del(struct spb *s, struct spb_pageblock *pb)
+{
+	unsigned i = spb__pb_index(s, pb);
+	spb__list_del(&pb->link);
+	s->partial_map[pb->cls].w[i >> 6] &= ~(1ull << (i & 63));
+}
 
 /* ---- pageblock.c ---- */
 /* Tag n free pageblocks starting at i with cls (backing them first).

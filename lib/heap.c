@@ -267,17 +267,33 @@ static struct spb_span *adopt(struct spb_heap *h, unsigned bin)
 	return s;
 }
 
+/* Of the first REFILL_SCAN spans on the bin's available list, the one
+ * lowest in memory (jemalloc's slab order): allocation gathers in the
+ * low spans, so the others drain and go back, and long-running heaps do
+ * not spread over ever more pageblocks. */
+#define REFILL_SCAN 16
+static struct spb_span *lowest_avail(struct spb_heap *h, unsigned bin)
+{
+	struct spb_link *hd = &h->avail[bin];
+	struct spb_span *best = NULL;
+	unsigned n = 0;
+	for (struct spb_link *l = hd->next; l != hd && n < REFILL_SCAN; l = l->next, n++) {
+		struct spb_span *s = spb__container_of(l, struct spb_span, link);
+		if (!best || s->start < best->start)
+			best = s;
+	}
+	return best;
+}
+
 struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 {
 	drain_notify(h, true);
 	struct spb_span *s = h->bins[bin];
 	if (s != &empty_span && span_ready(h, s))
 		return s;
-	while (!spb__list_empty(&h->avail[bin])) {
-		s = spb__container_of(h->avail[bin].next, struct spb_span, link);
+	while ((s = lowest_avail(h, bin)) != NULL)
 		if (span_ready(h, s))
 			goto found;
-	}
 	while ((s = adopt(h, bin)) != NULL)
 		if (span_ready(h, s))
 			goto found;

@@ -73,7 +73,7 @@ bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
 		pb->longest = SPB_PAGES_PER_PB;
 		pb->zero_hwm = all_zero ? 0 : SPB_PAGES_PER_PB;
 		s->nr_partial_free[cls] += SPB_PAGES_PER_PB;
-		spb__list_add_tail(&s->partial[cls], &pb->link);
+		spb__partial_add(s, pb);
 	}
 	spb__spb_update_locked(s);
 	return all_zero;
@@ -118,7 +118,7 @@ int spb__pb_run_alloc_locked(struct spb *s, struct spb_pageblock *pb, unsigned n
 	s->nr_partial_free[pb->cls] -= n;
 	s->nr_used_pages += n;
 	if (pb->nr_free == 0)
-		spb__list_del(&pb->link);
+		spb__partial_del(s, pb);
 	s->zone->counters[RUN_ALLOC]++;
 	spb__sparse_run_taken_locked(s->zone, pb, pg, n);
 	spb__spb_update_locked(s);
@@ -137,7 +137,7 @@ unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 	pb->run_len[pg] = 0;
 	spb__map_set_range(&pb->free_map, pg, n);
 	if (pb->nr_free == 0)
-		spb__list_add_tail(&s->partial[pb->cls], &pb->link);
+		spb__partial_add(s, pb);
 	pb->nr_free += n;
 	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
 	s->nr_partial_free[pb->cls] += n;
@@ -145,7 +145,7 @@ unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 	s->zone->counters[RUN_FREE]++;
 	if (pb->nr_free == SPB_PAGES_PER_PB) {
 		/* Entirely free: back to the SPB, so another class may have it. */
-		spb__list_del(&pb->link);
+		spb__partial_del(s, pb);
 		s->nr_partial_free[pb->cls] -= SPB_PAGES_PER_PB;
 		spb__pb_unclaim_locked(s, spb__pb_index(s, pb), 1);
 	} else {
@@ -171,7 +171,7 @@ bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned
 		s->nr_partial_free[pb->cls] -= d;
 		s->nr_used_pages += d;
 		if (pb->nr_free == 0)
-			spb__list_del(&pb->link);
+			spb__partial_del(s, pb);
 		if (pg + n_new > pb->zero_hwm)
 			pb->zero_hwm = (uint16_t)(pg + n_new);
 		spb__sparse_run_taken_locked(s->zone, pb, pg + n, d);
@@ -179,7 +179,7 @@ bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned
 		unsigned d = n - n_new;
 		spb__map_set_range(&pb->free_map, pg + n_new, d);
 		if (pb->nr_free == 0)
-			spb__list_add_tail(&s->partial[pb->cls], &pb->link);
+			spb__partial_add(s, pb);
 		pb->nr_free += d;
 		s->nr_partial_free[pb->cls] += d;
 		s->nr_used_pages -= d;

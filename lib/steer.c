@@ -141,10 +141,12 @@ static enum claim_result claim(struct spb_zone *z, unsigned npb, unsigned align,
 }
 
 /* Pass 1 for page runs: a partial pageblock of the class, fullest SPB
- * first; movable looks at clean SPBs before tainted ones. Pageblocks a
- * subrelease split (subrelease.c) come last: their free pages fault in
- * one by one and they are off huge pages, while filling the others keeps
- * the huge pages dense. */
+ * first (movable looks at clean SPBs before tainted ones), and in an SPB
+ * the lowest pageblock first, as jemalloc takes its lowest extents: new
+ * runs gather at the bottom, so pageblocks higher up drain and go back
+ * whole. Pageblocks a subrelease split (subrelease.c) come last: their
+ * free pages fault in one by one and they are off huge pages, while
+ * filling the others keeps the huge pages dense. */
 static void *run_from_partials_pass(struct spb_zone *z, unsigned npages, unsigned align,
 				    unsigned cls, bool split_ok, bool *saw_split, bool *zero)
 {
@@ -159,18 +161,22 @@ static void *run_from_partials_pass(struct spb_zone *z, unsigned npages, unsigne
 				struct spb *s = spb__container_of(l, struct spb, link);
 				if (s->nr_partial_free[cls] < npages)
 					continue;
-				struct spb_link *ph = &s->partial[cls];
-				for (struct spb_link *q = ph->next; q != ph; q = q->next) {
-					struct spb_pageblock *pb =
-						spb__container_of(q, struct spb_pageblock, link);
-					if (pb->nohuge != split_ok) {
-						*saw_split |= pb->nohuge && pb->longest >= npages;
-						continue;
+				for (unsigned w = 0; w < SPB_MAP_WORDS; w++) {
+					for (uint64_t m = s->partial_map[cls].w[w]; m; m &= m - 1) {
+						unsigned i = w * 64 + (unsigned)__builtin_ctzll(m);
+						struct spb_pageblock *pb = &s->pb[i];
+						if (pb->longest < npages)
+							continue;
+						if (pb->nohuge != split_ok) {
+							*saw_split |= pb->nohuge;
+							continue;
+						}
+						int at = spb__pb_run_alloc_locked(s, pb, npages, align,
+										  zero);
+						if (at >= 0)
+							return (char *)spb__pb_addr(s, i) +
+							       ((size_t)at << SPB_PAGE_SHIFT);
 					}
-					int at = spb__pb_run_alloc_locked(s, pb, npages, align, zero);
-					if (at >= 0)
-						return (char *)spb__pb_addr(s, spb__pb_index(s, pb)) +
-						       ((size_t)at << SPB_PAGE_SHIFT);
 				}
 			}
 		}

@@ -195,7 +195,7 @@ static void hold_locked(struct spb_pageblock *pb)
 	s->nr_partial_free[pb->cls] -= held;
 	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
 	if (pb->nr_free == 0)
-		spb__list_del(&pb->link);
+		spb__partial_del(s, pb);
 }
 
 /* Without the lock: MADV_NOHUGEPAGE on the pageblock (a THP one, once),
@@ -243,7 +243,7 @@ static bool unhold_locked(struct spb_zone *z, struct spb_pageblock *pb, unsigned
 		pb->held_map.w[w] = 0;
 	}
 	if (pb->nr_free == 0)
-		spb__list_add_tail(&s->partial[pb->cls], &pb->link);
+		spb__partial_add(s, pb);
 	pb->nr_free = (uint16_t)(pb->nr_free + held);
 	s->nr_partial_free[pb->cls] += held;
 	pb->nr_released = (uint16_t)(pb->nr_released + given);
@@ -263,7 +263,7 @@ static bool unhold_locked(struct spb_zone *z, struct spb_pageblock *pb, unsigned
 	}
 	if (pb->nr_free == SPB_PAGES_PER_PB) {
 		/* Its last runs were freed meanwhile: back to the SPB. */
-		spb__list_del(&pb->link);
+		spb__partial_del(s, pb);
 		s->nr_partial_free[pb->cls] -= SPB_PAGES_PER_PB;
 		spb__sparse_reset_locked(z, pb);
 		spb__pb_unclaim_locked(s, spb__pb_index(s, pb), 1);

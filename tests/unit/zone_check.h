@@ -120,6 +120,8 @@ static void zc_partial(struct zc *c, struct spb *s, unsigned cls)
 			return;
 		}
 		struct spb_pageblock *pb = spb__container_of(l, struct spb_pageblock, link);
+		if (!zc_bit(&s->partial_map[cls], (unsigned)(pb - s->pb)))
+			ZC_FAIL(c, "partial[%u]: pb %ld listed, not in the map", cls, (long)(pb - s->pb));
 		if (pb->owner != s || pb->mode != SPB_PB_MODE_RUNS || pb->cls != cls ||
 		    pb->nr_free == 0)
 			ZC_FAIL(c, "partial[%u]: bad entry pb %ld (cls %u mode %u free %u)", cls,
@@ -130,6 +132,11 @@ static void zc_partial(struct zc *c, struct spb *s, unsigned cls)
 			s->pb[i].nr_free > 0;
 	if (want != listed)
 		ZC_FAIL(c, "partial[%u]: %u listed, %u expected", cls, listed, want);
+	unsigned inmap = 0;
+	for (unsigned i = 0; i < SPB_PB_PER_SPB; i++)
+		inmap += zc_bit(&s->partial_map[cls], i);
+	if (inmap != listed)
+		ZC_FAIL(c, "partial_map[%u]: %u set, %u listed", cls, inmap, listed);
 }
 
 static void zc_spb(struct zc *c, struct spb *s, unsigned cat, unsigned full)
