@@ -75,6 +75,37 @@ spb_class_t spb_thread_class(void);
  * pageblocks released plus SPBs unmapped. (malloc_trim() calls this.) */
 size_t spb_trim(void);
 
+/* ---- movable objects behind handles ----
+ * A handle names a MOVABLE object that the allocator may relocate to
+ * compact memory. Its address is good only inside a read section
+ * (spb_hget) or while pinned (spb_hpin). A stale handle (freed, or never
+ * allocated) passed to any call ends the process with one line naming it.
+ * Status: the table, the calls and the read side are here; the compaction
+ * thread that moves objects is not yet (README, Status). */
+typedef uint64_t spb_handle_t; /* 0 is never a valid handle */
+/* A new object of size bytes (SPB_F_ZERO: zeroed); 0 and errno on failure. */
+spb_handle_t spb_halloc(size_t size, unsigned flags);
+/* Free the object; spb_hfree(0) does nothing. Freeing a pinned handle is
+ * an error (the process ends). */
+void spb_hfree(spb_handle_t h);
+/* Resize; the handle stays the same. 0, or -1 and errno (ENOMEM; EBUSY
+ * while the handle is pinned). */
+int spb_hrealloc(spb_handle_t h, size_t size);
+/* Usable size of the object. */
+size_t spb_hsize(spb_handle_t h);
+/* A read section (liburcu, memb flavour): addresses from spb_hget stay
+ * good until the matching spb_read_unlock. Sections nest. Reads and writes
+ * through such an address are safe while the compactor runs. */
+void spb_read_lock(void);
+void spb_read_unlock(void);
+/* The object's address, valid until spb_read_unlock(). */
+void *spb_hget(spb_handle_t h);
+/* The object's address, valid (and the object never moved) until the
+ * matching spb_hunpin(): for long access, system calls, and code that
+ * knows nothing of handles. Pins nest (up to 65535). */
+void *spb_hpin(spb_handle_t h);
+void spb_hunpin(spb_handle_t h);
+
 #ifdef __cplusplus
 }
 #endif

@@ -134,12 +134,8 @@ void *spb__malloc(size_t size)
 	return alloc_pages(h, size, 0, 0);
 }
 
-void *spb__malloc_class(size_t size, unsigned cls, unsigned flags)
+static void *malloc_in_class(size_t size, unsigned cls, unsigned flags)
 {
-	if (cls != SPB_UNMOVABLE && cls != SPB_RECLAIMABLE) {
-		errno = EINVAL; /* MOVABLE needs handles; SECRET is not there yet */
-		return NULL;
-	}
 	void *p;
 	if (spb__thread_gone && spb__tls_heap == &spb__empty_heap) {
 		p = spb__late_alloc(size, 0, cls);
@@ -159,6 +155,20 @@ void *spb__malloc_class(size_t size, unsigned cls, unsigned flags)
 	if (p && (flags & SPB_F_ZERO))
 		memset(p, 0, size);
 	return p;
+}
+
+void *spb__malloc_class(size_t size, unsigned cls, unsigned flags)
+{
+	if (cls != SPB_UNMOVABLE && cls != SPB_RECLAIMABLE) {
+		errno = EINVAL; /* MOVABLE needs handles; SECRET is not there yet */
+		return NULL;
+	}
+	return malloc_in_class(size, cls, flags);
+}
+
+void *spb__malloc_movable(size_t size)
+{
+	return malloc_in_class(size, SPB_MOVABLE, 0);
 }
 
 void *spb__calloc(size_t n, size_t size)

@@ -390,6 +390,7 @@ void spb__heap_thread_exit(struct spb_heap *primary)
 	if (!primary || primary == &spb__empty_heap)
 		return;
 	primary->counters[MALLOC_THREAD_EXIT]++;
+	spb__handle_thread_exit();
 	spb__remote_flush(primary);
 	spb__tls_heap = &spb__empty_heap;
 	spb__tls_primary = NULL;

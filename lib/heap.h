@@ -235,6 +235,10 @@ void spb__heap_postfork_child(void) SPB_HIDDEN;
 /* ---- alloc.c / free.c: the malloc family, minus symbol names ---- */
 void *spb__malloc(size_t size) SPB_HIDDEN;
 void *spb__malloc_class(size_t size, unsigned cls, unsigned flags) SPB_HIDDEN;
+/* handle.c: the thread's cache of free handle indices goes back. */
+void spb__handle_thread_exit(void) SPB_HIDDEN;
+/* A block in a MOVABLE pageblock, for the handle layer (handle.c). */
+void *spb__malloc_movable(size_t size) SPB_HIDDEN;
 void *spb__calloc(size_t n, size_t size) SPB_HIDDEN;
 void *spb__realloc(void *p, size_t size) SPB_HIDDEN;
 void *spb__aligned(size_t align, size_t size) SPB_HIDDEN;

@@ -1,0 +1,42 @@
+/*
+ * handle.h — the handle layer's internal interface: the table entry and
+ * its word (handle.c has the protocol), and the read side (rcu.c).
+ */
+#ifndef SPB_HANDLE_H
+#define SPB_HANDLE_H
+
+#include "heap.h"
+#include "spbmalloc.h"
+
+#define SPB_HANDLE_MAX ((uint32_t)1 << 26) /* entries in the table (1 GiB reserved) */
+
+/* The word: address | state (low 4 bits) | pins (top 16 bits). */
+enum { SPB_HS_NORMAL = 0, SPB_HS_MOVING = 1, SPB_HS_COPYING = 2, SPB_HS_FREE = 3 };
+#define SPB_HS_MASK 0xfull
+#define SPB_HS_PIN_SHIFT 48
+#define SPB_HS_PIN_ONE ((uint64_t)1 << SPB_HS_PIN_SHIFT)
+#define SPB_HS_PINS_MAX 0xffffu
+
+struct spb_hentry {
+	uint64_t word;      /* atomic */
+	uint32_t gen;       /* atomic (relaxed): the live handle's generation */
+	uint32_t next_free; /* free list link, under the table lock */
+};
+
+extern struct spb_hentry *spb__htab SPB_HIDDEN;
+
+static inline uint32_t spb__h_index(spb_handle_t h) { return (uint32_t)h; }
+static inline uint32_t spb__h_gen(spb_handle_t h) { return (uint32_t)(h >> 32); }
+static inline char *spb__h_addr(uint64_t w)
+{
+	return (char *)(uintptr_t)(w & ((SPB_HS_PIN_ONE - 1) & ~SPB_HS_MASK));
+}
+static inline unsigned spb__h_pins(uint64_t w) { return (unsigned)(w >> SPB_HS_PIN_SHIFT); }
+
+/* The word back at NORMAL (a move in progress cancelled); death if free. */
+uint64_t spb__h_settle(struct spb_hentry *e, spb_handle_t h, const char *call) SPB_HIDDEN;
+__attribute__((noreturn, cold)) void spb__handle_fault(const char *what, spb_handle_t h) SPB_HIDDEN;
+/* Thread exit: the thread's cache of free indices goes back. */
+void spb__handle_thread_exit(void) SPB_HIDDEN;
+
+#endif
