@@ -143,7 +143,7 @@ SPB_EXPORT spb_handle_t spb_halloc(size_t size, unsigned flags)
 	 * header and the contents. */
 	__atomic_store_n(&e->word, (uint64_t)(uintptr_t)(base + HDR) | SPB_HS_NORMAL,
 			 __ATOMIC_RELEASE);
-	spb__heap_count(HANDLE_ALLOC, 1);
+	spb__heap_count_one(HANDLE_ALLOC);
 	return ((spb_handle_t)__atomic_load_n(&e->gen, __ATOMIC_RELAXED) << 32) | idx;
 }
 
@@ -211,7 +211,7 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 	uint32_t g = __atomic_load_n(&e->gen, __ATOMIC_RELAXED) + 1;
 	__atomic_store_n(&e->gen, g ? g : 1, __ATOMIC_RELAXED); /* 0 is never valid */
 	spb__free_ptr(spb__h_addr(w) - HDR);
-	spb__heap_count(HANDLE_FREE, 1);
+	spb__heap_count_one(HANDLE_FREE);
 	hcache_put(spb__h_index(h));
 }
 

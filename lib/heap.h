@@ -216,6 +216,16 @@ unsigned spb__heap_steal_batches(bool all) SPB_HIDDEN;
 void spb__heap_reclaim(bool all) SPB_HIDDEN;
 /* Add to a MALLOC_* counter from where no heap is at hand (atomic). */
 void spb__heap_count(enum spb_counter c, uint64_t n) SPB_HIDDEN;
+/* One event on the calling thread's own counters (no atomic), or on the
+ * shared ones when it has no heap. */
+static inline void spb__heap_count_one(enum spb_counter c)
+{
+	struct spb_heap *h = spb__tls_primary;
+	if (SPB_LIKELY(h != NULL))
+		h->counters[c]++;
+	else
+		spb__heap_count(c, 1);
+}
 /* Set once the thread's heaps are retired (its key destructor ran): its
  * later mallocs are served by a shared heap under a lock, its frees of
  * other threads' blocks go to their spans at once, unbatched. */
