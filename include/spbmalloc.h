@@ -80,8 +80,9 @@ size_t spb_trim(void);
  * compact memory. Its address is good only inside a read section
  * (spb_hget) or while pinned (spb_hpin). A stale handle (freed, or never
  * allocated) passed to any call ends the process with one line naming it.
- * Status: the table, the calls and the read side are here; the compaction
- * thread that moves objects is not yet (README, Status). */
+ * Status: the table, the calls, the read side and a synchronous
+ * spb_compact() are here; the background compaction thread is not yet
+ * (README, Status). */
 typedef uint64_t spb_handle_t; /* 0 is never a valid handle */
 /* A new object of size bytes (SPB_F_ZERO: zeroed); 0 and errno on failure. */
 spb_handle_t spb_halloc(size_t size, unsigned flags);
@@ -105,6 +106,11 @@ void *spb_hget(spb_handle_t h);
  * knows nothing of handles. Pins nest (up to 65535). */
 void *spb_hpin(spb_handle_t h);
 void spb_hunpin(spb_handle_t h);
+/* Compact now, synchronously, on the calling thread: move the handle
+ * objects of spans at most half live into denser places. Returns bytes
+ * moved. flags: 0. Inside a read section it cannot wait for the grace
+ * period: 0 with errno EDEADLK. Objects over 128 KiB are not moved yet. */
+size_t spb_compact(unsigned flags);
 
 #ifdef __cplusplus
 }

@@ -130,6 +130,7 @@ struct spb_zone {
 	uint32_t nr_windows;
 	bool fork_pending;
 	pthread_cond_t windows_cv;
+	uint32_t movers;            /* compaction passes reading the zone's spans: no SPB unmap */
 	uint32_t tainted_free_pb;   /* free pageblocks in tainted SPBs */
 	uint32_t nr_by_cat[SPB_NR_CATS];
 	uint32_t total_pb;          /* pageblocks in the zone's SPBs */

@@ -9,33 +9,33 @@
  * blocks with a 16-byte header in front that names their index, so the
  * mover can go from a block back to its entry.
  *
- * The protocol between readers and the mover (lib/compact.c moves; until
- * it exists nothing ever leaves NORMAL except by a pin or a free):
- *   NORMAL   the address is good; spb_hget returns it with one load.
+ * The protocol between readers and the mover (lib/compact.c):
+ *   NORMAL   the address is good; spb_hget returns it with two loads.
  *   MOVING   the mover has chosen the object and waits for a grace period
  *            (synchronize_rcu): readers that loaded the address before are
- *            leaving their read sections.
- *   COPYING  the grace period is over; the mover copies to the new place
- *            and then swaps the word to (new address, NORMAL) by CAS.
- * Any reader, pinner or freer that finds MOVING or COPYING cancels the move
- * first: it CASes the word back to (old address, NORMAL) and goes on with
- * the old address. The mover's CAS then fails and it drops its copy. So an
- * address handed out is never one the mover is copying from unless the
- * mover is about to fail: no write is lost and no read is torn. The old
- * place is freed only after a successful swap, when no reader can hold it
- * (anyone who read the word since MOVING cancelled, anyone before has left
- * the read section). Pins keep the mover off (it takes NORMAL with no pins
- * only). The rare cancel is the only atomic read-modify-write a reader
- * ever does; spb_hget is otherwise two plain loads.
+ *            leaving their read sections. A reader, pinner, resizer or
+ *            freer that finds MOVING cancels the move: it CASes the word
+ *            back to NORMAL and goes on with the old address; the mover's
+ *            CAS to COPYING then fails and it drops the move.
+ *   COPYING  the grace period is over and nobody cancelled: nobody holds
+ *            the old address. The mover copies and stores (new address,
+ *            NORMAL). Whoever finds COPYING waits for that store (a copy
+ *            of one object; it yields after a while), so no one touches
+ *            the old place while it is read: no write is lost, no read is
+ *            torn, and the copy never races a user's write.
+ * The old place is freed after the store. Pins keep the mover off (it
+ * takes NORMAL with no pins only). The rare cancel is the only atomic
+ * read-modify-write a reader ever does.
  */
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 #include "handle.h"
 
 #define SPB_EXPORT __attribute__((visibility("default")))
 
-#define HDR 16 /* object header: the entry index, 16-byte aligned data */
+#define HDR SPB_HANDLE_HDR
 
 struct spb_hentry *spb__htab;
 static uint32_t htab_hwm;            /* indices handed out at least once */
@@ -104,6 +104,11 @@ void spb__handle_thread_exit(void)
 	pthread_mutex_unlock(&hlock);
 }
 
+uint32_t spb__handle_hwm(void)
+{
+	return __atomic_load_n(&htab_hwm, __ATOMIC_ACQUIRE);
+}
+
 __attribute__((noreturn, cold, noinline)) void spb__handle_fault(const char *what,
 								  spb_handle_t h)
 {
@@ -152,12 +157,20 @@ SPB_EXPORT spb_handle_t spb_halloc(size_t size, unsigned flags)
 uint64_t spb__h_settle(struct spb_hentry *e, spb_handle_t h, const char *call)
 {
 	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-	for (;;) {
+	for (unsigned spins = 0;; spins++) {
 		unsigned st = (unsigned)(w & SPB_HS_MASK);
 		if (st == SPB_HS_NORMAL)
 			return w;
 		if (st == SPB_HS_FREE)
 			spb__handle_fault(call, h);
+		if (st == SPB_HS_COPYING) { /* the mover's store comes soon */
+			if (spins < 1000)
+				__builtin_ia32_pause();
+			else
+				sched_yield();
+			w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+			continue;
+		}
 		uint64_t nw = (w & ~(uint64_t)SPB_HS_MASK) | SPB_HS_NORMAL;
 		if (__atomic_compare_exchange_n(&e->word, &w, nw, false, __ATOMIC_ACQ_REL,
 						__ATOMIC_ACQUIRE)) {
@@ -197,13 +210,17 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 		return;
 	static const char why[] = "spb_hfree(): stale or invalid handle (double free?)";
 	struct spb_hentry *e = entry_of(h, why);
-	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+	uint64_t w = spb__h_settle(e, h, why);
 	for (;;) {
 		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
 			spb__handle_fault(why, h);
 		if (spb__h_pins(w))
 			spb__handle_fault("spb_hfree(): handle is pinned", h);
-		/* FREE whatever the state: a move in progress fails its swap. */
+		if ((w & SPB_HS_MASK) == SPB_HS_COPYING) {
+			w = spb__h_settle(e, h, why);
+			continue;
+		}
+		/* FREE from NORMAL or MOVING: a chosen move fails its CAS. */
 		if (__atomic_compare_exchange_n(&e->word, &w, (uint64_t)SPB_HS_FREE, false,
 						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 			break;
@@ -217,12 +234,12 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 
 SPB_EXPORT size_t spb_hsize(spb_handle_t h)
 {
-	struct spb_hentry *e = entry_of(h, "spb_hsize(): stale or invalid handle");
-	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-	if ((w & SPB_HS_MASK) == SPB_HS_FREE)
-		spb__handle_fault("spb_hsize(): stale or invalid handle", h);
-	/* Moves keep the size class: the old place tells the size. */
-	return spb__usable(spb__h_addr(w) - HDR) - HDR;
+	entry_of(h, "spb_hsize(): stale or invalid handle");
+	/* Pinned for the look: a move could free the place it names. */
+	char *p = spb_hpin(h);
+	size_t n = spb__usable(p - HDR) - HDR;
+	spb_hunpin(h);
+	return n;
 }
 
 SPB_EXPORT void *spb_hpin(spb_handle_t h)
@@ -233,6 +250,10 @@ SPB_EXPORT void *spb_hpin(spb_handle_t h)
 	for (;;) {
 		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
 			spb__handle_fault(why, h);
+		if ((w & SPB_HS_MASK) == SPB_HS_COPYING) {
+			w = spb__h_settle(e, h, why);
+			continue;
+		}
 		if (spb__h_pins(w) == SPB_HS_PINS_MAX)
 			spb__handle_fault("spb_hpin(): too many pins on one handle", h);
 		uint64_t nw = ((w & ~(uint64_t)SPB_HS_MASK) | SPB_HS_NORMAL) + SPB_HS_PIN_ONE;

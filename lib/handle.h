@@ -9,6 +9,7 @@
 #include "spbmalloc.h"
 
 #define SPB_HANDLE_MAX ((uint32_t)1 << 26) /* entries in the table (1 GiB reserved) */
+#define SPB_HANDLE_HDR 16 /* object header: its entry index; data 16-byte aligned */
 
 /* The word: address | state (low 4 bits) | pins (top 16 bits). */
 enum { SPB_HS_NORMAL = 0, SPB_HS_MOVING = 1, SPB_HS_COPYING = 2, SPB_HS_FREE = 3 };
@@ -36,6 +37,17 @@ static inline unsigned spb__h_pins(uint64_t w) { return (unsigned)(w >> SPB_HS_P
 /* The word back at NORMAL (a move in progress cancelled); death if free. */
 uint64_t spb__h_settle(struct spb_hentry *e, spb_handle_t h, const char *call) SPB_HIDDEN;
 __attribute__((noreturn, cold)) void spb__handle_fault(const char *what, spb_handle_t h) SPB_HIDDEN;
+/* Indices handed out so far (entries above are unused). */
+uint32_t spb__handle_hwm(void) SPB_HIDDEN;
+/* rcu.c */
+bool spb__rcu_in_section(void) SPB_HIDDEN;
+void spb__rcu_synchronize(void) SPB_HIDDEN;
+bool spb__rcu_usable(void) SPB_HIDDEN; /* false in a child forked mid grace period */
+void spb__rcu_prefork(void) SPB_HIDDEN;
+void spb__rcu_postfork(bool child) SPB_HIDDEN;
+/* compact.c: fork waits for the copies in flight. */
+void spb__compact_prefork(void) SPB_HIDDEN;
+void spb__compact_postfork(bool child) SPB_HIDDEN;
 /* Thread exit: the thread's cache of free indices goes back. */
 void spb__handle_thread_exit(void) SPB_HIDDEN;
 

@@ -11,7 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "heap.h"
+#include "handle.h"
 
 pthread_key_t spb__thread_key;
 static int init_state; /* 0 none, 1 running, 2 done */
@@ -24,6 +24,8 @@ static void thread_exit_cb(void *h)
 
 static void prefork(void)
 {
+	spb__rcu_prefork(); /* first: a grace period may wait for a reader in malloc */
+	spb__compact_prefork(); /* no handle left COPYING in the child */
 	spb__heap_prefork();
 	for (int i = 0; i < spb__nr_zones; i++) /* waits for unlocked windows */
 		spb__zone_prefork(&spb__zones[i]);
@@ -36,6 +38,8 @@ static void postfork_parent(void)
 	for (int i = 0; i < spb__nr_zones; i++)
 		spb__zone_postfork(&spb__zones[i], false);
 	spb__heap_postfork_parent();
+	spb__compact_postfork(false);
+	spb__rcu_postfork(false);
 }
 
 static void postfork_child(void)
@@ -44,6 +48,8 @@ static void postfork_child(void)
 	for (int i = 0; i < spb__nr_zones; i++)
 		spb__zone_postfork(&spb__zones[i], true);
 	spb__heap_postfork_child();
+	spb__compact_postfork(true);
+	spb__rcu_postfork(true);
 	/* The child has its own stats segment, and no background thread
 	 * until its next slow path starts one. */
 	spb__statseg_atfork_child();

@@ -131,6 +131,7 @@ void spb__zone_postfork(struct spb_zone *z, bool child)
 		pthread_mutex_init(&z->lock, NULL);
 		pthread_cond_init(&z->windows_cv, NULL);
 		z->nr_windows = 0;
+		z->movers = 0; /* a compaction pass of the parent is not here */
 	} else {
 		spb__zone_unlock(z);
 	}
@@ -296,7 +297,7 @@ static void release_due_locked(struct spb_zone *z, uint64_t now, unsigned max_ro
 
 static void unmap_due_locked(struct spb_zone *z, uint64_t now, unsigned max)
 {
-	while (max-- && !z->fork_pending && !spb__list_empty(&z->emptyq)) {
+	while (max-- && !z->fork_pending && !z->movers && !spb__list_empty(&z->emptyq)) {
 		struct spb *s = spb__container_of(z->emptyq.next, struct spb, empty_link);
 		if (due_at(s->empty_since) > now || s->nr_busy_pb)
 			break;
