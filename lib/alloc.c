@@ -59,7 +59,9 @@ static __attribute__((noinline)) void *alloc_small_slow(struct spb_heap *h, size
 
 static inline void *heap_alloc_small(struct spb_heap *h, size_t size, unsigned bin)
 {
-	struct spb_span *s = h->bins[bin];
+	/* Relaxed atomic (a plain load on x86): the compactor may take a
+	 * MOVABLE heap's current span away (heap.c, steal). */
+	struct spb_span *s = __atomic_load_n(&h->bins[bin], __ATOMIC_RELAXED);
 	struct spb_block *b = s->free;
 	if (SPB_LIKELY(b != NULL)) {
 		span_pop(s, b);

@@ -1,25 +1,34 @@
 /*
- * compact.c — moving handle objects out of sparse spans: spb_compact().
+ * compact.c — moving handle objects out of sparse spans: one bounded pass
+ * (spb__compact_pass, run by the compaction thread, compactd.c) and
+ * spb_compact() (every candidate, on the caller's thread).
  *
- * A pass per zone: under the zone lock, the MOVABLE spans at most half
- * live are collected (pageblock by pageblock, from the run map and the
- * page map); the zone's mover count keeps its SPBs mapped until the pass
- * ends. Then, without any lock, each live block of those spans is read
- * for its entry index (a header written by spb_halloc); an entry whose
- * word names exactly that block, NORMAL and unpinned, is CASed to MOVING
- * and batched. One grace period (synchronize_rcu) for the batch, then per
- * object: a new block from the caller's MOVABLE heap (which fills the
- * lowest spans first); CAS MOVING -> COPYING (fails if a reader cancelled);
- * copy; store (new address, NORMAL); free the old block. handle.c has the
- * protocol and why no write is lost. A block that lands in one of the
- * sparse spans being emptied is given back and the move dropped (counted:
- * no better place). Page runs behind handles (objects over 128 KiB) are
- * not moved yet; neither is anything while the caller is inside a read
+ * A pass per zone: under the zone lock, every MOVABLE span is measured
+ * (live blocks by popcount of its bitmaps) for the fragmentation figure
+ * the controller reads (backed bytes of MOVABLE pageblocks over live
+ * bytes), and the ownerless ones (abandoned: heap.c keeps every MOVABLE
+ * span but a heap's current one ownerless, so no thread allocates from a
+ * source) at most half live become sources, emptiest first. The zone's
+ * mover count keeps its SPBs mapped until the pass ends. Then, without
+ * any lock, each live block of a source is read for its entry index (a
+ * header written by spb_halloc); an entry whose word names exactly that
+ * block, NORMAL and unpinned, is CASed to MOVING and batched. One grace
+ * period (synchronize_rcu) for the batch, then per object: a new block
+ * from the mover's MOVABLE heap (spb__compacting: it adopts only spans
+ * more than half live, never a source, or takes a new one); CAS MOVING ->
+ * COPYING (fails if a reader cancelled); copy; store (new address,
+ * NORMAL); free the old block. handle.c has the protocol and why no write
+ * is lost. After the pass the mover's batch of frees is pushed and the
+ * abandoned spans are swept: the emptied spans go back to the engine,
+ * whose pageblocks then go free whole (and, once an SPB is empty, decay
+ * unmaps it). Page runs behind handles (objects over 128 KiB) are not
+ * moved yet; neither is anything while the caller is inside a read
  * section (the grace period would wait for the caller itself): EDEADLK.
  *
  * Reading a block header may race with its owner freeing it (the free
- * list link overwrites it): the value is only an index, checked against
- * the entry's word before anything is done with it.
+ * list link overwrites it), and a source span may be released and its
+ * descriptor reused meanwhile: the value read is only an index, checked
+ * against the entry's word before anything is done with it.
  */
 #include <errno.h>
 #include <string.h>
@@ -27,28 +36,85 @@
 #include "handle.h"
 
 #define SPB_EXPORT __attribute__((visibility("default")))
-#define COMPACT_MAX_SPANS 256
+#define COMPACT_MAX_SPANS 4096 /* sources a pass considers */
 #define COMPACT_BATCH 256
-
 struct move {
 	struct spb_hentry *e;
 	char *from;
+	struct spb_span *src;
 	uint64_t w; /* the NORMAL word it had */
 	uint32_t bytes;
 };
 
+/* Speculative reads. Outside the zone lock a source span may have been
+ * released and its descriptor and blocks reused by another thread (the
+ * mover holds no lock its owner takes): what is read here is only ever a
+ * guess, validated by the entry's word before anything is done with it
+ * (a block is moved only if its entry names exactly that address, NORMAL,
+ * and the CAS to MOVING succeeds). Such reads race by design, like the
+ * kernel's compaction scanners; ThreadSanitizer is told not to look at
+ * these three, and nothing else. */
+#define SPB_SPECULATIVE static __attribute__((noinline, no_sanitize("thread")))
+
+struct span_snap {
+	uint32_t capacity, bsize;
+	uintptr_t start;
+};
+
+SPB_SPECULATIVE void peek_span(const struct spb_span *sp, struct span_snap *sn)
+{
+	sn->capacity = *(volatile const uint32_t *)&sp->capacity;
+	sn->bsize = *(volatile const uint32_t *)&sp->bsize;
+	sn->start = *(volatile const uintptr_t *)&sp->start;
+}
+
+SPB_SPECULATIVE bool peek_live(const struct spb_span *sp, uintptr_t off)
+{
+	uintptr_t i = off >> *(volatile const uint8_t *)&sp->gshift;
+	const volatile uint64_t *w = (const volatile uint64_t *)(sp + 1) + ((i >> 6) << 1);
+	uint64_t bit = (uint64_t)1 << (i & 63);
+	return (w[0] & bit) && !(w[1] & bit);
+}
+
+SPB_SPECULATIVE uint64_t peek_word(const void *p)
+{
+	return *(volatile const uint64_t *)p;
+}
+
+/* Live blocks of a span: handed out and not freed by another thread. */
 static uint32_t live_blocks(const struct spb_span *sp)
 {
+	const uint64_t *w = (const uint64_t *)(sp + 1);
 	uint32_t n = 0;
-	for (uint32_t i = 0; i < sp->capacity; i++)
-		n += spb__live_test(sp, (uintptr_t)i * sp->bsize);
+	for (uint32_t k = 0; k < (1u << sp->words_order); k++)
+		n += (uint32_t)__builtin_popcountll(__atomic_load_n(&w[2 * k], __ATOMIC_RELAXED) &
+						    ~__atomic_load_n(&w[2 * k + 1], __ATOMIC_RELAXED));
 	return n;
 }
 
-/* Sparse MOVABLE spans of z (lock held), at most max. */
-static unsigned collect_spans(struct spb_zone *z, struct spb_span **out, unsigned max)
+struct source {
+	struct spb_span *span;
+	uint32_t live, capacity;
+};
+
+/* A MOVABLE pageblock at most half live whose every span is ownerless and
+ * which holds no page run (those do not move yet): emptied whole. */
+struct pb_source {
+	struct spb *spb;
+	uint32_t idx;
+	uint64_t live;
+};
+
+struct scan {
+	struct source *spans; /* sparse ownerless spans */
+	unsigned nspans, max_spans;
+	struct pb_source *pbs;
+	unsigned npbs, max_pbs;
+};
+
+/* Measure z's MOVABLE memory (lock held) and note the candidates. */
+static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_stat *st)
 {
-	unsigned k = 0;
 	for (unsigned c = SPB_CAT_CLEAN; c <= SPB_CAT_TAINTED; c++)
 		for (int f = 0; f < SPB_NR_FULLNESS; f++) {
 			struct spb_link *h = &z->lists[c][f];
@@ -56,12 +122,20 @@ static unsigned collect_spans(struct spb_zone *z, struct spb_span **out, unsigne
 				struct spb *s = spb__container_of(l, struct spb, link);
 				if (!s->nr_class_pb[SPB_MOVABLE])
 					continue;
-				for (unsigned i = 0; i < SPB_PB_PER_SPB && k < max; i++) {
+				for (unsigned i = 0; i < SPB_PB_PER_SPB; i++) {
 					struct spb_pageblock *pb = &s->pb[i];
-					if (pb->cls != SPB_MOVABLE || pb->mode != SPB_PB_MODE_RUNS)
+					if (pb->cls != SPB_MOVABLE)
 						continue;
+					st->backed += SPB_PB_SIZE;
+					if (pb->mode != SPB_PB_MODE_RUNS) {
+						st->live += SPB_PB_SIZE; /* whole pageblocks */
+						continue;
+					}
+					st->backed -= (uint64_t)pb->nr_released << SPB_PAGE_SHIFT;
+					uint64_t pb_live = 0;
+					bool movable = true;
 					char *base = spb__pb_addr(s, i);
-					for (unsigned pg = 0; pg < SPB_PAGES_PER_PB && k < max;) {
+					for (unsigned pg = 0; pg < SPB_PAGES_PER_PB;) {
 						unsigned n = pb->run_len[pg];
 						if (!n) {
 							pg++;
@@ -69,25 +143,65 @@ static unsigned collect_spans(struct spb_zone *z, struct spb_span **out, unsigne
 						}
 						char *a = base + ((size_t)pg << SPB_PAGE_SHIFT);
 						struct spb_span *sp = spb__span_of(s, a);
-						if (sp && sp->start == (uintptr_t)a && sp->cls == SPB_MOVABLE) {
-							uint32_t live = live_blocks(sp);
-							if (live && live * 2 <= sp->capacity)
-								out[k++] = sp;
-						}
 						pg += n;
+						if (!sp || sp->start != (uintptr_t)a) {
+							pb_live += (uint64_t)n << SPB_PAGE_SHIFT;
+							movable = false;
+							continue;
+						}
+						uint32_t live = live_blocks(sp);
+						pb_live += (uint64_t)live * sp->bsize;
+						/* Owned: a thread's current span (heap.c
+						 * keeps no other). It moves too: the pass
+						 * takes it (steal) if its pageblock is
+						 * emptied; the mover dropped its own. */
+						bool owned = __atomic_load_n(&sp->heap, __ATOMIC_RELAXED);
+						if (sc && sc->nspans < sc->max_spans &&
+						    live * 2 <= sp->capacity && !owned)
+							sc->spans[sc->nspans++] =
+								(struct source){sp, live, sp->capacity};
 					}
+					st->live += pb_live;
+					if (sc && movable && pb_live * 2 <= SPB_PB_SIZE &&
+					    sc->npbs < sc->max_pbs)
+						sc->pbs[sc->npbs++] = (struct pb_source){s, i, pb_live};
 				}
 			}
 		}
-	return k;
 }
 
-static bool in_set(struct spb_span *const *set, unsigned n, const struct spb_span *s)
+/* Shell sorts (Ciura's gaps): glibc's qsort may malloc, and these run
+ * under the zone lock. Pageblocks by live bytes; spans by fill
+ * (live/capacity), emptiest first: the fewest moves free the most. */
+static const unsigned gaps[] = {701, 301, 132, 57, 23, 10, 4, 1};
+
+static void sort_pbs(struct pb_source *v, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++)
-		if (set[i] == s)
-			return true;
-	return false;
+	for (unsigned g = 0; g < sizeof gaps / sizeof gaps[0]; g++)
+		for (unsigned i = gaps[g]; i < n; i++) {
+			struct pb_source t = v[i];
+			unsigned j = i;
+			for (; j >= gaps[g] && v[j - gaps[g]].live > t.live; j -= gaps[g])
+				v[j] = v[j - gaps[g]];
+			v[j] = t;
+		}
+}
+
+static bool fuller(const struct source *a, const struct source *b)
+{
+	return (uint64_t)a->live * b->capacity > (uint64_t)b->live * a->capacity;
+}
+
+static void sort_spans(struct source *v, unsigned n)
+{
+	for (unsigned g = 0; g < sizeof gaps / sizeof gaps[0]; g++)
+		for (unsigned i = gaps[g]; i < n; i++) {
+			struct source t = v[i];
+			unsigned j = i;
+			for (; j >= gaps[g] && fuller(&v[j - gaps[g]], &t); j -= gaps[g])
+				v[j] = v[j - gaps[g]];
+			v[j] = t;
+		}
 }
 
 /* Put a chosen object back to NORMAL (unless a reader already did). */
@@ -122,12 +236,13 @@ void spb__compact_postfork(bool child)
 	__atomic_store_n(&fork_gate, 0, __ATOMIC_SEQ_CST);
 }
 
-static size_t run_batch(struct move *b, unsigned n, struct spb_span *const *spans,
-			unsigned nspans)
+static size_t run_batch(struct move *b, unsigned n)
 {
 	size_t moved = 0;
+	uint64_t t0 = spb__os_now_ns();
 	spb__rcu_synchronize();
 	spb__heap_count(COMPACT_GRACE, 1);
+	spb__heap_count(COMPACT_GRACE_US, (spb__os_now_ns() - t0) / 1000);
 	for (unsigned k = 0; k < n; k++) {
 		struct move *m = &b[k];
 		char *nb = spb__malloc_movable(m->bytes);
@@ -136,7 +251,8 @@ static size_t run_batch(struct move *b, unsigned n, struct spb_span *const *span
 			continue;
 		}
 		struct spb *sp = (struct spb *)spb__region_of(nb);
-		if (!sp || sp->r.kind != SPB_REGION_SPB || in_set(spans, nspans, spb__span_of(sp, nb))) {
+		if (!sp || sp->r.kind != SPB_REGION_SPB || spb__span_of(sp, nb) == m->src ||
+		    __atomic_load_n(&spb__pb_of(sp, nb)->evac, __ATOMIC_RELAXED)) {
 			spb__free_ptr(nb);
 			unchoose(m);
 			spb__heap_count(COMPACT_NO_TARGET, 1);
@@ -157,43 +273,129 @@ static size_t run_batch(struct move *b, unsigned n, struct spb_span *const *span
 			spb__free_ptr(nb); /* cancelled by a reader, pinner or freer */
 			continue;
 		}
-		/* Nobody holds the old place now, and whoever comes waits. */
+		/* Nobody holds the old place now, and whoever comes waits. The
+		 * block size was a speculative read (a descriptor being reused
+		 * can give a torn one): the block's own metadata says, now that
+		 * the object can be neither freed nor moved by anyone else. */
+		size_t real = spb__usable(m->from - SPB_HANDLE_HDR);
+		if (SPB_UNLIKELY(real > spb__usable(nb))) {
+			spb__free_ptr(nb);
+			nb = spb__malloc_movable(real);
+			spb__heap_count(COMPACT_RESIZED, 1);
+			if (!nb) {
+				__atomic_store_n(&m->e->word, m->w, __ATOMIC_RELEASE);
+				__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
+				continue;
+			}
+		}
 		uint64_t idx = (uint64_t)(m->e - spb__htab);
 		__atomic_store_n((uint64_t *)nb, idx, __ATOMIC_RELAXED);
-		memcpy(nb + SPB_HANDLE_HDR, m->from, m->bytes - SPB_HANDLE_HDR);
+		memcpy(nb + SPB_HANDLE_HDR, m->from, real - SPB_HANDLE_HDR);
 		__atomic_store_n(&m->e->word,
 				 (uint64_t)(uintptr_t)(nb + SPB_HANDLE_HDR) | SPB_HS_NORMAL,
 				 __ATOMIC_RELEASE);
 		__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
 		spb__free_ptr(m->from - SPB_HANDLE_HDR);
-		moved += m->bytes;
+		moved += real;
 		spb__heap_count(COMPACT_MOVED, 1);
 	}
 	spb__heap_count(COMPACT_MOVED_BYTES, moved);
 	return moved;
 }
 
-static size_t compact_zone(struct spb_zone *z)
+#define COMPACT_MAX_PBS 2048
+static struct source sources[COMPACT_MAX_SPANS], sparse[COMPACT_MAX_SPANS];
+static struct pb_source pbs[COMPACT_MAX_PBS];
+static struct move batch[COMPACT_BATCH];
+#define COMPACT_MAX_STEAL 1024
+static struct spb_span *stolen[COMPACT_MAX_STEAL];
+
+static bool span_evac(const struct spb_span *sp)
 {
-	static struct spb_span *spans[COMPACT_MAX_SPANS];
-	static struct move batch[COMPACT_BATCH];
+	struct spb *s = (struct spb *)spb__region_of((void *)sp->start);
+	return __atomic_load_n(&spb__pb_of(s, (void *)sp->start)->evac, __ATOMIC_RELAXED);
+}
+
+/* Choose sources (lock held): the emptiest movable pageblocks first, up
+ * to max_bytes of live data, flagged evac so no new run lands there and
+ * every span of theirs a source; then the sparse spans elsewhere,
+ * emptiest first. Returns the number of sources; *nevac pageblocks. */
+static unsigned choose_locked(struct spb_zone *z, size_t max_bytes, struct spb_compact_stat *st,
+			      unsigned *nevac)
+{
+	struct scan sc = {sparse, 0, COMPACT_MAX_SPANS, pbs, 0, COMPACT_MAX_PBS};
+	scan_zone(z, &sc, st);
+	sort_pbs(pbs, sc.npbs);
+	unsigned k = 0, np = 0;
+	uint64_t planned = 0;
+	for (; np < sc.npbs; np++) {
+		if (max_bytes && planned >= max_bytes)
+			break;
+		struct pb_source *p = &pbs[np];
+		struct spb_pageblock *pb = &p->spb->pb[p->idx];
+		char *base = spb__pb_addr(p->spb, p->idx);
+		unsigned need = 0;
+		for (unsigned pg = 0; pg < SPB_PAGES_PER_PB; pg += pb->run_len[pg] ? pb->run_len[pg] : 1)
+			need += pb->run_len[pg] != 0;
+		if (k + need > COMPACT_MAX_SPANS)
+			break;
+		__atomic_store_n(&pb->evac, 1, __ATOMIC_RELAXED);
+		planned += p->live;
+		for (unsigned pg = 0; pg < SPB_PAGES_PER_PB;) {
+			unsigned n = pb->run_len[pg];
+			if (!n) {
+				pg++;
+				continue;
+			}
+			struct spb_span *sp =
+				spb__span_of(p->spb, base + ((size_t)pg << SPB_PAGE_SHIFT));
+			sources[k++] = (struct source){sp, 0, sp->capacity};
+			pg += n;
+		}
+	}
+	*nevac = np;
+	sort_spans(sparse, sc.nspans);
+	for (unsigned i = 0; i < sc.nspans && k < COMPACT_MAX_SPANS; i++) {
+		struct spb_span *sp = sparse[i].span;
+		struct spb *s = (struct spb *)spb__region_of((void *)sp->start);
+		if (!__atomic_load_n(&spb__pb_of(s, (void *)sp->start)->evac, __ATOMIC_RELAXED))
+			sources[k++] = sparse[i];
+	}
+	return k;
+}
+
+static size_t compact_zone(struct spb_zone *z, size_t max_bytes, struct spb_compact_stat *st)
+{
 	size_t moved = 0;
-	/* One pass at a time (the arrays are shared): single flight. */
-	pthread_mutex_lock(&one_pass);
+	unsigned nevac = 0;
 	spb__zone_lock(z);
 	z->movers++;
-	unsigned ns = collect_spans(z, spans, COMPACT_MAX_SPANS);
+	unsigned ns = choose_locked(z, max_bytes, st, &nevac);
 	spb__zone_unlock(z);
-	uint32_t hwm = spb__handle_hwm();
+	st->sources += ns;
+	st->evac_pbs += nevac;
+	/* Other threads' current spans in those pageblocks: taken, and
+	 * abandoned after a grace period (heap.c), so they can go back. */
+	unsigned nstolen = spb__heap_steal_begin(span_evac, stolen, COMPACT_MAX_STEAL);
+	if (nstolen) {
+		spb__rcu_synchronize();
+		spb__heap_count(COMPACT_GRACE, 1);
+		spb__heap_steal_end(stolen, nstolen);
+		spb__heap_count(COMPACT_SPANS_STOLEN, nstolen);
+	}	uint32_t hwm = spb__handle_hwm();
 	unsigned nb = 0;
-	for (unsigned k = 0; k < ns; k++) {
-		struct spb_span *sp = spans[k];
-		for (uint32_t i = 0; i < sp->capacity; i++) {
-			uintptr_t off = (uintptr_t)i * sp->bsize;
-			if (!spb__live_test(sp, off))
+	for (unsigned k = 0; k < ns && (!max_bytes || moved < max_bytes); k++) {
+		struct spb_span *sp = sources[k].span;
+		/* The descriptor may have been released and reused since the
+		 * scan: every block is checked against its entry below. */
+		struct span_snap sn;
+		peek_span(sp, &sn);
+		for (uint32_t i = 0; i < sn.capacity; i++) {
+			uintptr_t off = (uintptr_t)i * sn.bsize;
+			if (!peek_live(sp, off))
 				continue;
-			char *blk = (char *)sp->start + off;
-			uint64_t idx = __atomic_load_n((uint64_t *)blk, __ATOMIC_RELAXED);
+			char *blk = (char *)sn.start + off;
+			uint64_t idx = peek_word(blk);
 			if (idx == 0 || idx > hwm)
 				continue;
 			struct spb_hentry *e = &spb__htab[idx];
@@ -207,19 +409,60 @@ static size_t compact_zone(struct spb_zone *z)
 			if (!__atomic_compare_exchange_n(&e->word, &w, w | SPB_HS_MOVING, false,
 							 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 				continue;
-			batch[nb++] = (struct move){e, blk + SPB_HANDLE_HDR, w, sp->bsize};
+			batch[nb++] = (struct move){e, blk + SPB_HANDLE_HDR, sp, w, sn.bsize};
 			if (nb == COMPACT_BATCH) {
-				moved += run_batch(batch, nb, spans, ns);
+				moved += run_batch(batch, nb);
 				nb = 0;
 			}
 		}
 	}
 	if (nb)
-		moved += run_batch(batch, nb, spans, ns);
+		moved += run_batch(batch, nb);
+	/* The old blocks are in this thread's batch of cross-thread frees:
+	 * push it, then release the spans that emptied. */
+	if (spb__tls_primary)
+		spb__remote_flush(spb__tls_primary);
+	unsigned freed = spb__heap_sweep_abandoned();
+	st->spans_freed += freed;
+	spb__heap_count(COMPACT_SPANS_FREED, freed);
 	spb__zone_lock(z);
+	for (unsigned i = 0; i < nevac; i++)
+		__atomic_store_n(&pbs[i].spb->pb[pbs[i].idx].evac, 0, __ATOMIC_RELAXED);
 	z->movers--;
 	spb__zone_unlock(z);
+	return moved;
+}
+
+void spb__compact_measure(struct spb_compact_stat *st)
+{
+	memset(st, 0, sizeof *st);
+	for (int i = 0; i < spb__nr_zones; i++) {
+		struct spb_zone *z = &spb__zones[i];
+		spb__zone_lock(z);
+		scan_zone(z, NULL, st);
+		spb__zone_unlock(z);
+	}
+}
+
+
+size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st)
+{
+	memset(st, 0, sizeof *st);
+	if (!spb__htab || !spb__rcu_usable() || spb__rcu_in_section())
+		return 0;
+	/* One pass at a time (the arrays are shared): single flight. */
+	pthread_mutex_lock(&one_pass);
+	spb__compacting = true;
+	/* Our own current spans are no exception: the pageblocks they sit in
+	 * may be the ones to empty. */
+	spb__heap_drop_movable();
+	size_t moved = 0;
+	for (int i = 0; i < spb__nr_zones; i++)
+		moved += compact_zone(&spb__zones[i], max_bytes ? max_bytes - moved : 0, st);
+	spb__compacting = false;
 	pthread_mutex_unlock(&one_pass);
+	st->moved = moved;
+	spb__heap_count(COMPACT_PASSES, 1);
 	return moved;
 }
 
@@ -233,14 +476,10 @@ SPB_EXPORT size_t spb_compact(unsigned flags)
 		errno = EDEADLK; /* the grace period would wait for the caller */
 		return 0;
 	}
-	if (!spb__htab)
-		return 0;
-	if (!spb__rcu_usable()) {
+	if (spb__htab && !spb__rcu_usable()) {
 		errno = ENOTSUP; /* forked inside a read section mid grace period */
 		return 0;
 	}
-	size_t moved = 0;
-	for (int i = 0; i < spb__nr_zones; i++)
-		moved += compact_zone(&spb__zones[i]);
-	return moved;
+	struct spb_compact_stat st;
+	return spb__compact_pass(0, &st);
 }

@@ -68,6 +68,7 @@ struct spb_pageblock {
 	uint8_t holding;     /* RUNS: free pages held out of free_map for a subrelease */
 	uint8_t sparse;      /* RUNS: 1 on the zone's sparse FIFO, 2 on its dense list */
 	uint8_t subrel_gen;  /* RUNS: bumped by each subrelease of it */
+	uint8_t evac;        /* MOVABLE: being emptied by compaction: no new runs here */
 	uint32_t multi_npb;  /* MULTI_HEAD: pageblocks in the run */
 	uint64_t freed_at;   /* ms, when it went free (decay) */
 	uint64_t sparse_since; /* ms, when it became sparse (subrelease) */
@@ -212,6 +213,12 @@ static inline unsigned spb__pb_index(const struct spb *s, const struct spb_pageb
 {
 	return (unsigned)(pb - s->pb);
 }
+/* The pageblock holding p (an address inside an SPB). */
+static inline struct spb_pageblock *spb__pb_of(struct spb *s, const void *p)
+{
+	return &s->pb[((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1)];
+}
+
 static inline void *spb__pb_addr(const struct spb *s, unsigned i)
 {
 	return (void *)(s->r.base + ((uintptr_t)i << SPB_PB_SHIFT));

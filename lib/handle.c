@@ -74,6 +74,8 @@ static bool hcache_refill(void)
 		hcache[hcache_n++] = i;
 	}
 	pthread_mutex_unlock(&hlock);
+	/* No lock of ours held: the thread's creation may allocate. */
+	spb__compactd_maybe_start();
 	return hcache_n > 0;
 }
 
@@ -126,6 +128,17 @@ static struct spb_hentry *entry_of(spb_handle_t h, const char *call)
 	return &spb__htab[idx];
 }
 
+/* A block of the thread's MOVABLE heap, allocated inside a read section:
+ * the compactor may take that heap's current span away, and waits for a
+ * grace period before anyone else touches it (heap.c, steal). */
+static void *movable_block(size_t bytes)
+{
+	spb_read_lock();
+	void *p = spb__malloc_movable(bytes);
+	spb_read_unlock();
+	return p;
+}
+
 SPB_EXPORT spb_handle_t spb_halloc(size_t size, unsigned flags)
 {
 	if (size > SIZE_MAX - HDR || (flags & ~(unsigned)SPB_F_ZERO)) {
@@ -136,7 +149,7 @@ SPB_EXPORT spb_handle_t spb_halloc(size_t size, unsigned flags)
 		errno = ENOMEM;
 		return 0;
 	}
-	char *base = spb__malloc_movable(size + HDR);
+	char *base = movable_block(size + HDR);
 	if (!base)
 		return 0; /* errno from the allocation */
 	uint32_t idx = hcache[--hcache_n];
@@ -298,7 +311,7 @@ SPB_EXPORT int spb_hrealloc(spb_handle_t h, size_t size)
 		spb_hunpin(h);
 		return 0; /* in place: the usable size says what is there */
 	}
-	char *base = size <= SIZE_MAX - HDR ? spb__malloc_movable(size + HDR) : NULL;
+	char *base = size <= SIZE_MAX - HDR ? movable_block(size + HDR) : NULL;
 	if (!base) {
 		spb_hunpin(h);
 		errno = ENOMEM;

@@ -45,6 +45,22 @@ void spb__rcu_synchronize(void) SPB_HIDDEN;
 bool spb__rcu_usable(void) SPB_HIDDEN; /* false in a child forked mid grace period */
 void spb__rcu_prefork(void) SPB_HIDDEN;
 void spb__rcu_postfork(bool child) SPB_HIDDEN;
+/* compact.c: one pass over every zone, at most max_bytes moved (0: no
+ * bound); the figures of the MOVABLE class it measured on the way. */
+struct spb_compact_stat {
+	uint64_t backed;      /* bytes of MOVABLE pageblocks */
+	uint64_t live;        /* live bytes in them */
+	uint64_t moved;       /* bytes moved */
+	uint32_t sources;     /* spans to empty */
+	uint32_t evac_pbs;    /* pageblocks among them emptied whole */
+	uint32_t spans_freed; /* spans released by the sweep after the pass */
+};
+size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st) SPB_HIDDEN;
+/* The figures alone (backed and live), nothing moved. */
+void spb__compact_measure(struct spb_compact_stat *st) SPB_HIDDEN;
+/* compactd.c: the compaction thread, started by the first spb_halloc. */
+void spb__compactd_maybe_start(void) SPB_HIDDEN;
+void spb__compactd_atfork_child(void) SPB_HIDDEN;
 /* compact.c: fork waits for the copies in flight. */
 void spb__compact_prefork(void) SPB_HIDDEN;
 void spb__compact_postfork(bool child) SPB_HIDDEN;

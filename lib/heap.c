@@ -285,8 +285,181 @@ static struct spb_span *lowest_avail(struct spb_heap *h, unsigned bin)
 	return best;
 }
 
+/* MOVABLE heaps (handle objects) keep only their current span per bin: a
+ * span they cannot allocate from any more is abandoned at once, so every
+ * other MOVABLE span is ownerless and the compactor may empty it and the
+ * sweep release it, whoever allocated from it. Nothing is lost by it: a
+ * MOVABLE heap is never a thread's default, so even its owner's frees are
+ * cross-thread frees. Refill adopts the fullest of the first ADOPT_SCAN
+ * abandoned spans with room (fullest first: allocation fills the dense
+ * spans, the sparse ones drain); a thread inside a compaction pass takes
+ * only spans more than half live, which a pass never empties, so its
+ * targets are never its sources. Spans found empty on the way go back to
+ * the engine; full ones go to the tail, so the head keeps spans with room
+ * (the sweep moves spans that got room back to the head). */
+#define ADOPT_SCAN 32
+SPB_TLS bool spb__compacting;
+static void abandon_span(struct spb_span *s);
+
+static void release_list(struct spb_span *empty)
+{
+	while (empty) {
+		struct spb_span *next = empty->desc_next;
+		spb__span_release(empty);
+		empty = next;
+	}
+}
+
+/* The span sits in a pageblock compaction is emptying (a hint, unlocked). */
+static bool span_evac(const struct spb_span *s)
+{
+	struct spb *sp = (struct spb *)spb__region_of((void *)s->start);
+	return __atomic_load_n(&spb__pb_of(sp, (void *)s->start)->evac, __ATOMIC_RELAXED);
+}
+
+static struct spb_span *adopt_movable(struct spb_heap *h, unsigned bin)
+{
+	unsigned zi = (unsigned)(h->zone - spb__zones);
+	struct abandoned_set *a = &abandoned[zi];
+	if (!__atomic_load_n(&a->n[h->cls][bin], __ATOMIC_RELAXED))
+		return NULL;
+	struct spb_span *best = NULL, *empty = NULL, *full = NULL;
+	pthread_mutex_lock(&aband_lock);
+	a = aband_set(zi);
+	struct spb_link *hd = &a->l[h->cls][bin];
+	unsigned n = 0;
+	for (struct spb_link *l = hd->next, *nx; l != hd && n < ADOPT_SCAN; l = nx, n++) {
+		nx = l->next;
+		struct spb_span *s = spb__container_of(l, struct spb_span, link);
+		spb__span_collect(s); /* we own it while the lock is held */
+		if (s->used == 0 || s->used == s->capacity) {
+			spb__list_del(&s->link);
+			if (s->used == 0) {
+				__atomic_fetch_sub(&a->n[h->cls][bin], 1, __ATOMIC_RELAXED);
+				s->desc_next = empty;
+				empty = s;
+			} else {
+				s->desc_next = full;
+				full = s;
+			}
+			continue;
+		}
+		if (span_evac(s) || (spb__compacting && s->used * 2 <= s->capacity))
+			continue;
+		if (!best || s->used > best->used)
+			best = s;
+	}
+	for (struct spb_span *f = full; f; f = f->desc_next)
+		spb__list_add_tail(hd, &f->link);
+	if (best) {
+		spb__list_del(&best->link);
+		__atomic_fetch_sub(&a->n[h->cls][bin], 1, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&aband_lock);
+	if (empty)
+		h->counters[MALLOC_SPAN_FREE]++;
+	release_list(empty);
+	if (!best)
+		return NULL;
+	__atomic_store_n(&best->heap, h, __ATOMIC_RELEASE); /* AVAIL: invariant (1) */
+	h->counters[MALLOC_SPAN_ADOPT]++;
+	return best;
+}
+
+static struct spb_span *refill_movable(struct spb_heap *h, unsigned bin)
+{
+	struct spb_span *s = __atomic_load_n(&h->bins[bin], __ATOMIC_RELAXED);
+	if (s != &empty_span) {
+		spb__span_collect(s);
+		if (s->free || spb__span_extend(s))
+			return s;
+		/* Full: ownerless from now on (never flagged FULL, so AVAIL and
+		 * on no notification list), unless the compactor took it
+		 * already (it abandons it after a grace period). */
+		if (__atomic_compare_exchange_n(&h->bins[bin], &s, &empty_span, false,
+						__ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+			h->counters[MALLOC_SPAN_ABANDON]++;
+			abandon_span(s);
+		}
+	}
+	while ((s = adopt_movable(h, bin)) != NULL) {
+		spb__span_collect(s);
+		if (s->free || spb__span_extend(s))
+			goto found;
+		/* It had room under the lock and only frees came since:
+		 * cannot happen, but never loop on it. */
+		abandon_span(s);
+		break;
+	}
+	s = spb__span_new(h, bin);
+	if (!s)
+		return NULL;
+	spb__span_extend(s);
+found:
+	/* On no list of the heap: its current spans are all it has. */
+	__atomic_store_n(&h->bins[bin], s, __ATOMIC_RELAXED);
+	return s;
+}
+
+/* The compactor takes current spans of MOVABLE heaps that it wants (in a
+ * pageblock it empties): a compare-and-swap of the heap's bin to the
+ * empty span, under heaps_lock (heaps stay live meanwhile). The owner
+ * allocates inside a read section (spb_halloc), so after a grace period
+ * no owner is still popping from a span taken: then it is abandoned like
+ * any full span (spb__heap_steal_end). The compactor's own heap is left. */
+unsigned spb__heap_steal_begin(bool (*want)(const struct spb_span *), struct spb_span **out,
+			       unsigned max)
+{
+	unsigned n = 0;
+	struct spb_heap *self = spb__tls_primary ? spb__tls_primary->by_class[SPB_MOVABLE] : NULL;
+	pthread_mutex_lock(&heaps_lock);
+	for (struct spb_link *l = heaps_live.next; l != &heaps_live && n < max; l = l->next) {
+		struct spb_heap *h = spb__container_of(l, struct spb_heap, all_link);
+		if (h->cls != SPB_MOVABLE || h == self)
+			continue;
+		for (unsigned b = 0; b < SPB_NR_BINS && n < max; b++) {
+			struct spb_span *s = __atomic_load_n(&h->bins[b], __ATOMIC_RELAXED);
+			if (s == &empty_span || !want(s))
+				continue;
+			if (__atomic_compare_exchange_n(&h->bins[b], &s, &empty_span, false,
+							__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+				out[n++] = s;
+		}
+	}
+	pthread_mutex_unlock(&heaps_lock);
+	return n;
+}
+
+/* The calling thread's MOVABLE heap lets its current spans go (a
+ * compaction pass starts: its pageblocks may be emptied too). */
+void spb__heap_drop_movable(void)
+{
+	struct spb_heap *h = spb__tls_primary ? spb__tls_primary->by_class[SPB_MOVABLE] : NULL;
+	if (!h)
+		return;
+	for (unsigned b = 0; b < SPB_NR_BINS; b++) {
+		struct spb_span *s = __atomic_exchange_n(&h->bins[b], &empty_span, __ATOMIC_RELAXED);
+		if (s == &empty_span)
+			continue;
+		spb__span_collect(s);
+		h->counters[s->used ? MALLOC_SPAN_ABANDON : MALLOC_SPAN_FREE]++;
+		if (s->used)
+			abandon_span(s);
+		else
+			spb__span_release(s);
+	}
+}
+
+void spb__heap_steal_end(struct spb_span **v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		abandon_span(v[i]);
+}
+
 struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 {
+	if (h->cls == SPB_MOVABLE)
+		return refill_movable(h, bin);
 	drain_notify(h, true);
 	struct spb_span *s = h->bins[bin];
 	if (s != &empty_span && span_ready(h, s))
@@ -354,6 +527,21 @@ static void abandon_span(struct spb_span *s)
 static void heap_release_spans(struct spb_heap *h)
 {
 	drain_notify(h, true);
+	if (h->cls == SPB_MOVABLE) /* its spans: the current ones (refill_movable) */
+		for (unsigned b = 0; b < SPB_NR_BINS; b++) {
+			struct spb_span *s =
+				__atomic_exchange_n(&h->bins[b], &empty_span, __ATOMIC_RELAXED);
+			if (s == &empty_span)
+				continue; /* or the compactor took it */
+			spb__span_collect(s);
+			if (s->used == 0) {
+				h->counters[MALLOC_SPAN_FREE]++;
+				spb__span_release(s);
+			} else {
+				h->counters[MALLOC_SPAN_ABANDON]++;
+				abandon_span(s);
+			}
+		}
 	for (unsigned b = 0; b < SPB_NR_BINS; b++) {
 		struct spb_link *lists[2] = {&h->avail[b], &h->full[b]};
 		for (int k = 0; k < 2; k++)
@@ -371,7 +559,7 @@ static void heap_release_spans(struct spb_heap *h)
 					abandon_span(s);
 				}
 			}
-		h->bins[b] = &empty_span;
+		__atomic_store_n(&h->bins[b], &empty_span, __ATOMIC_RELAXED);
 	}
 	/* Invariant (3): nothing is NOTIFIED for h any more. */
 	drain_notify(h, false);
@@ -418,8 +606,9 @@ void spb__heap_thread_exit(struct spb_heap *primary)
 
 /* Sweep: collect the xfrees of abandoned spans and release the empty
  * ones, outside the lock (the release takes the zone lock). */
-void spb__heap_sweep_abandoned(void)
+unsigned spb__heap_sweep_abandoned(void)
 {
+	unsigned released = 0;
 	struct spb_span *empty = NULL;
 	pthread_mutex_lock(&aband_lock);
 	for (unsigned z = 0; z < SPB_NR_ZONES_MAX; z++) {
@@ -439,16 +628,19 @@ void spb__heap_sweep_abandoned(void)
 						__atomic_fetch_sub(&a->n[c][b], 1, __ATOMIC_RELAXED);
 						s->desc_next = empty;
 						empty = s;
+						released++;
+					} else if (c == SPB_MOVABLE && s->used < s->capacity) {
+						/* Room again: to the head, where
+						 * adopt_movable looks. */
+						spb__list_del(&s->link);
+						spb__list_add_head(hd, &s->link);
 					}
 				}
 			}
 	}
 	pthread_mutex_unlock(&aband_lock);
-	while (empty) {
-		struct spb_span *next = empty->desc_next;
-		spb__span_release(empty);
-		empty = next;
-	}
+	release_list(empty);
+	return released;
 }
 
 void spb__heap_count(enum spb_counter c, uint64_t n)

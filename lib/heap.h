@@ -207,7 +207,17 @@ void spb__heap_span_empty(struct spb_heap *h, struct spb_span *s) SPB_HIDDEN;
 void spb__heap_notify(struct spb_span *s) SPB_HIDDEN;
 void spb__heap_thread_exit(struct spb_heap *h) SPB_HIDDEN;
 /* Sweep abandoned spans: collect their xfrees, free the empty ones. */
-void spb__heap_sweep_abandoned(void) SPB_HIDDEN;
+unsigned spb__heap_sweep_abandoned(void) SPB_HIDDEN; /* spans released */
+/* Set while the thread runs a compaction pass: MOVABLE refills adopt only
+ * spans more than half live (heap.c, refill_movable). */
+extern SPB_TLS bool spb__compacting SPB_HIDDEN;
+/* Take the current spans of other threads' MOVABLE heaps that want()
+ * picks; after a grace period, _end abandons them (heap.c says why). */
+unsigned spb__heap_steal_begin(bool (*want)(const struct spb_span *), struct spb_span **out,
+			       unsigned max) SPB_HIDDEN;
+void spb__heap_steal_end(struct spb_span **v, unsigned n) SPB_HIDDEN;
+/* The calling thread's MOVABLE heap abandons its current spans. */
+void spb__heap_drop_movable(void) SPB_HIDDEN;
 /* Push other threads' cross-thread batches to their spans: every batch
  * (all), or only those that did not change since the previous call (the
  * background thread, once a second). Returns batches pushed. */

@@ -262,6 +262,13 @@ __attribute__((noinline)) bool spb__os_mbind(void *p, size_t size, int node)
 	return syscall(SYS_mbind, p, size, MPOL_PREFERRED, &mask, 64ul, 0u) == 0;
 }
 
+uint64_t spb__os_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 uint64_t spb__os_now_ms(void)
 {
 	struct timespec ts;

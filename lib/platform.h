@@ -112,6 +112,7 @@ bool spb__os_meta_zero(void *p, size_t size) SPB_HIDDEN;
 bool spb__os_mbind(void *p, size_t size, int node) SPB_HIDDEN;
 /* Milliseconds on CLOCK_MONOTONIC_COARSE (vDSO, no syscall). */
 uint64_t spb__os_now_ms(void) SPB_HIDDEN;
+uint64_t spb__os_now_ns(void) SPB_HIDDEN; /* CLOCK_MONOTONIC, precise */
 
 /* ---- backing.c: the huge-page ladder ---- */
 enum spb_rung {

@@ -165,7 +165,7 @@ static void *run_from_partials_pass(struct spb_zone *z, unsigned npages, unsigne
 					for (uint64_t m = s->partial_map[cls].w[w]; m; m &= m - 1) {
 						unsigned i = w * 64 + (unsigned)__builtin_ctzll(m);
 						struct spb_pageblock *pb = &s->pb[i];
-						if (pb->longest < npages)
+						if (pb->longest < npages || pb->evac)
 							continue;
 						if (pb->nohuge != split_ok) {
 							*saw_split |= pb->nohuge;

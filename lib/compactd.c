@@ -1,0 +1,210 @@
+/*
+ * compactd.c — the compaction thread ("spb-compact") and its controller,
+ * in the spirit of the kernel's kcompactd and of Anchorage: it looks at
+ * the fragmentation of the MOVABLE class every COMPACT_INTERVAL_MS
+ * (backed bytes of MOVABLE pageblocks over the live bytes in them, measured
+ * under the zone lock by compact.c), starts compacting when that crosses
+ * COMPACT_START_PCT and stops below COMPACT_STOP_PCT. Each pass is bounded
+ * (PASS_BYTES moved); between passes it yields the core.
+ *
+ * Budget: a token bucket of CPU time. Tokens accrue at COMPACT_BUDGET_PCT
+ * of one core and hold at most COMPACT_BURST_MS, so a big free is cleaned
+ * up at once (the burst) while in steady state the thread uses at most the
+ * budget; with the tokens spent it sleeps until they are back (counted:
+ * compact_throttled). Passes that move nothing (everything pinned, or the
+ * waste is not in sparse spans) are futile: after FUTILE_MAX of them it
+ * stops and backs off, doubling the wait up to 64 intervals (the lesson of
+ * the kernel's deferred compaction: futile compaction is worse than none).
+ *
+ * Started by the first spb_halloc (spb__compactd_maybe_start), with every
+ * signal blocked; SPBMALLOC_COMPACT=0 keeps it off. Not inherited by fork:
+ * a child starts its own at its next spb_halloc slow path. The thread
+ * allocates (the mover's targets) through its own MOVABLE heap, never
+ * under a lock of ours.
+ * May call: compact.c, options, os.c's clock, libc's pthread and futex.
+ */
+#define _GNU_SOURCE
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "handle.h"
+
+#define PASS_BYTES ((size_t)64 << 20)
+#define FUTILE_MAX 3
+#define MIN_WASTE ((uint64_t)4 << 20) /* less than two pageblocks: leave it */
+
+enum { CD_STOPPED = 0, CD_STARTING, CD_RUNNING, CD_OFF };
+static int cd_state;
+static uint32_t cd_futex;
+
+static void cd_sleep(uint32_t seen, uint64_t ms)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+			      .tv_nsec = (long)(ms % 1000) * 1000000L};
+	syscall(SYS_futex, &cd_futex, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+}
+
+static uint64_t thread_cpu_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Fragmentation in % (backed over live); 0 when there is nothing to gain. */
+static uint64_t frag_pct(const struct spb_compact_stat *st)
+{
+	if (st->backed <= st->live || st->backed - st->live < MIN_WASTE)
+		return 0;
+	return st->live ? st->backed * 100 / st->live : UINT64_MAX;
+}
+
+/* SPBMALLOC_VERBOSE=1: each decision of the controller on stderr. */
+static void cd_log(const char *what, const struct spb_compact_stat *st)
+{
+	if (!spb__opt(OPT_VERBOSE))
+		return;
+	char buf[256];
+	size_t n = spb__fmt_str(buf, 0, 64, "spbmalloc: compaction ");
+	n = spb__fmt_str(buf, n, n + 32, what);
+	n = spb__fmt_str(buf, n, n + 16, ": backed ");
+	n += spb__fmt_u64(buf + n, st->backed >> 20);
+	n = spb__fmt_str(buf, n, n + 16, " MiB, live ");
+	n += spb__fmt_u64(buf + n, st->live >> 20);
+	n = spb__fmt_str(buf, n, n + 16, " MiB");
+	if (st->sources) {
+		n = spb__fmt_str(buf, n, n + 16, "; pass: ");
+		n += spb__fmt_u64(buf + n, st->evac_pbs);
+		n = spb__fmt_str(buf, n, n + 32, " pageblocks emptied, ");
+		n += spb__fmt_u64(buf + n, st->sources);
+		n = spb__fmt_str(buf, n, n + 32, " spans, ");
+		n += spb__fmt_u64(buf + n, st->moved >> 10);
+		n = spb__fmt_str(buf, n, n + 32, " KiB moved, ");
+		n += spb__fmt_u64(buf + n, st->spans_freed);
+		n = spb__fmt_str(buf, n, n + 32, " spans freed");
+	}
+	buf[n++] = '\n';
+	ssize_t r = write(2, buf, n);
+	(void)r;
+}
+
+static void *cd_main(void *arg)
+{
+	(void)arg;
+	prctl(PR_SET_NAME, "spb-compact", 0, 0, 0);
+	const uint64_t burst_us = (uint64_t)spb__opt(OPT_COMPACT_BURST_MS) * 1000;
+	const uint64_t budget = (uint64_t)spb__opt(OPT_COMPACT_BUDGET_PCT);
+	const uint64_t interval = (uint64_t)spb__opt(OPT_COMPACT_INTERVAL_MS);
+	int64_t tokens = (int64_t)burst_us;
+	uint64_t last = spb__os_now_ms(), backoff = 1;
+	unsigned futile = 0;
+	bool active = false;
+	for (;;) {
+		uint32_t seen = __atomic_load_n(&cd_futex, __ATOMIC_ACQUIRE);
+		uint64_t now = spb__os_now_ms();
+		tokens += (int64_t)((now - last) * 10 * budget); /* us of CPU per ms */
+		if (tokens > (int64_t)burst_us)
+			tokens = (int64_t)burst_us;
+		last = now;
+		struct spb_compact_stat st;
+		spb__compact_measure(&st);
+		uint64_t pct = frag_pct(&st);
+		if (!active && pct >= (uint64_t)spb__opt(OPT_COMPACT_START_PCT)) {
+			active = true;
+			spb__heap_count(COMPACT_CTL_START, 1);
+			cd_log("start", &st);
+		} else if (active && pct < (uint64_t)spb__opt(OPT_COMPACT_STOP_PCT)) {
+			active = false;
+			backoff = 1;
+			spb__heap_count(COMPACT_CTL_STOP, 1);
+			cd_log("stop", &st);
+		}
+		uint64_t wait = interval * backoff;
+		if (active && tokens <= 0) {
+			spb__heap_count(COMPACT_THROTTLED, 1);
+			wait = (uint64_t)(-tokens) / (10 * budget) + 1;
+		} else if (active) {
+			uint64_t c0 = thread_cpu_us();
+			spb__compact_pass(PASS_BYTES, &st);
+			uint64_t used = thread_cpu_us() - c0;
+			tokens -= (int64_t)used;
+			spb__heap_count(COMPACT_CPU_US, used);
+			struct spb_compact_stat after;
+			spb__compact_measure(&after);
+			if (spb__opt(OPT_VERBOSE) >= 2)
+				cd_log("pass", &st);
+			/* Progress is memory given back, not bytes moved: moves
+			 * that free nothing would go round in circles. */
+			if (after.backed < st.backed) {
+				futile = 0;
+				backoff = 1;
+				wait = 0;
+			} else if (++futile >= FUTILE_MAX) {
+				futile = 0;
+				active = false;
+				backoff = backoff < 64 ? backoff * 2 : 64;
+				wait = interval * backoff;
+				spb__heap_count(COMPACT_FUTILE, 1);
+				cd_log("futile, backing off", &after);
+			} else {
+				wait = interval / 10 + 1;
+			}
+		}
+		if (wait)
+			cd_sleep(seen, wait);
+		else
+			sched_yield();
+	}
+	return NULL;
+}
+
+static void cd_atfork_child_hook(void)
+{
+	spb__compactd_atfork_child();
+}
+
+void spb__compactd_maybe_start(void)
+{
+	if (SPB_LIKELY(__atomic_load_n(&cd_state, __ATOMIC_ACQUIRE) != CD_STOPPED))
+		return;
+	int st = CD_STOPPED;
+	if (!__atomic_compare_exchange_n(&cd_state, &st, CD_STARTING, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE))
+		return;
+	spb__engine_init(); /* the thread reads the zones at once */
+	static int atfork_registered;
+	if (!__atomic_exchange_n(&atfork_registered, 1, __ATOMIC_ACQ_REL))
+		pthread_atfork(NULL, NULL, cd_atfork_child_hook);
+	if (!spb__opt(OPT_COMPACT)) {
+		__atomic_store_n(&cd_state, CD_OFF, __ATOMIC_RELEASE);
+		return;
+	}
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t t;
+	bool ok = pthread_attr_init(&attr) == 0;
+	if (ok) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&attr, 256 * 1024);
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		ok = pthread_create(&t, &attr, cd_main, NULL) == 0;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		pthread_attr_destroy(&attr);
+	}
+	/* On failure, stay off: a failed clone on every call would cost. */
+	__atomic_store_n(&cd_state, ok ? CD_RUNNING : CD_OFF, __ATOMIC_RELEASE);
+}
+
+void spb__compactd_atfork_child(void)
+{
+	__atomic_store_n(&cd_futex, 0, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&cd_state, __ATOMIC_ACQUIRE) != CD_OFF)
+		__atomic_store_n(&cd_state, CD_STOPPED, __ATOMIC_RELEASE);
+}
