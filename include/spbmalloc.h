@@ -112,6 +112,17 @@ void spb_hunpin(spb_handle_t h);
  * period: 0 with errno EDEADLK. Objects over 128 KiB are not moved yet. */
 size_t spb_compact(unsigned flags);
 
+/* Cooperative defragmentation for plain pointers (programs that own their
+ * pointers and can rewrite them, like Redis's activedefrag).
+ * spb_defrag_hint: 1 if p is a live small block in a span at most half
+ * live that this thread does not allocate from (moving it lets that span
+ * drain and go back), else 0 (any pointer may be asked).
+ * spb_defrag_move: a copy of p's block (same size and lifetime class) in
+ * the place this thread allocates from, p freed; never the same span:
+ * NULL with EAGAIN then (p kept), EINVAL if p is no live small block. */
+int spb_defrag_hint(const void *p);
+void *spb_defrag_move(void *p);
+
 #ifdef __cplusplus
 }
 #endif

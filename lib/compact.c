@@ -81,17 +81,6 @@ SPB_SPECULATIVE uint64_t peek_word(const void *p)
 	return *(volatile const uint64_t *)p;
 }
 
-/* Live blocks of a span: handed out and not freed by another thread. */
-static uint32_t live_blocks(const struct spb_span *sp)
-{
-	const uint64_t *w = (const uint64_t *)(sp + 1);
-	uint32_t n = 0;
-	for (uint32_t k = 0; k < (1u << sp->words_order); k++)
-		n += (uint32_t)__builtin_popcountll(__atomic_load_n(&w[2 * k], __ATOMIC_RELAXED) &
-						    ~__atomic_load_n(&w[2 * k + 1], __ATOMIC_RELAXED));
-	return n;
-}
-
 struct source {
 	struct spb_span *span;
 	uint32_t live, capacity;
@@ -149,7 +138,7 @@ static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_st
 							movable = false;
 							continue;
 						}
-						uint32_t live = live_blocks(sp);
+						uint32_t live = spb__span_live(sp);
 						pb_live += (uint64_t)live * sp->bsize;
 						/* Owned: a thread's current span (heap.c
 						 * keeps no other). It moves too: the pass
@@ -310,10 +299,16 @@ static struct move batch[COMPACT_BATCH];
 #define COMPACT_MAX_STEAL 1024
 static struct spb_span *stolen[COMPACT_MAX_STEAL];
 
-static bool span_evac(const struct spb_span *sp)
+/* A hint on another thread's current span, which may be released and its
+ * descriptor reused under our feet (the steal's CAS on the heap's bin is
+ * what counts): a speculative read. */
+SPB_SPECULATIVE bool span_evac(const struct spb_span *sp)
 {
-	struct spb *s = (struct spb *)spb__region_of((void *)sp->start);
-	return __atomic_load_n(&spb__pb_of(s, (void *)sp->start)->evac, __ATOMIC_RELAXED);
+	void *start = (void *)*(volatile const uintptr_t *)&sp->start;
+	struct spb *s = (struct spb *)spb__region_of(start);
+	if (!s || s->r.kind != SPB_REGION_SPB)
+		return false;
+	return __atomic_load_n(&spb__pb_of(s, start)->evac, __ATOMIC_RELAXED);
 }
 
 /* Choose sources (lock held): the emptiest movable pageblocks first, up
@@ -347,10 +342,13 @@ static unsigned choose_locked(struct spb_zone *z, size_t max_bytes, struct spb_c
 				pg++;
 				continue;
 			}
-			struct spb_span *sp =
-				spb__span_of(p->spb, base + ((size_t)pg << SPB_PAGE_SHIFT));
-			sources[k++] = (struct source){sp, 0, sp->capacity};
+			char *a = base + ((size_t)pg << SPB_PAGE_SHIFT);
+			struct spb_span *sp = spb__span_of(p->spb, a);
 			pg += n;
+			/* Released since the scan (its pagemap is cleared before
+			 * its run goes back, outside the lock): nothing to move. */
+			if (sp && sp->start == (uintptr_t)a)
+				sources[k++] = (struct source){sp, 0, sp->capacity};
 		}
 	}
 	*nevac = np;
