@@ -99,12 +99,14 @@ struct scan {
 	unsigned nspans, max_spans;
 	struct pb_source *pbs;
 	unsigned npbs, max_pbs;
+	bool evac;            /* evacuation: tainted SPBs only, any density */
 };
 
 /* Measure z's MOVABLE memory (lock held) and note the candidates. */
 static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_stat *st)
 {
-	for (unsigned c = SPB_CAT_CLEAN; c <= SPB_CAT_TAINTED; c++)
+	bool evac = sc && sc->evac;
+	for (unsigned c = evac ? SPB_CAT_TAINTED : SPB_CAT_CLEAN; c <= SPB_CAT_TAINTED; c++)
 		for (int f = 0; f < SPB_NR_FULLNESS; f++) {
 			struct spb_link *h = &z->lists[c][f];
 			for (struct spb_link *l = h->next; l != h; l = l->next) {
@@ -145,13 +147,13 @@ static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_st
 						 * takes it (steal) if its pageblock is
 						 * emptied; the mover dropped its own. */
 						bool owned = __atomic_load_n(&sp->heap, __ATOMIC_RELAXED);
-						if (sc && sc->nspans < sc->max_spans &&
+						if (sc && !evac && sc->nspans < sc->max_spans &&
 						    live * 2 <= sp->capacity && !owned)
 							sc->spans[sc->nspans++] =
 								(struct source){sp, live, sp->capacity};
 					}
 					st->live += pb_live;
-					if (sc && movable && pb_live * 2 <= SPB_PB_SIZE &&
+					if (sc && movable && (evac || pb_live * 2 <= SPB_PB_SIZE) &&
 					    sc->npbs < sc->max_pbs)
 						sc->pbs[sc->npbs++] = (struct pb_source){s, i, pb_live};
 				}
@@ -293,6 +295,12 @@ static size_t run_batch(struct move *b, unsigned n)
 }
 
 #define COMPACT_MAX_PBS 2048
+struct pass_opts {
+	size_t max_bytes;        /* live bytes planned, at most (0: no bound) */
+	unsigned max_pbs;        /* pageblocks emptied, at most (0: no bound) */
+	bool evac;               /* tainted SPBs' MOVABLE pageblocks, any density */
+	struct spb_capture *cap; /* a request to serve from a freed pageblock */
+};
 static struct source sources[COMPACT_MAX_SPANS], sparse[COMPACT_MAX_SPANS];
 static struct pb_source pbs[COMPACT_MAX_PBS];
 static struct move batch[COMPACT_BATCH];
@@ -315,16 +323,16 @@ SPB_SPECULATIVE bool span_evac(const struct spb_span *sp)
  * to max_bytes of live data, flagged evac so no new run lands there and
  * every span of theirs a source; then the sparse spans elsewhere,
  * emptiest first. Returns the number of sources; *nevac pageblocks. */
-static unsigned choose_locked(struct spb_zone *z, size_t max_bytes, struct spb_compact_stat *st,
-			      unsigned *nevac)
+static unsigned choose_locked(struct spb_zone *z, const struct pass_opts *o,
+			      struct spb_compact_stat *st, unsigned *nevac)
 {
-	struct scan sc = {sparse, 0, COMPACT_MAX_SPANS, pbs, 0, COMPACT_MAX_PBS};
+	struct scan sc = {sparse, 0, COMPACT_MAX_SPANS, pbs, 0, COMPACT_MAX_PBS, o->evac};
 	scan_zone(z, &sc, st);
 	sort_pbs(pbs, sc.npbs);
 	unsigned k = 0, np = 0;
 	uint64_t planned = 0;
 	for (; np < sc.npbs; np++) {
-		if (max_bytes && planned >= max_bytes)
+		if ((o->max_bytes && planned >= o->max_bytes) || (o->max_pbs && np >= o->max_pbs))
 			break;
 		struct pb_source *p = &pbs[np];
 		struct spb_pageblock *pb = &p->spb->pb[p->idx];
@@ -362,13 +370,14 @@ static unsigned choose_locked(struct spb_zone *z, size_t max_bytes, struct spb_c
 	return k;
 }
 
-static size_t compact_zone(struct spb_zone *z, size_t max_bytes, struct spb_compact_stat *st)
+static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
+			   struct spb_compact_stat *st)
 {
-	size_t moved = 0;
+	size_t moved = 0, max_bytes = o->max_bytes;
 	unsigned nevac = 0;
 	spb__zone_lock(z);
 	z->movers++;
-	unsigned ns = choose_locked(z, max_bytes, st, &nevac);
+	unsigned ns = choose_locked(z, o, st, &nevac);
 	spb__zone_unlock(z);
 	st->sources += ns;
 	st->evac_pbs += nevac;
@@ -424,10 +433,21 @@ static size_t compact_zone(struct spb_zone *z, size_t max_bytes, struct spb_comp
 	st->spans_freed += freed;
 	spb__heap_count(COMPACT_SPANS_FREED, freed);
 	spb__zone_lock(z);
-	for (unsigned i = 0; i < nevac; i++)
-		__atomic_store_n(&pbs[i].spb->pb[pbs[i].idx].evac, 0, __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < nevac; i++) {
+		struct spb_pageblock *pb = &pbs[i].spb->pb[pbs[i].idx];
+		__atomic_store_n(&pb->evac, 0, __ATOMIC_RELAXED);
+		if (pb->cls != SPB_PB_FREE)
+			continue;
+		st->pb_freed++;
+		/* Capture (seed 000): the first pageblock freed goes to the
+		 * request that asked for this pass, before anyone races for it. */
+		struct spb_capture *c = o->cap;
+		if (c && !c->result && pbs[i].spb->tainted_contrib)
+			c->result = spb__capture_locked(pbs[i].spb, pbs[i].idx, c->cls, c->npages,
+							c->align, c->npb);
+	}
 	z->movers--;
-	spb__zone_unlock(z);
+	spb__zone_unlock_signal(z);
 	return moved;
 }
 
@@ -455,13 +475,33 @@ size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st)
 	 * may be the ones to empty. */
 	spb__heap_drop_movable();
 	size_t moved = 0;
-	for (int i = 0; i < spb__nr_zones; i++)
-		moved += compact_zone(&spb__zones[i], max_bytes ? max_bytes - moved : 0, st);
+	for (int i = 0; i < spb__nr_zones; i++) {
+		struct pass_opts o = {max_bytes ? max_bytes - moved : 0, 0, false, NULL};
+		moved += compact_zone(&spb__zones[i], &o, st);
+	}
 	spb__compacting = false;
 	pthread_mutex_unlock(&one_pass);
 	st->moved = moved;
 	spb__heap_count(COMPACT_PASSES, 1);
 	return moved;
+}
+
+unsigned spb__compact_evacuate(struct spb_zone *z, unsigned max_pbs, struct spb_capture *cap,
+				struct spb_compact_stat *st)
+{
+	memset(st, 0, sizeof *st);
+	if (!spb__htab || !spb__rcu_usable() || spb__rcu_in_section())
+		return 0;
+	pthread_mutex_lock(&one_pass);
+	spb__compacting = true;
+	spb__heap_drop_movable();
+	struct pass_opts o = {0, max_pbs, true, cap};
+	st->moved = compact_zone(z, &o, st);
+	spb__compacting = false;
+	pthread_mutex_unlock(&one_pass);
+	spb__heap_count(COMPACT_PASSES, 1);
+	spb__heap_count(COMPACT_EVAC_PB, st->pb_freed);
+	return st->pb_freed;
 }
 
 SPB_EXPORT size_t spb_compact(unsigned flags)

@@ -42,6 +42,125 @@
 enum { CD_STOPPED = 0, CD_STARTING, CD_RUNNING, CD_OFF };
 static int cd_state;
 static uint32_t cd_futex;
+static SPB_TLS bool cd_self; /* this thread is the compaction thread */
+
+static void cd_wake(void)
+{
+	__atomic_fetch_add(&cd_futex, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &cd_futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* ---- Evacuation (seed 001): the tainted reserve was crossed. ---- */
+#define EVAC_PBS 32    /* pageblocks one evacuation pass empties, at most */
+static int evac_req[SPB_NR_ZONES_MAX];
+
+static void cd_evac_hook(struct spb_zone *z)
+{
+	__atomic_store_n(&evac_req[z - spb__zones], 1, __ATOMIC_RELEASE);
+	cd_wake();
+}
+
+static void run_evacuations(void)
+{
+	for (int i = 0; i < spb__nr_zones; i++) {
+		if (!__atomic_exchange_n(&evac_req[i], 0, __ATOMIC_ACQ_REL))
+			continue;
+		struct spb_zone *z = &spb__zones[i];
+		struct spb_compact_stat st;
+		spb__heap_count(COMPACT_EVACUATIONS, 1);
+		/* Until the reserve is met again or nothing more comes free. */
+		for (int round = 0; round < 8; round++) {
+			if (!spb__compact_evacuate(z, EVAC_PBS, NULL, &st))
+				break;
+			spb__zone_lock(z);
+			bool met = z->tainted_free_pb > spb__zone_reserve(z);
+			spb__zone_unlock(z);
+			if (met)
+				break;
+		}
+	}
+}
+
+/* ---- Last-chance and direct compaction with capture (seeds 003, 000) ----
+ * A non-movable claim that would taint fresh capacity (or fail) asks the
+ * thread for one bounded evacuation of the zone's tainted SPBs and waits
+ * for it; the first pageblock it frees is captured for the asker. One at a
+ * time: an asker that finds one in flight waits for that one and then
+ * claims again (its chance is as good), instead of piling on. A pass
+ * never waits for the asker: a thread inside a read section does not ask
+ * (the grace period would wait for it). */
+#define DIRECT_PBS 4
+enum { REQ_IDLE = 0, REQ_PENDING, REQ_RUNNING, REQ_DONE };
+static pthread_mutex_t req_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	struct spb_zone *z;
+	struct spb_capture cap;
+	unsigned pb_freed;
+	uint32_t state; /* futex word */
+} req;
+static uint32_t req_gen; /* bumped when a request is done (futex word) */
+
+static void wait_word(uint32_t *w, uint32_t seen, unsigned ms)
+{
+	struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000L};
+	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+}
+
+static void *cd_defrag(struct spb_zone *z, unsigned cls, unsigned npages, unsigned align,
+		       unsigned npb)
+{
+	if (cd_self || spb__rcu_in_section() ||
+	    __atomic_load_n(&cd_state, __ATOMIC_ACQUIRE) != CD_RUNNING)
+		return NULL;
+	if (pthread_mutex_trylock(&req_lock) != 0) {
+		spb__heap_count(COMPACT_DIRECT_PILED, 1);
+		uint32_t g = __atomic_load_n(&req_gen, __ATOMIC_ACQUIRE);
+		for (int i = 0; i < 100 && __atomic_load_n(&req_gen, __ATOMIC_ACQUIRE) == g; i++)
+			wait_word(&req_gen, g, 10);
+		return NULL;
+	}
+	spb__heap_count(COMPACT_LASTCHANCE, 1);
+	spb__heap_count(COMPACT_DIRECT_STALL, 1);
+	req.z = z;
+	req.cap = (struct spb_capture){cls, npages, align, npb, NULL};
+	req.pb_freed = 0;
+	__atomic_store_n(&req.state, REQ_PENDING, __ATOMIC_RELEASE);
+	cd_wake();
+	uint32_t st;
+	while ((st = __atomic_load_n(&req.state, __ATOMIC_ACQUIRE)) != REQ_DONE)
+		wait_word(&req.state, st, 100);
+	void *p = req.cap.result;
+	bool gained = req.pb_freed > 0;
+	__atomic_store_n(&req.state, REQ_IDLE, __ATOMIC_RELAXED);
+	spb__heap_count(gained ? COMPACT_DIRECT_SUCCESS : COMPACT_DIRECT_FAIL, 1);
+	if (p)
+		spb__heap_count(COMPACT_DIRECT_CAPTURED, 1);
+	spb__zone_lock(z);
+	if (gained) {
+		z->defrag_shift = 0;
+	} else {
+		if (z->defrag_shift < 6)
+			z->defrag_shift++;
+		z->defrag_defer = (uint8_t)((1u << z->defrag_shift) - 1);
+	}
+	spb__zone_unlock(z);
+	__atomic_fetch_add(&req_gen, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &req_gen, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+	pthread_mutex_unlock(&req_lock);
+	return p;
+}
+
+static void serve_request(void)
+{
+	uint32_t pending = REQ_PENDING;
+	if (!__atomic_compare_exchange_n(&req.state, &pending, REQ_RUNNING, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE))
+		return;
+	struct spb_compact_stat st;
+	req.pb_freed = spb__compact_evacuate(req.z, DIRECT_PBS, &req.cap, &st);
+	__atomic_store_n(&req.state, REQ_DONE, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &req.state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
 
 static void cd_sleep(uint32_t seen, uint64_t ms)
 {
@@ -98,6 +217,7 @@ static void *cd_main(void *arg)
 {
 	(void)arg;
 	prctl(PR_SET_NAME, "spb-compact", 0, 0, 0);
+	cd_self = true;
 	const uint64_t burst_us = (uint64_t)spb__opt(OPT_COMPACT_BURST_MS) * 1000;
 	const uint64_t budget = (uint64_t)spb__opt(OPT_COMPACT_BUDGET_PCT);
 	const uint64_t interval = (uint64_t)spb__opt(OPT_COMPACT_INTERVAL_MS);
@@ -107,6 +227,8 @@ static void *cd_main(void *arg)
 	bool active = false;
 	for (;;) {
 		uint32_t seen = __atomic_load_n(&cd_futex, __ATOMIC_ACQUIRE);
+		serve_request();
+		run_evacuations();
 		uint64_t now = spb__os_now_ms();
 		tokens += (int64_t)((now - last) * 10 * budget); /* us of CPU per ms */
 		if (tokens > (int64_t)burst_us)
@@ -200,10 +322,17 @@ void spb__compactd_maybe_start(void)
 	}
 	/* On failure, stay off: a failed clone on every call would cost. */
 	__atomic_store_n(&cd_state, ok ? CD_RUNNING : CD_OFF, __ATOMIC_RELEASE);
+	if (ok) {
+		spb__evac_hook = cd_evac_hook;
+		__atomic_store_n(&spb__defrag_hook, cd_defrag, __ATOMIC_RELEASE);
+	}
 }
 
 void spb__compactd_atfork_child(void)
 {
+	/* No thread to serve them until the child's own starts. */
+	pthread_mutex_init(&req_lock, NULL);
+	__atomic_store_n(&req.state, REQ_IDLE, __ATOMIC_RELAXED);
 	__atomic_store_n(&cd_futex, 0, __ATOMIC_RELAXED);
 	if (__atomic_load_n(&cd_state, __ATOMIC_ACQUIRE) != CD_OFF)
 		__atomic_store_n(&cd_state, CD_STOPPED, __ATOMIC_RELEASE);

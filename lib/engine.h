@@ -137,6 +137,8 @@ struct spb_zone {
 	uint32_t total_pb;          /* pageblocks in the zone's SPBs */
 	bool below_reserve;         /* tainted_free_pb <= reserve (edge state) */
 	bool evac_wanted;           /* signal for the compaction thread */
+	uint8_t defrag_defer;       /* defrag requests to skip after failures (backoff) */
+	uint8_t defrag_shift;       /* failures in a row, capped: skip 2^shift - 1 */
 	uint64_t next_decay;        /* ms: earliest pending release, or UINT64_MAX */
 	struct spb_link lists[SPB_NR_CATS][SPB_NR_FULLNESS];
 	struct spb_link dirty;      /* free pageblocks holding memory, oldest first */
@@ -157,6 +159,21 @@ struct spb_zone {
 /* A hook the compaction thread of a later layer installs: called (without
  * the zone lock) when a zone's tainted reserve is crossed. */
 extern void (*spb__evac_hook)(struct spb_zone *z) SPB_HIDDEN;
+/* The last-chance and direct compaction hook (compactd.c): a non-movable
+ * request for npages (runs; npb == 0) or npb pageblocks found no free
+ * pageblock in the tainted SPBs while they hold MOVABLE pageblocks. Called
+ * without the zone lock; evacuates some of those (bounded, single flight)
+ * and returns memory captured for the request (a run of npages, or npb ==
+ * 1 pageblock, of class cls), or NULL: the caller then claims again, once,
+ * without asking. */
+extern void *(*spb__defrag_hook)(struct spb_zone *z, unsigned cls, unsigned npages,
+				 unsigned align, unsigned npb) SPB_HIDDEN;
+/* Claim free pageblock idx of s for a request (lock held): a run of
+ * npages of class cls in it, or (npb == 1) the whole pageblock. */
+void *spb__capture_locked(struct spb *s, unsigned idx, unsigned cls, unsigned npages,
+			  unsigned align, unsigned npb) SPB_HIDDEN;
+/* Internal flag (beside SPB_F_*): claim without the defrag hook. */
+#define SPB_F_NO_DEFRAG 0x100u
 
 /* ---- spbmap.c ---- */
 extern struct spb_region *_Atomic spb__map[SPB_MAP_SLOTS] SPB_HIDDEN;

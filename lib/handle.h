@@ -54,7 +54,18 @@ struct spb_compact_stat {
 	uint32_t sources;     /* spans to empty */
 	uint32_t evac_pbs;    /* pageblocks among them emptied whole */
 	uint32_t spans_freed; /* spans released by the sweep after the pass */
+	uint32_t pb_freed;    /* pageblocks emptied whole that went free */
 };
+/* A non-movable request waiting for a compaction (compactd.c), served from
+ * a pageblock the pass freed in a tainted SPB (spb__capture_locked). */
+struct spb_capture {
+	unsigned cls, npages, align, npb;
+	void *result;
+};
+/* Evacuation: empty up to max_pbs MOVABLE pageblocks of z's tainted SPBs
+ * (emptiest first), capturing for cap if given; returns pageblocks freed. */
+unsigned spb__compact_evacuate(struct spb_zone *z, unsigned max_pbs, struct spb_capture *cap,
+				struct spb_compact_stat *st) SPB_HIDDEN;
 size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st) SPB_HIDDEN;
 /* The figures alone (backed and live), nothing moved. */
 void spb__compact_measure(struct spb_compact_stat *st) SPB_HIDDEN;

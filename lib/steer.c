@@ -25,7 +25,39 @@ struct tainted_walk {
 	bool saw_free_pb;
 };
 
-enum claim_result { CLAIM_OK, CLAIM_REFUSED, CLAIM_NOSPACE };
+enum claim_result { CLAIM_OK, CLAIM_REFUSED, CLAIM_NOSPACE, CLAIM_DEFRAG };
+
+void *(*spb__defrag_hook)(struct spb_zone *z, unsigned cls, unsigned npages, unsigned align,
+			  unsigned npb);
+
+/* MOVABLE pageblocks in tainted SPBs: what evacuation could free there. */
+static uint32_t tainted_movable_pb(const struct spb_zone *z)
+{
+	uint32_t n = 0;
+	for (int f = 0; f < SPB_NR_FULLNESS; f++) {
+		const struct spb_link *h = &z->lists[SPB_CAT_TAINTED][f];
+		for (const struct spb_link *l = h->next; l != h; l = l->next)
+			n += spb__container_of(l, struct spb, link)->nr_class_pb[SPB_MOVABLE];
+	}
+	return n;
+}
+
+/* Seeds 003 and 000: before a non-movable claim taints fresh capacity (an
+ * empty, new or clean SPB) or fails, ask the compaction layer to evacuate
+ * MOVABLE pageblocks of the tainted SPBs; after a request that gained
+ * nothing, skip the next 2^n - 1 (n up to 6) instead of storming. */
+static bool want_defrag(struct spb_zone *z, unsigned flags)
+{
+	if ((flags & SPB_F_NO_DEFRAG) || !__atomic_load_n(&spb__defrag_hook, __ATOMIC_ACQUIRE) ||
+	    !tainted_movable_pb(z))
+		return false;
+	if (z->defrag_defer) {
+		z->defrag_defer--;
+		z->counters[SPB_DEFRAG_DEFERRED]++;
+		return false;
+	}
+	return true;
+}
 
 static uint32_t spb_free_pages(const struct spb *s)
 {
@@ -111,8 +143,12 @@ static struct spb *find_unmovable(struct spb_zone *z, unsigned npb, unsigned ali
 		*res = CLAIM_REFUSED;
 		return NULL;
 	}
-	/* The last-chance defrag (direct compaction of a tainted SPB) of the
-	 * compaction layer goes here, before fresh capacity is tainted. */
+	/* The last-chance defrag: evacuation of a tainted SPB before fresh
+	 * capacity is tainted. */
+	if (want_defrag(z, flags)) {
+		*res = CLAIM_DEFRAG;
+		return NULL;
+	}
 	s = scan_for_pbs(z, SPB_CAT_EMPTY, true, npb, align, idx, NULL);
 	if (!s)
 		s = grow_for_pbs(z, npb, align, idx);
@@ -199,12 +235,47 @@ static void *finish(struct spb_zone *z, void *p, enum claim_result res, bool zer
 {
 	spb__zone_unlock_signal(z);
 	if (!p) {
+		/* A refusal asks for evacuation (seed 001): once the tainted
+		 * SPBs have whole free pageblocks again, the request succeeds. */
+		if (res == CLAIM_REFUSED && spb__evac_hook)
+			spb__evac_hook(z);
 		errno = res == CLAIM_REFUSED ? EAGAIN : ENOMEM;
 		return NULL;
 	}
 	if ((flags & SPB_F_ZERO) && !zero)
 		memset(p, 0, bytes);
 	return p;
+}
+
+/* The claim asked for defrag: the zone is unlocked; run the hook (which
+ * may capture memory for us) and note the outcome for the backoff. */
+static void *defrag(struct spb_zone *z, unsigned cls, unsigned npages, unsigned align,
+		    unsigned npb)
+{
+	void *(*hook)(struct spb_zone *, unsigned, unsigned, unsigned, unsigned) =
+		__atomic_load_n(&spb__defrag_hook, __ATOMIC_ACQUIRE);
+	return hook ? hook(z, cls, npages, align, npb) : NULL;
+}
+
+void *spb__capture_locked(struct spb *s, unsigned idx, unsigned cls, unsigned npages,
+			  unsigned align, unsigned npb)
+{
+	if (npb > 1 || s->pb[idx].cls != SPB_PB_FREE)
+		return NULL;
+	bool zero;
+	if (npb == 1) {
+		spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_MULTI_HEAD);
+		s->pb[idx].multi_npb = 1;
+		s->nr_used_pages += SPB_PAGES_PER_PB;
+		s->zone->counters[MULTI_ALLOC]++;
+		spb__spb_update_locked(s);
+		return spb__pb_addr(s, idx);
+	}
+	spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_RUNS);
+	int at = spb__pb_run_alloc_locked(s, &s->pb[idx], npages, align, &zero);
+	if (at < 0)
+		return NULL; /* cannot be: the pageblock is whole and free */
+	return (char *)spb__pb_addr(s, idx) + ((size_t)at << SPB_PAGE_SHIFT);
 }
 
 void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
@@ -226,6 +297,19 @@ void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
 			p = (char *)spb__pb_addr(s, i) + ((size_t)at << SPB_PAGE_SHIFT);
 		}
 	}
+	if (res == CLAIM_DEFRAG) {
+		spb__zone_unlock_signal(z);
+		p = defrag(z, cls, (unsigned)npages, (unsigned)align_pages, 0);
+		if (p) {
+			if (was_zero)
+				*was_zero = false;
+			if (flags & SPB_F_ZERO)
+				memset(p, 0, npages << SPB_PAGE_SHIFT);
+			return p;
+		}
+		return spb__alloc_pages(z, npages, align_pages, cls, flags | SPB_F_NO_DEFRAG,
+					was_zero);
+	}
 	if (was_zero)
 		*was_zero = zero;
 	return finish(z, p, res, zero, npages << SPB_PAGE_SHIFT, flags);
@@ -242,6 +326,16 @@ void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
 	spb__zone_lock(z);
 	enum claim_result res = claim(z, (unsigned)npb, (unsigned)align_pb, cls, flags,
 				      SPB_PB_MODE_MULTI_HEAD, &s, &i, &zero);
+	if (res == CLAIM_DEFRAG) {
+		spb__zone_unlock_signal(z);
+		p = defrag(z, cls, 0, 1, (unsigned)npb);
+		if (p) {
+			if (flags & SPB_F_ZERO)
+				memset(p, 0, npb << SPB_PB_SHIFT);
+			return p;
+		}
+		return spb__alloc_pageblocks(z, npb, align_pb, cls, flags | SPB_F_NO_DEFRAG);
+	}
 	if (res == CLAIM_OK) {
 		s->pb[i].multi_npb = (uint32_t)npb;
 		s->nr_used_pages += (uint32_t)(npb * SPB_PAGES_PER_PB);
