@@ -45,6 +45,10 @@
  * (every class: MOVABLE, SECRET and out-of-range ones must give EINVAL),
  * spb_pages_alloc / spb_pages_free / spb_pages_usable_size, spb_trim,
  * malloc_trim, spb_decay, mallinfo/mallinfo2, mallopt, the counters;
+ * objects behind handles (misc 12-15: spb_halloc with and without
+ * SPB_F_ZERO, spb_hrealloc, a size that must fail, resizing a pinned
+ * object (EBUSY), pins that nest and hold the address across compaction,
+ * spb_compact, and spb_compact refusing inside a read section);
  * bursts of up to 64 blocks freed in four orders, and a per-thread bulk of
  * up to 512 small blocks (full spans) sent to other threads in batches
  * through a mailbox of 1024 (cross-thread frees and reallocs, the remote
@@ -172,6 +176,17 @@ struct blk {
 	uint8_t origin;
 };
 
+/* An object behind a handle: its bytes are the pattern of id over size;
+ * pins counts this thread's pins, at is the address they hold still. */
+#define NHSLOTS 16
+struct hslot {
+	spb_handle_t h;
+	size_t size;
+	uint64_t id;
+	unsigned pins;
+	unsigned char *at;
+};
+
 struct thr {
 	int idx;
 	pthread_t tid;
@@ -185,6 +200,7 @@ struct thr {
 	struct blk bulk[BULK_MAX];
 	unsigned nbulk;
 	struct blk late; /* freed by the key destructor, after the allocator's */
+	struct hslot hs[NHSLOTS]; /* objects behind handles (misc 12-15) */
 	/* the last operations, for the diagnosis */
 	struct op hist[8];
 	unsigned nhist;
@@ -1146,8 +1162,133 @@ static void do_fork(struct thr *t)
 	      "forked child failed (status %#x): see its message above", st);
 }
 
+/* ------------------------------------------------------------ handles */
+
+static size_t hsize_of(unsigned x)
+{
+	if (x >= 250) /* a page run behind a handle (not moved) */
+		return 128 * KiB + (size_t)(x - 249) * 3000;
+	return 1 + ((size_t)x * 37) % 3000;
+}
+
+static void hverify(struct thr *t, struct hslot *s, const char *when)
+{
+	spb_read_lock();
+	unsigned char *p = spb_hget(s->h);
+	size_t bad = check_range(p, s->id, 0, s->size, false);
+	spb_read_unlock();
+	CHECK(t, NULL, bad == SIZE_MAX, "%s: handle %#llx (%zu bytes) differs at %zu", when,
+	      (unsigned long long)s->h, s->size, bad);
+	CHECK(t, NULL, spb_hsize(s->h) >= s->size, "%s: spb_hsize below the size asked", when);
+	if (s->pins)
+		CHECK(t, NULL, spb_hpin(s->h) == s->at, "%s: a pinned object moved", when);
+	if (s->pins)
+		spb_hunpin(s->h);
+}
+
+static void hrelease(struct thr *t, struct hslot *s)
+{
+	if (!s->h)
+		return;
+	hverify(t, s, "handle free");
+	while (s->pins) {
+		spb_hunpin(s->h);
+		s->pins--;
+	}
+	spb_hfree(s->h);
+	budget_put(s->size);
+	s->h = 0;
+}
+
+static void do_handle(struct thr *t, unsigned slot, unsigned mod, unsigned x)
+{
+	struct hslot *s = &t->hs[slot % NHSLOTS];
+	switch (mod & 3) {
+	case 0: { /* allocate (zeroed when x is odd) */
+		hrelease(t, s);
+		size_t n = hsize_of(x);
+		if (!budget_take(n))
+			return;
+		errno = 0;
+		spb_handle_t h = spb_halloc(n, (x & 1) ? SPB_F_ZERO : 0);
+		CHECK(t, NULL, h != 0, "spb_halloc(%zu) failed: errno %d", n, errno);
+		spb_read_lock();
+		unsigned char *p = spb_hget(h);
+		if (x & 1)
+			CHECK(t, NULL, check_range(p, 0, 0, n, true) == SIZE_MAX,
+			      "spb_halloc(SPB_F_ZERO) not zero");
+		fill_range(p, t->next_id, 0, n);
+		spb_read_unlock();
+		*s = (struct hslot){h, n, t->next_id++, 0, NULL};
+		break;
+	}
+	case 1: { /* resize: the kept bytes stay; a size that cannot be fails */
+		if (!s->h)
+			return;
+		size_t n = x == 255 ? SIZE_MAX - 8 : hsize_of(x);
+		if (!budget_take(n))
+			return;
+		errno = 0;
+		int rc = spb_hrealloc(s->h, n);
+		budget_put(rc == 0 ? s->size : n);
+		if (x == 255) {
+			CHECK(t, NULL, rc == -1 && errno == ENOMEM, "spb_hrealloc(huge): rc %d errno %d",
+			      rc, errno);
+		} else if (s->pins) {
+			CHECK(t, NULL, rc == -1 && errno == EBUSY,
+			      "spb_hrealloc of a pinned object: rc %d errno %d", rc, errno);
+		} else {
+			CHECK(t, NULL, rc == 0, "spb_hrealloc(%zu) failed: errno %d", n, errno);
+			spb_read_lock();
+			unsigned char *p = spb_hget(s->h);
+			size_t keep = n < s->size ? n : s->size;
+			size_t bad = check_range(p, s->id, 0, keep, false);
+			CHECK(t, NULL, bad == SIZE_MAX, "spb_hrealloc lost byte %zu", bad);
+			fill_range(p, s->id, keep, n);
+			spb_read_unlock();
+			s->size = n;
+		}
+		hverify(t, s, "after spb_hrealloc");
+		break;
+	}
+	case 2: /* pin (nests) or unpin */
+		if (!s->h)
+			return;
+		if ((x & 1) && s->pins < 3) {
+			unsigned char *p = spb_hpin(s->h);
+			CHECK(t, NULL, !s->pins || p == s->at, "a second pin gave another address");
+			s->at = p;
+			s->pins++;
+		} else if (s->pins) {
+			spb_hunpin(s->h);
+			s->pins--;
+		}
+		break;
+	default: /* compact now; inside a read section it must refuse */
+		if (x & 1) {
+			spb_read_lock();
+			errno = 0;
+			size_t m = spb_compact(0);
+			int e = errno;
+			spb_read_unlock();
+			CHECK(t, NULL, m == 0 && e == EDEADLK, "spb_compact in a read section: %zu, %d",
+			      m, e);
+		} else {
+			(void)spb_compact(0);
+		}
+		for (int i = 0; i < NHSLOTS; i++)
+			if (t->hs[i].h)
+				hverify(t, &t->hs[i], "after spb_compact");
+		break;
+	}
+}
+
 static void do_misc(struct thr *t, struct blk *b, unsigned mod, unsigned x)
 {
+	if ((mod & 15) >= 12) {
+		do_handle(t, (unsigned)(b - t->slot), mod, x);
+		return;
+	}
 	switch (mod & 15) {
 	case 0:
 		free(NULL);
@@ -1328,6 +1469,8 @@ static void run_op(struct thr *t, const struct op *o)
 	case OP_CLEANUP:
 		for (int i = 0; i < NSLOTS; i++)
 			release(t, &t->slot[i], (unsigned)i, "cleanup");
+		for (int i = 0; i < NHSLOTS; i++)
+			hrelease(t, &t->hs[i]);
 		bulk_free(t, BULK_MAX, 0);
 		break;
 	default: break;

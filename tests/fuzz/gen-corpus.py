@@ -155,6 +155,18 @@ seeds["burst"] = hdr() + sum((op(BURST, m) + [n] + s for m, n, s in
      (4, 10, cls(9)), (13, 15, pow2(10)))), [])
 seeds["huge"] = hdr() + malloc(0, huge(10)) + realloc_abs(0, huge(40)) + free(0) + \
     op(CALLOC, 0) + [1] + huge(3) + free(1)
+def h_alloc(slot, x): return misc(12, slot, x)
+def h_resize(slot, x): return misc(13, slot, x)
+def h_pin(slot, on): return misc(14, slot, 1 if on else 0)
+def h_compact(in_section=False): return misc(15, 0, 1 if in_section else 0)
+seeds["handles"] = hdr() + sum((h_alloc(i, x) for i, x in enumerate((0, 1, 7, 80, 200, 249, 250, 254))), []) + \
+    h_resize(0, 200) + h_resize(0, 255) + h_pin(1, True) + h_pin(1, True) + h_resize(1, 50) + \
+    h_compact() + h_compact(True) + h_pin(1, False) + h_resize(2, 3) + h_alloc(3, 9) + \
+    h_compact() + h_pin(1, False) + h_resize(1, 120) + h_alloc(0, 2)
+seeds["handles-threads"] = hdr(2, concurrent=True) + sum((h_alloc(i, 17 * i) for i in range(12)), []) + \
+    sum((h_alloc(i, 3) for i in range(0, 12, 2)), []) + h_compact() + switch(1) + \
+    sum((h_alloc(i, 40 + i) for i in range(10)), []) + h_pin(4, True) + h_compact() + \
+    sum((h_resize(i, 200 - i) for i in range(10)), []) + h_compact()
 seeds["big-runs"] = hdr() + malloc(0, big(0x300000)) + malloc(1, big(0x812345)) + \
     realloc_rel(1, 1) + realloc_rel(0, 0) + free(0) + free(1)
 seeds["concurrent-2"] = hdr(2, concurrent=True) + sum((malloc(i, cls(i * 3)) + send(i)
