@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # run-model.sh — generate, compile and run SPIN's exhaustive verifier for
-# tests/model/notify.pml (the full/notify protocol of lib/heap.c).
+# tests/model/notify.pml (the full/notify protocol of lib/heap.c), or with
+# --model handle.pml the move protocol of handle objects (lib/handle.c,
+# lib/compact.c).
 #
-#   run-model.sh [--expect-violation] [--full] [--workdir DIR] [CONFIG...]
+#   run-model.sh [--model FILE] [--expect-violation] [--full] [--workdir DIR]
+#                [CONFIG...]
 #
 # CONFIG is one model size and variant, as spin -D options in one word,
 # e.g. "-DNS=3 -DOPS_A=3 -DOPS_B=0 -DOPS_C=1"; a word "pan:FLAGS" adds
@@ -15,7 +18,7 @@
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
-model=$here/notify.pml
+name=notify.pml
 expect_violation=0
 full=0
 workdir=
@@ -25,6 +28,7 @@ while [ $# -gt 0 ]; do
 	--expect-violation) expect_violation=1 ;;
 	--full) full=1 ;;
 	--workdir) workdir=$2; shift ;;
+	--model) name=$2; shift ;;
 	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
 	*) configs+=("$1") ;;
 	esac
@@ -47,7 +51,14 @@ if [ -z "$cc" ]; then
 	exit 77
 fi
 
-if [ ${#configs[@]} -eq 0 ]; then
+model=$here/$name
+if [ ${#configs[@]} -eq 0 ] && [ "$name" = handle.pml ]; then
+	if [ $full -eq 1 ]; then
+		configs=("-DNW=2 -DOPS=3" "-DNW=3 -DOPS=2")
+	else
+		configs=("-DNW=2 -DOPS=2" "-DNW=1 -DOPS=3")
+	fi
+elif [ ${#configs[@]} -eq 0 ]; then
 	if [ $full -eq 1 ]; then
 		configs=(
 			"-DNS=3 -DOPS_A=3 -DOPS_B=1 -DOPS_C=1"
@@ -76,6 +87,11 @@ mkdir -p "$workdir" || exit 1
 # with the processes named.
 trail_summary()
 {
+	if [ "$name" != notify.pml ]; then
+		# shellcheck disable=SC2086 # the defines are words
+		spin -t -p $1 "$name" 2>&1 | grep -vE '^[[:space:]]*$' | tail -n 40
+		return
+	fi
 	# shellcheck disable=SC2086 # the defines are words
 	spin -t -p $1 notify.pml 2>&1 |
 		grep -vE '^[[:space:]]*queue|^[[:space:]]*$' |
@@ -101,9 +117,9 @@ for cfg in "${configs[@]}"; do
 	done
 	dir=$workdir/run$n
 	rm -rf "$dir" && mkdir -p "$dir" && cp "$model" "$dir/" || exit 1
-	echo "== notify.pml$defs${panflags:+ (pan$panflags)}"
+	echo "== $name$defs${panflags:+ (pan$panflags)}"
 	# shellcheck disable=SC2086
-	if ! (cd "$dir" && spin $defs -a notify.pml >spin.log 2>&1); then
+	if ! (cd "$dir" && spin $defs -a "$name" >spin.log 2>&1); then
 		cat "$dir/spin.log"
 		echo "FAIL: spin could not generate the verifier"
 		status=1
@@ -134,7 +150,7 @@ for cfg in "${configs[@]}"; do
 		continue
 	fi
 	if [ "$errors" -gt 0 ]; then
-		echo "-- trail, in short (full: cd $dir && spin -t -p$defs notify.pml):"
+		echo "-- trail, in short (full: cd $dir && spin -t -p$defs $name):"
 		(cd "$dir" && trail_summary "$defs") | sed 's/^/   /'
 		if [ $expect_violation -eq 1 ]; then
 			echo "ok: SPIN finds the violation"
