@@ -170,8 +170,25 @@ static void draw(const struct snap *s, const uint64_t *prev, double dt)
 	printf("\033[K\nrungs:     ");
 	for (int r = 0; r < SPB_STATS_NR_RUNGS; r++)
 		printf(" %s %llu", rung_names[r], (unsigned long long)g->pb_by_rung[r]);
-	fputs("\033[K\n\033[K\n", stdout);
-	int used = 6;
+	fputs("\033[K\n", stdout);
+	char cl[256];
+	snprintf(cl, sizeof cl,
+		 "compaction: moved %llu (%.1f MiB), %llu passes, freed %llu spans %llu pb, "
+		 "cpu %llu ms, ctl +%llu -%llu, direct %llu/%llu captured",
+		 (unsigned long long)snap_counter(s, "compact_moved"),
+		 (double)snap_counter(s, "compact_moved_bytes") / (1 << 20),
+		 (unsigned long long)snap_counter(s, "compact_passes"),
+		 (unsigned long long)snap_counter(s, "compact_spans_freed"),
+		 (unsigned long long)snap_counter(s, "compact_evac_pb"),
+		 (unsigned long long)snap_counter(s, "compact_cpu_us") / 1000,
+		 (unsigned long long)snap_counter(s, "compact_ctl_start"),
+		 (unsigned long long)snap_counter(s, "compact_ctl_stop"),
+		 (unsigned long long)snap_counter(s, "compact_direct_captured"),
+		 (unsigned long long)snap_counter(s, "compact_direct_stall"));
+	/* One screen line: cut to the width. */
+	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
+	fputs("\033[K\n", stdout);
+	int used = 7;
 	int crow = rows - used - 4 - (int)(s->nr_spbs < 8 ? s->nr_spbs : 8);
 	used += draw_counters(s, prev, dt, cols, crow > 4 ? crow : 4);
 	fputs("\033[K\n", stdout);
