@@ -109,7 +109,7 @@ void spb_hunpin(spb_handle_t h);
 /* Compact now, synchronously, on the calling thread: move the handle
  * objects of spans at most half live into denser places. Returns bytes
  * moved. flags: 0. Inside a read section it cannot wait for the grace
- * period: 0 with errno EDEADLK. Objects over 128 KiB are not moved yet. */
+ * period: 0 with errno EDEADLK. Objects of 2 MiB and more are not moved. */
 size_t spb_compact(unsigned flags);
 
 /* Cooperative defragmentation for plain pointers (programs that own their

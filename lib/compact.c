@@ -21,9 +21,10 @@
  * is lost. After the pass the mover's batch of frees is pushed and the
  * abandoned spans are swept: the emptied spans go back to the engine,
  * whose pageblocks then go free whole (and, once an SPB is empty, decay
- * unmaps it). Page runs behind handles (objects over 128 KiB) are not
- * moved yet; neither is anything while the caller is inside a read
- * section (the grace period would wait for the caller itself): EDEADLK.
+ * unmaps it). Objects over 128 KiB (page runs) move when their pageblock
+ * is emptied; objects of whole pageblocks (over 2 MiB) do not. Nothing
+ * moves while the caller is inside a read section (the grace period would
+ * wait for the caller itself): EDEADLK.
  *
  * Reading a block header may race with its owner freeing it (the free
  * list link overwrites it), and a source span may be released and its
@@ -81,9 +82,13 @@ SPB_SPECULATIVE uint64_t peek_word(const void *p)
 	return *(volatile const uint64_t *)p;
 }
 
+/* A span to empty, or (span NULL) a page run that may be one object
+ * behind a handle (over 128 KiB). */
 struct source {
 	struct spb_span *span;
 	uint32_t live, capacity;
+	uintptr_t run;
+	uint32_t run_bytes;
 };
 
 /* A MOVABLE pageblock at most half live whose every span is ownerless and
@@ -136,8 +141,12 @@ static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_st
 						struct spb_span *sp = spb__span_of(s, a);
 						pg += n;
 						if (!sp || sp->start != (uintptr_t)a) {
+							/* A page run: an object behind a
+							 * handle moves like a block; what
+							 * else it may be (spb_pages_alloc
+							 * in MOVABLE) stays, and so does
+							 * its pageblock. */
 							pb_live += (uint64_t)n << SPB_PAGE_SHIFT;
-							movable = false;
 							continue;
 						}
 						uint32_t live = spb__span_live(sp);
@@ -150,7 +159,7 @@ static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_st
 						if (sc && !evac && sc->nspans < sc->max_spans &&
 						    live * 2 <= sp->capacity && !owned)
 							sc->spans[sc->nspans++] =
-								(struct source){sp, live, sp->capacity};
+								(struct source){sp, live, sp->capacity, 0, 0};
 					}
 					st->live += pb_live;
 					if (sc && movable && (evac || pb_live * 2 <= SPB_PB_SIZE) &&
@@ -242,7 +251,7 @@ static size_t run_batch(struct move *b, unsigned n)
 			continue;
 		}
 		struct spb *sp = (struct spb *)spb__region_of(nb);
-		if (!sp || sp->r.kind != SPB_REGION_SPB || spb__span_of(sp, nb) == m->src ||
+		if (!sp || sp->r.kind != SPB_REGION_SPB || (m->src && spb__span_of(sp, nb) == m->src) ||
 		    __atomic_load_n(&spb__pb_of(sp, nb)->evac, __ATOMIC_RELAXED)) {
 			spb__free_ptr(nb);
 			unchoose(m);
@@ -353,10 +362,14 @@ static unsigned choose_locked(struct spb_zone *z, const struct pass_opts *o,
 			char *a = base + ((size_t)pg << SPB_PAGE_SHIFT);
 			struct spb_span *sp = spb__span_of(p->spb, a);
 			pg += n;
-			/* Released since the scan (its pagemap is cleared before
-			 * its run goes back, outside the lock): nothing to move. */
+			/* A span released since the scan (its pagemap is cleared
+			 * before its run goes back, outside the lock) looks like a
+			 * page run: its header check below finds nothing. */
 			if (sp && sp->start == (uintptr_t)a)
-				sources[k++] = (struct source){sp, 0, sp->capacity};
+				sources[k++] = (struct source){sp, 0, sp->capacity, 0, 0};
+			else
+				sources[k++] = (struct source){NULL, 1, 1, (uintptr_t)a,
+							       n << SPB_PAGE_SHIFT};
 		}
 	}
 	*nevac = np;
@@ -396,10 +409,13 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 		/* The descriptor may have been released and reused since the
 		 * scan: every block is checked against its entry below. */
 		struct span_snap sn;
-		peek_span(sp, &sn);
+		if (sp)
+			peek_span(sp, &sn);
+		else
+			sn = (struct span_snap){1, sources[k].run_bytes, sources[k].run};
 		for (uint32_t i = 0; i < sn.capacity; i++) {
 			uintptr_t off = (uintptr_t)i * sn.bsize;
-			if (!peek_live(sp, off))
+			if (sp && !peek_live(sp, off))
 				continue;
 			char *blk = (char *)sn.start + off;
 			uint64_t idx = peek_word(blk);

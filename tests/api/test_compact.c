@@ -171,6 +171,31 @@ int main(void)
 			hs[i] = 0;
 		}
 	}
+	/* Objects over 128 KiB (page runs) among them move too. */
+	enum { NBIG = 48 };
+	spb_handle_t big[NBIG];
+	void *big_at[NBIG];
+	for (unsigned i = 0; i < NBIG; i++) {
+		seed = seed * 1103515245u + 12345u;
+		big[i] = spb_halloc(130 * 1024 + (seed >> 8) % (400 * 1024), 0);
+		REQUIRE(big[i]);
+		struct obj *o = spb_hpin(big[i]);
+		o->stamp = big[i];
+		spb_hunpin(big[i]);
+		/* small ones between, then mostly freed: sparse pageblocks */
+		for (unsigned k = 0; k < 200; k++)
+			spb_hfree(spb_halloc(16 + k * 8, 0));
+	}
+	for (unsigned i = 0; i < NBIG; i += 2) {
+		spb_hfree(big[i]);
+		big[i] = 0;
+	}
+	for (unsigned i = 0; i < NBIG; i++)
+		big_at[i] = big[i] ? spb_hpin(big[i]) : NULL;
+	for (unsigned i = 0; i < NBIG; i++)
+		if (big[i])
+			spb_hunpin(big[i]);
+
 	/* A few pinned survivors stay where they are. */
 	spb_handle_t pinned[16];
 	void *where[16];
@@ -194,6 +219,16 @@ int main(void)
 	CHECK_EQ(mt_counter("compact_moved_bytes") - b0, moved);
 	CHECK(mt_counter("compact_pinned_skipped") > s0);
 	CHECK(all_stamped());
+	unsigned big_moved = 0;
+	for (unsigned i = 0; i < NBIG; i++)
+		if (big[i]) {
+			struct obj *o = spb_hpin(big[i]);
+			CHECK_EQ(o->stamp, big[i]);
+			big_moved += (void *)o != big_at[i];
+			spb_hunpin(big[i]);
+		}
+	printf("test_compact: %u of %u objects over 128 KiB moved\n", big_moved, NBIG / 2);
+	CHECK(big_moved > 0);
 	for (unsigned k = 0; k < np; k++) {
 		CHECK(spb_hpin(pinned[k]) == where[k]);
 		spb_hunpin(pinned[k]);
@@ -252,5 +287,7 @@ int main(void)
 	       passes, total, mt_counter("compact_cancelled"), mt_counter("compact_grace"));
 	for (unsigned i = 0; i < N; i++)
 		spb_hfree(hs[i]);
+	for (unsigned i = 0; i < NBIG; i++)
+		spb_hfree(big[i]);
 	return check_done("test_compact");
 }
