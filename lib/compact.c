@@ -107,6 +107,20 @@ struct scan {
 	bool evac;            /* evacuation: tainted SPBs only, any density */
 };
 
+/* The runs of a RUNS pageblock in address order (lock held): *pg is the
+ * cursor; the next run's first page and length, or false at the end. */
+static bool next_run(const struct spb_pageblock *pb, unsigned *pg, unsigned *at, unsigned *n)
+{
+	while (*pg < SPB_PAGES_PER_PB && !pb->run_len[*pg])
+		(*pg)++;
+	if (*pg >= SPB_PAGES_PER_PB)
+		return false;
+	*at = *pg;
+	*n = pb->run_len[*pg];
+	*pg += *n;
+	return true;
+}
+
 /* Measure z's MOVABLE memory (lock held) and note the candidates. */
 static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_stat *st)
 {
@@ -131,15 +145,9 @@ static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_st
 					uint64_t pb_live = 0;
 					bool movable = true;
 					char *base = spb__pb_addr(s, i);
-					for (unsigned pg = 0; pg < SPB_PAGES_PER_PB;) {
-						unsigned n = pb->run_len[pg];
-						if (!n) {
-							pg++;
-							continue;
-						}
-						char *a = base + ((size_t)pg << SPB_PAGE_SHIFT);
+					for (unsigned pg = 0, at, n; next_run(pb, &pg, &at, &n);) {
+						char *a = base + ((size_t)at << SPB_PAGE_SHIFT);
 						struct spb_span *sp = spb__span_of(s, a);
-						pg += n;
 						if (!sp || sp->start != (uintptr_t)a) {
 							/* A page run: an object behind a
 							 * handle moves like a block; what
@@ -347,21 +355,15 @@ static unsigned choose_locked(struct spb_zone *z, const struct pass_opts *o,
 		struct spb_pageblock *pb = &p->spb->pb[p->idx];
 		char *base = spb__pb_addr(p->spb, p->idx);
 		unsigned need = 0;
-		for (unsigned pg = 0; pg < SPB_PAGES_PER_PB; pg += pb->run_len[pg] ? pb->run_len[pg] : 1)
-			need += pb->run_len[pg] != 0;
+		for (unsigned pg = 0, at, n; next_run(pb, &pg, &at, &n);)
+			need++;
 		if (k + need > COMPACT_MAX_SPANS)
 			break;
 		__atomic_store_n(&pb->evac, 1, __ATOMIC_RELAXED);
 		planned += p->live;
-		for (unsigned pg = 0; pg < SPB_PAGES_PER_PB;) {
-			unsigned n = pb->run_len[pg];
-			if (!n) {
-				pg++;
-				continue;
-			}
-			char *a = base + ((size_t)pg << SPB_PAGE_SHIFT);
+		for (unsigned pg = 0, at, n; next_run(pb, &pg, &at, &n);) {
+			char *a = base + ((size_t)at << SPB_PAGE_SHIFT);
 			struct spb_span *sp = spb__span_of(p->spb, a);
-			pg += n;
 			/* A span released since the scan (its pagemap is cleared
 			 * before its run goes back, outside the lock) looks like a
 			 * page run: its header check below finds nothing. */
@@ -479,43 +481,50 @@ void spb__compact_measure(struct spb_compact_stat *st)
 }
 
 
-size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st)
+/* A pass may start: handles exist, grace periods work, and the caller is
+ * in no read section (the grace period would wait for it). Then one pass
+ * at a time (the arrays are shared): single flight; the mover's own
+ * current spans are no exception (their pageblocks may be emptied). */
+static bool pass_begin(struct spb_compact_stat *st)
 {
 	memset(st, 0, sizeof *st);
 	if (!spb__htab || !spb__rcu_usable() || spb__rcu_in_section())
-		return 0;
-	/* One pass at a time (the arrays are shared): single flight. */
+		return false;
 	pthread_mutex_lock(&one_pass);
 	spb__compacting = true;
-	/* Our own current spans are no exception: the pageblocks they sit in
-	 * may be the ones to empty. */
 	spb__heap_drop_movable();
+	return true;
+}
+
+static void pass_end(void)
+{
+	spb__compacting = false;
+	pthread_mutex_unlock(&one_pass);
+	spb__heap_count(COMPACT_PASSES, 1);
+}
+
+size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st)
+{
+	if (!pass_begin(st))
+		return 0;
 	size_t moved = 0;
 	for (int i = 0; i < spb__nr_zones; i++) {
 		struct pass_opts o = {max_bytes ? max_bytes - moved : 0, 0, false, NULL};
 		moved += compact_zone(&spb__zones[i], &o, st);
 	}
-	spb__compacting = false;
-	pthread_mutex_unlock(&one_pass);
+	pass_end();
 	st->moved = moved;
-	spb__heap_count(COMPACT_PASSES, 1);
 	return moved;
 }
 
 unsigned spb__compact_evacuate(struct spb_zone *z, unsigned max_pbs, struct spb_capture *cap,
 				struct spb_compact_stat *st)
 {
-	memset(st, 0, sizeof *st);
-	if (!spb__htab || !spb__rcu_usable() || spb__rcu_in_section())
+	if (!pass_begin(st))
 		return 0;
-	pthread_mutex_lock(&one_pass);
-	spb__compacting = true;
-	spb__heap_drop_movable();
 	struct pass_opts o = {0, max_pbs, true, cap};
 	st->moved = compact_zone(z, &o, st);
-	spb__compacting = false;
-	pthread_mutex_unlock(&one_pass);
-	spb__heap_count(COMPACT_PASSES, 1);
+	pass_end();
 	spb__heap_count(COMPACT_EVAC_PB, st->pb_freed);
 	return st->pb_freed;
 }

@@ -430,24 +430,38 @@ unsigned spb__heap_steal_begin(bool (*want)(const struct spb_span *), struct spb
 	return n;
 }
 
+/* A span its heap lets go of (AVAIL): collected, then back to the engine
+ * when empty, else abandoned. */
+static void let_go(struct spb_heap *h, struct spb_span *s)
+{
+	spb__span_collect(s);
+	if (s->used == 0) {
+		h->counters[MALLOC_SPAN_FREE]++;
+		spb__span_release(s);
+	} else {
+		h->counters[MALLOC_SPAN_ABANDON]++;
+		abandon_span(s);
+	}
+}
+
+/* A MOVABLE heap's spans are its current ones (refill_movable): each let
+ * go, unless the compactor took it already. */
+static void movable_let_go(struct spb_heap *h)
+{
+	for (unsigned b = 0; b < SPB_NR_BINS; b++) {
+		struct spb_span *s = __atomic_exchange_n(&h->bins[b], &empty_span, __ATOMIC_RELAXED);
+		if (s != &empty_span)
+			let_go(h, s);
+	}
+}
+
 /* The calling thread's MOVABLE heap lets its current spans go (a
  * compaction pass starts: its pageblocks may be emptied too). */
 void spb__heap_drop_movable(void)
 {
 	struct spb_heap *h = spb__tls_primary ? spb__tls_primary->by_class[SPB_MOVABLE] : NULL;
-	if (!h)
-		return;
-	for (unsigned b = 0; b < SPB_NR_BINS; b++) {
-		struct spb_span *s = __atomic_exchange_n(&h->bins[b], &empty_span, __ATOMIC_RELAXED);
-		if (s == &empty_span)
-			continue;
-		spb__span_collect(s);
-		h->counters[s->used ? MALLOC_SPAN_ABANDON : MALLOC_SPAN_FREE]++;
-		if (s->used)
-			abandon_span(s);
-		else
-			spb__span_release(s);
-	}
+	if (h)
+		movable_let_go(h);
 }
 
 void spb__heap_steal_end(struct spb_span **v, unsigned n)
@@ -527,21 +541,8 @@ static void abandon_span(struct spb_span *s)
 static void heap_release_spans(struct spb_heap *h)
 {
 	drain_notify(h, true);
-	if (h->cls == SPB_MOVABLE) /* its spans: the current ones (refill_movable) */
-		for (unsigned b = 0; b < SPB_NR_BINS; b++) {
-			struct spb_span *s =
-				__atomic_exchange_n(&h->bins[b], &empty_span, __ATOMIC_RELAXED);
-			if (s == &empty_span)
-				continue; /* or the compactor took it */
-			spb__span_collect(s);
-			if (s->used == 0) {
-				h->counters[MALLOC_SPAN_FREE]++;
-				spb__span_release(s);
-			} else {
-				h->counters[MALLOC_SPAN_ABANDON]++;
-				abandon_span(s);
-			}
-		}
+	if (h->cls == SPB_MOVABLE)
+		movable_let_go(h);
 	for (unsigned b = 0; b < SPB_NR_BINS; b++) {
 		struct spb_link *lists[2] = {&h->avail[b], &h->full[b]};
 		for (int k = 0; k < 2; k++)
@@ -550,14 +551,7 @@ static void heap_release_spans(struct spb_heap *h)
 					spb__container_of(lists[k]->next, struct spb_span, link);
 				spb__list_del(&s->link);
 				make_avail_for_exit(h, s);
-				spb__span_collect(s);
-				if (s->used == 0) {
-					h->counters[MALLOC_SPAN_FREE]++;
-					spb__span_release(s);
-				} else {
-					h->counters[MALLOC_SPAN_ABANDON]++;
-					abandon_span(s);
-				}
+				let_go(h, s);
 			}
 		__atomic_store_n(&h->bins[b], &empty_span, __ATOMIC_RELAXED);
 	}

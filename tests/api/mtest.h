@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,19 @@ static inline double mt_now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Every live handle of hs[0..n) (0: none) still holds its own value in
+ * its first 8 bytes (the compaction tests stamp objects so). */
+static inline bool mt_handles_stamped(const spb_handle_t *hs, size_t n)
+{
+	bool ok = true;
+	spb_read_lock();
+	for (size_t i = 0; i < n; i++)
+		if (hs[i] && *(const uint64_t *)spb_hget(hs[i]) != hs[i])
+			ok = false;
+	spb_read_unlock();
+	return ok;
 }
 
 /* xorshift64*: per-thread deterministic randomness. */

@@ -74,13 +74,7 @@ static void build_and_free(void)
 
 static bool stamps_ok(void)
 {
-	bool ok = true;
-	spb_read_lock();
-	for (size_t i = 0; i < n; i++)
-		if (hs[i] && *(uint64_t *)spb_hget(hs[i]) != hs[i])
-			ok = false;
-	spb_read_unlock();
-	return ok;
+	return mt_handles_stamped(hs, n);
 }
 
 static int off_mode(void)

@@ -42,13 +42,7 @@ static bool same_spb(const void *a, const void *b)
 
 static bool stamps_ok(void)
 {
-	bool ok = true;
-	spb_read_lock();
-	for (size_t i = 0; i < n; i++)
-		if (hs[i] && *(uint64_t *)spb_hget(hs[i]) != hs[i])
-			ok = false;
-	spb_read_unlock();
-	return ok;
+	return mt_handles_stamped(hs, n);
 }
 
 static void *wait_for(const char *counter, uint64_t above)
