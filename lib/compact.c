@@ -460,7 +460,7 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 		/* Capture (seed 000): the first pageblock freed goes to the
 		 * request that asked for this pass, before anyone races for it. */
 		struct spb_capture *c = o->cap;
-		if (c && !c->result && pbs[i].spb->tainted_contrib)
+		if (c && !c->result && !c->cancelled && pbs[i].spb->tainted_contrib)
 			c->result = spb__capture_locked(pbs[i].spb, pbs[i].idx, c->cls, c->npages,
 							c->align, c->npb);
 	}

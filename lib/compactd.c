@@ -86,11 +86,15 @@ static void run_evacuations(void)
  * thread for one bounded evacuation of the zone's tainted SPBs and waits
  * for it; the first pageblock it frees is captured for the asker. One at a
  * time: an asker that finds one in flight waits for that one and then
- * claims again (its chance is as good), instead of piling on. A pass
- * never waits for the asker: a thread inside a read section does not ask
- * (the grace period would wait for it). */
+ * claims again (its chance is as good), instead of piling on.
+ * The wait is bounded (COMPACT_DIRECT_WAIT_MS): the pass waits for a grace period,
+ * and a reader inside a read section may be blocked on a lock the asker
+ * holds (a program's own mutex around a malloc). Then the asker gives up
+ * (the request becomes an orphan the thread finishes without capturing:
+ * cancelled under the zone lock, where the capture happens) and claims
+ * again without asking. A thread inside a read section never asks. */
 #define DIRECT_PBS 4
-enum { REQ_IDLE = 0, REQ_PENDING, REQ_RUNNING, REQ_DONE };
+enum { REQ_IDLE = 0, REQ_PENDING, REQ_RUNNING, REQ_DONE, REQ_ORPHAN };
 static pthread_mutex_t req_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
 	struct spb_zone *z;
@@ -102,8 +106,42 @@ static uint32_t req_gen; /* bumped when a request is done (futex word) */
 
 static void wait_word(uint32_t *w, uint32_t seen, unsigned ms)
 {
-	struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000L};
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
 	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+}
+
+static uint64_t now_ms(void)
+{
+	return spb__os_now_ns() / 1000000u;
+}
+
+/* The asker's bounded wait for REQ_DONE; false when it gave up (then the
+ * request is cancelled or orphaned, and what it captured, if anything, is
+ * in req.cap.result). */
+static bool wait_done(void)
+{
+	uint64_t until = now_ms() + (uint64_t)spb__opt(OPT_COMPACT_DIRECT_WAIT_MS);
+	uint32_t st;
+	while ((st = __atomic_load_n(&req.state, __ATOMIC_ACQUIRE)) != REQ_DONE) {
+		uint64_t t = now_ms();
+		if (t >= until)
+			break;
+		wait_word(&req.state, st, (unsigned)(until - t));
+	}
+	if (st == REQ_DONE)
+		return true;
+	spb__zone_lock(req.z);
+	req.cap.cancelled = true; /* the pass captures under this lock only */
+	spb__zone_unlock(req.z);
+	uint32_t e = REQ_PENDING;
+	if (__atomic_compare_exchange_n(&req.state, &e, REQ_IDLE, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE))
+		return false; /* never started */
+	e = REQ_RUNNING;
+	if (__atomic_compare_exchange_n(&req.state, &e, REQ_ORPHAN, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE))
+		return false; /* the thread finishes it alone */
+	return true; /* it was done meanwhile */
 }
 
 static void *cd_defrag(struct spb_zone *z, unsigned cls, unsigned npages, unsigned align,
@@ -112,31 +150,37 @@ static void *cd_defrag(struct spb_zone *z, unsigned cls, unsigned npages, unsign
 	if (cd_self || spb__rcu_in_section() ||
 	    __atomic_load_n(&cd_state, __ATOMIC_ACQUIRE) != CD_RUNNING)
 		return NULL;
-	if (pthread_mutex_trylock(&req_lock) != 0) {
+	bool busy = pthread_mutex_trylock(&req_lock) != 0;
+	if (!busy && __atomic_load_n(&req.state, __ATOMIC_ACQUIRE) != REQ_IDLE) {
+		pthread_mutex_unlock(&req_lock); /* an orphan still finishing */
+		busy = true;
+	}
+	if (busy) {
+		/* One in flight: wait for it (bounded), then claim again. */
 		spb__heap_count(COMPACT_DIRECT_PILED, 1);
 		uint32_t g = __atomic_load_n(&req_gen, __ATOMIC_ACQUIRE);
-		for (int i = 0; i < 100 && __atomic_load_n(&req_gen, __ATOMIC_ACQUIRE) == g; i++)
-			wait_word(&req_gen, g, 10);
+		wait_word(&req_gen, g, (unsigned)spb__opt(OPT_COMPACT_DIRECT_WAIT_MS));
 		return NULL;
 	}
 	spb__heap_count(COMPACT_LASTCHANCE, 1);
 	spb__heap_count(COMPACT_DIRECT_STALL, 1);
 	req.z = z;
-	req.cap = (struct spb_capture){cls, npages, align, npb, NULL};
+	req.cap = (struct spb_capture){cls, npages, align, npb, NULL, false};
 	req.pb_freed = 0;
 	__atomic_store_n(&req.state, REQ_PENDING, __ATOMIC_RELEASE);
 	cd_wake();
-	uint32_t st;
-	while ((st = __atomic_load_n(&req.state, __ATOMIC_ACQUIRE)) != REQ_DONE)
-		wait_word(&req.state, st, 100);
+	bool done = wait_done();
 	void *p = req.cap.result;
-	bool gained = req.pb_freed > 0;
-	__atomic_store_n(&req.state, REQ_IDLE, __ATOMIC_RELAXED);
-	spb__heap_count(gained ? COMPACT_DIRECT_SUCCESS : COMPACT_DIRECT_FAIL, 1);
+	bool gained = done && req.pb_freed > 0;
+	if (done)
+		__atomic_store_n(&req.state, REQ_IDLE, __ATOMIC_RELEASE);
+	else
+		spb__heap_count(COMPACT_DIRECT_TIMEOUT, 1);
+	spb__heap_count(gained || p ? COMPACT_DIRECT_SUCCESS : COMPACT_DIRECT_FAIL, 1);
 	if (p)
 		spb__heap_count(COMPACT_DIRECT_CAPTURED, 1);
 	spb__zone_lock(z);
-	if (gained) {
+	if (gained || p) {
 		z->defrag_shift = 0;
 	} else {
 		if (z->defrag_shift < 6)
@@ -158,7 +202,15 @@ static void serve_request(void)
 		return;
 	struct spb_compact_stat st;
 	req.pb_freed = spb__compact_evacuate(req.z, DIRECT_PBS, &req.cap, &st);
-	__atomic_store_n(&req.state, REQ_DONE, __ATOMIC_RELEASE);
+	uint32_t running = REQ_RUNNING;
+	if (!__atomic_compare_exchange_n(&req.state, &running, REQ_DONE, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		/* An orphan: its asker left; the next one may come. */
+		__atomic_store_n(&req.state, REQ_IDLE, __ATOMIC_RELEASE);
+		__atomic_fetch_add(&req_gen, 1, __ATOMIC_RELEASE);
+		syscall(SYS_futex, &req_gen, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+		return;
+	}
 	syscall(SYS_futex, &req.state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 

@@ -61,6 +61,7 @@ struct spb_compact_stat {
 struct spb_capture {
 	unsigned cls, npages, align, npb;
 	void *result;
+	bool cancelled; /* the asker gave up: capture nothing (zone lock) */
 };
 /* Evacuation: empty up to max_pbs MOVABLE pageblocks of z's tainted SPBs
  * (emptiest first), capturing for cap if given; returns pageblocks freed. */

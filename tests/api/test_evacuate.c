@@ -18,12 +18,17 @@
  *    non-movable requests until the free pageblocks are used up; the next
  *    ones ask the thread, which empties pageblocks and hands one to the
  *    asker (compact_direct_captured), again in the same SPB.
- * 4. Backoff: the survivors are pinned (nothing can move); requests now
+ * 4. No deadlock: holding a mutex that a reader inside a read section
+ *    waits for, this thread's request for direct compaction (whose grace
+ *    period waits for that reader) gives up after its bounded wait
+ *    (compact_direct_timeout) and the program goes on.
+ * 5. Backoff: the survivors are pinned (nothing can move); requests now
  *    fail with ENOMEM, and after a futile compaction the next ones skip it
  *    (spb_defrag_deferred) instead of storming.
  * Every survivor keeps its stamp throughout. SPBMALLOC_COMPACT=0 (run 5):
  * the request of step 3 fails, ENOMEM.
  */
+#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -34,6 +39,21 @@
 
 static spb_handle_t hs[MAXH];
 static size_t n;
+
+static pthread_mutex_t user_lock = PTHREAD_MUTEX_INITIALIZER;
+static int reader_in;
+
+/* A reader that takes a program's lock inside its read section. */
+static void *blocked_reader(void *arg)
+{
+	(void)arg;
+	spb_read_lock();
+	__atomic_store_n(&reader_in, 1, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&user_lock);
+	pthread_mutex_unlock(&user_lock);
+	spb_read_unlock();
+	return NULL;
+}
 
 static bool same_spb(const void *a, const void *b)
 {
@@ -126,7 +146,32 @@ int main(void)
 	CHECK(mt_counter("compact_direct_captured") >= cap0 + 3);
 	CHECK(stamps_ok());
 
-	/* 4. Pin every survivor: compaction is futile, and backs off. */
+	/* 4. No deadlock: this thread holds a mutex a reader inside a read
+	 * section waits for, and asks for direct compaction (whose grace
+	 * period waits for that reader): it gives up after its bounded wait. */
+	pthread_mutex_lock(&user_lock);
+	pthread_t rd;
+	REQUIRE(pthread_create(&rd, NULL, blocked_reader, NULL) == 0);
+	while (!__atomic_load_n(&reader_in, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	usleep(20 * 1000); /* it is blocked on user_lock now */
+	uint64_t to0 = mt_counter("compact_direct_timeout");
+	for (int k = 0; k < 200 && mt_counter("compact_direct_timeout") == to0; k++) {
+		void *b = spb_pages_alloc(2u << 20, 2u << 20, SPB_UNMOVABLE, 0);
+		if (b && nb < 600)
+			blocks[nb++] = b;
+		else if (b)
+			spb_pages_free(b);
+	}
+	pthread_mutex_unlock(&user_lock);
+	pthread_join(rd, NULL);
+	printf("test_evacuate: a reader blocked on our lock: %" PRIu64 " direct compaction(s) "
+	       "given up after their bounded wait\n",
+	       mt_counter("compact_direct_timeout") - to0);
+	CHECK(mt_counter("compact_direct_timeout") > to0);
+	CHECK(stamps_ok());
+
+	/* 5. Pin every survivor: compaction is futile, and backs off. */
 	for (size_t i = 0; i < n; i++)
 		if (hs[i])
 			spb_hpin(hs[i]);
