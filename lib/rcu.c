@@ -20,13 +20,15 @@
  * handler unregisters each one but itself, as that thread would have.
  * liburcu's own mutexes must not be held across fork either: prefork takes
  * ours around registration (reg_lock) and around synchronize_rcu
- * (sync_lock). A thread that forks from inside a read section cannot wait
- * for a grace period (it may be the reader the grace period waits for):
- * if a mover is in synchronize_rcu then, the child's grace periods are
+ * (sync_lock). The forking thread waits for a grace period in flight only
+ * a bounded time (100 ms), and not at all from inside a read section: it
+ * may be, or hold a lock of, the reader the grace period waits for. If a
+ * mover is still in synchronize_rcu then, the child's grace periods are
  * unsafe and compaction is off in the child (spb__rcu_usable), counted in
  * rcu_fork_unsafe.
  */
 #define _LGPL_SOURCE
+#include <time.h>
 #include <urcu/urcu-memb.h>
 
 #include "handle.h"
@@ -158,10 +160,16 @@ void spb__rcu_synchronize(void)
  * readers, and a reader may be waiting for an allocator lock. */
 void spb__rcu_prefork(void)
 {
-	if (nesting)
+	/* A grace period in flight may wait for a reader that waits for a
+	 * lock the forking thread holds (or for the forking thread itself,
+	 * inside a section): wait for it a bounded time only; without
+	 * sync_lock the child runs without compaction (rcu_fork_unsafe). */
+	sync_held_for_fork = pthread_mutex_trylock(&sync_lock) == 0;
+	for (int i = 0; !sync_held_for_fork && !nesting && i < 100; i++) {
+		struct timespec ts = {0, 1000000L};
+		nanosleep(&ts, NULL);
 		sync_held_for_fork = pthread_mutex_trylock(&sync_lock) == 0;
-	else
-		sync_held_for_fork = pthread_mutex_lock(&sync_lock) == 0;
+	}
 	pthread_mutex_lock(&reg_lock);
 }
 
