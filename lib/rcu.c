@@ -69,7 +69,11 @@ static pthread_once_t rcu_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rcu_thread *threads; /* under reg_lock */
-static bool sync_held_for_fork, rcu_unusable;
+/* Per forking thread: two threads may fork at once, and one whose bounded
+ * wait for sync_lock failed must not tell the other's postfork that the
+ * lock it holds is not held (it would never be unlocked). */
+static SPB_TLS bool sync_held_for_fork;
+static bool rcu_unusable;
 static SPB_TLS int registered; /* 0 no, 1 yes */
 static SPB_TLS unsigned nesting;
 static SPB_TLS struct rcu_thread self;
