@@ -260,7 +260,7 @@ static size_t run_batch(struct move *b, unsigned n)
 		}
 		struct spb *sp = (struct spb *)spb__region_of(nb);
 		if (!sp || sp->r.kind != SPB_REGION_SPB || (m->src && spb__span_of(sp, nb) == m->src) ||
-		    __atomic_load_n(&spb__pb_of(sp, nb)->evac, __ATOMIC_RELAXED)) {
+		    spb__addr_evac(nb)) {
 			spb__free_ptr(nb);
 			unchoose(m);
 			spb__heap_count(COMPACT_NO_TARGET, 1);
@@ -329,11 +329,7 @@ static struct spb_span *stolen[COMPACT_MAX_STEAL];
  * what counts): a speculative read. */
 SPB_SPECULATIVE bool span_evac(const struct spb_span *sp)
 {
-	void *start = (void *)*(volatile const uintptr_t *)&sp->start;
-	struct spb *s = (struct spb *)spb__region_of(start);
-	if (!s || s->r.kind != SPB_REGION_SPB)
-		return false;
-	return __atomic_load_n(&spb__pb_of(s, start)->evac, __ATOMIC_RELAXED);
+	return spb__addr_evac((void *)*(volatile const uintptr_t *)&sp->start);
 }
 
 /* Choose sources (lock held): the emptiest movable pageblocks first, up
@@ -377,9 +373,7 @@ static unsigned choose_locked(struct spb_zone *z, const struct pass_opts *o,
 	*nevac = np;
 	sort_spans(sparse, sc.nspans);
 	for (unsigned i = 0; i < sc.nspans && k < COMPACT_MAX_SPANS; i++) {
-		struct spb_span *sp = sparse[i].span;
-		struct spb *s = (struct spb *)spb__region_of((void *)sp->start);
-		if (!__atomic_load_n(&spb__pb_of(s, (void *)sp->start)->evac, __ATOMIC_RELAXED))
+		if (!spb__addr_evac((void *)sparse[i].span->start))
 			sources[k++] = sparse[i];
 	}
 	return k;

@@ -104,7 +104,8 @@ static struct {
 } req;
 static uint32_t req_gen; /* bumped when a request is done (futex word) */
 
-static void wait_word(uint32_t *w, uint32_t seen, unsigned ms)
+/* Sleep on a futex word until it moves from seen, a wake, or ms pass. */
+static void wait_word(uint32_t *w, uint32_t seen, uint64_t ms)
 {
 	struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
 	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
@@ -126,7 +127,7 @@ static bool wait_done(void)
 		uint64_t t = now_ms();
 		if (t >= until)
 			break;
-		wait_word(&req.state, st, (unsigned)(until - t));
+		wait_word(&req.state, st, until - t);
 	}
 	if (st == REQ_DONE)
 		return true;
@@ -159,7 +160,7 @@ static void *cd_defrag(struct spb_zone *z, unsigned cls, unsigned npages, unsign
 		/* One in flight: wait for it (bounded), then claim again. */
 		spb__heap_count(COMPACT_DIRECT_PILED, 1);
 		uint32_t g = __atomic_load_n(&req_gen, __ATOMIC_ACQUIRE);
-		wait_word(&req_gen, g, (unsigned)spb__opt(OPT_COMPACT_DIRECT_WAIT_MS));
+		wait_word(&req_gen, g, (uint64_t)spb__opt(OPT_COMPACT_DIRECT_WAIT_MS));
 		return NULL;
 	}
 	spb__heap_count(COMPACT_LASTCHANCE, 1);
@@ -212,13 +213,6 @@ static void serve_request(void)
 		return;
 	}
 	syscall(SYS_futex, &req.state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-}
-
-static void cd_sleep(uint32_t seen, uint64_t ms)
-{
-	struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
-			      .tv_nsec = (long)(ms % 1000) * 1000000L};
-	syscall(SYS_futex, &cd_futex, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
 }
 
 static uint64_t thread_cpu_us(void)
@@ -331,7 +325,7 @@ static void *cd_main(void *arg)
 			}
 		}
 		if (wait)
-			cd_sleep(seen, wait);
+			wait_word(&cd_futex, seen, wait);
 		else
 			sched_yield();
 	}

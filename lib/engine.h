@@ -236,6 +236,16 @@ static inline struct spb_pageblock *spb__pb_of(struct spb *s, const void *p)
 	return &s->pb[((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1)];
 }
 
+/* p (an address in an SPB) lies in a pageblock compaction is emptying:
+ * a hint, read without the zone lock (the flag is set and cleared under
+ * it). False for an address outside every SPB. */
+static inline bool spb__addr_evac(const void *p)
+{
+	struct spb_region *r = spb__region_of(p);
+	return r && r->kind == SPB_REGION_SPB &&
+	       __atomic_load_n(&spb__pb_of((struct spb *)r, p)->evac, __ATOMIC_RELAXED);
+}
+
 static inline void *spb__pb_addr(const struct spb *s, unsigned i)
 {
 	return (void *)(s->r.base + ((uintptr_t)i << SPB_PB_SHIFT));

@@ -310,13 +310,6 @@ static void release_list(struct spb_span *empty)
 	}
 }
 
-/* The span sits in a pageblock compaction is emptying (a hint, unlocked). */
-static bool span_evac(const struct spb_span *s)
-{
-	struct spb *sp = (struct spb *)spb__region_of((void *)s->start);
-	return __atomic_load_n(&spb__pb_of(sp, (void *)s->start)->evac, __ATOMIC_RELAXED);
-}
-
 static struct spb_span *adopt_movable(struct spb_heap *h, unsigned bin)
 {
 	unsigned zi = (unsigned)(h->zone - spb__zones);
@@ -344,7 +337,8 @@ static struct spb_span *adopt_movable(struct spb_heap *h, unsigned bin)
 			}
 			continue;
 		}
-		if (span_evac(s) || (spb__compacting && s->used * 2 <= s->capacity))
+		if (spb__addr_evac((void *)s->start) ||
+		    (spb__compacting && s->used * 2 <= s->capacity))
 			continue;
 		if (!best || s->used > best->used)
 			best = s;

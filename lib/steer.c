@@ -248,7 +248,7 @@ static void *finish(struct spb_zone *z, void *p, enum claim_result res, bool zer
 }
 
 /* The claim asked for defrag: the zone is unlocked; run the hook (which
- * may capture memory for us) and note the outcome for the backoff. */
+ * may capture memory for us; it keeps the zone's backoff itself). */
 static void *defrag(struct spb_zone *z, unsigned cls, unsigned npages, unsigned align,
 		    unsigned npb)
 {
