@@ -301,13 +301,16 @@ static struct spb_span *lowest_avail(struct spb_heap *h, unsigned bin)
 SPB_TLS bool spb__compacting;
 static void abandon_span(struct spb_span *s);
 
-static void release_list(struct spb_span *empty)
+/* Release a list of empty spans (linked by desc_next); returns how many. */
+static unsigned release_list(struct spb_span *empty)
 {
-	while (empty) {
+	unsigned n = 0;
+	for (; empty; n++) {
 		struct spb_span *next = empty->desc_next;
 		spb__span_release(empty);
 		empty = next;
 	}
+	return n;
 }
 
 static struct spb_span *adopt_movable(struct spb_heap *h, unsigned bin)
@@ -350,9 +353,7 @@ static struct spb_span *adopt_movable(struct spb_heap *h, unsigned bin)
 		__atomic_fetch_sub(&a->n[h->cls][bin], 1, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&aband_lock);
-	if (empty)
-		h->counters[MALLOC_SPAN_FREE]++;
-	release_list(empty);
+	h->counters[MALLOC_SPAN_FREE] += release_list(empty);
 	if (!best)
 		return NULL;
 	__atomic_store_n(&best->heap, h, __ATOMIC_RELEASE); /* AVAIL: invariant (1) */
@@ -596,7 +597,6 @@ void spb__heap_thread_exit(struct spb_heap *primary)
  * ones, outside the lock (the release takes the zone lock). */
 unsigned spb__heap_sweep_abandoned(void)
 {
-	unsigned released = 0;
 	struct spb_span *empty = NULL;
 	pthread_mutex_lock(&aband_lock);
 	for (unsigned z = 0; z < SPB_NR_ZONES_MAX; z++) {
@@ -616,7 +616,6 @@ unsigned spb__heap_sweep_abandoned(void)
 						__atomic_fetch_sub(&a->n[c][b], 1, __ATOMIC_RELAXED);
 						s->desc_next = empty;
 						empty = s;
-						released++;
 					} else if (c == SPB_MOVABLE && s->used < s->capacity) {
 						/* Room again: to the head, where
 						 * adopt_movable looks. */
@@ -627,8 +626,7 @@ unsigned spb__heap_sweep_abandoned(void)
 			}
 	}
 	pthread_mutex_unlock(&aband_lock);
-	release_list(empty);
-	return released;
+	return release_list(empty);
 }
 
 void spb__heap_count(enum spb_counter c, uint64_t n)
