@@ -270,7 +270,8 @@ static void *cd_main(void *arg)
 	int64_t tokens = (int64_t)burst_us;
 	uint64_t last = spb__os_now_ms(), backoff = 1;
 	unsigned futile = 0;
-	bool active = false;
+	bool active = false, fresh = false; /* st measured just now, after a pass */
+	struct spb_compact_stat st;
 	for (;;) {
 		uint32_t seen = __atomic_load_n(&cd_futex, __ATOMIC_ACQUIRE);
 		serve_request();
@@ -280,8 +281,11 @@ static void *cd_main(void *arg)
 		if (tokens > (int64_t)burst_us)
 			tokens = (int64_t)burst_us;
 		last = now;
-		struct spb_compact_stat st;
-		spb__compact_measure(&st);
+		/* Straight after a pass the figures it left are still true: no
+		 * second scan under the zone lock for them. */
+		if (!fresh)
+			spb__compact_measure(&st);
+		fresh = false;
 		uint64_t pct = frag_pct(&st);
 		if (!active && pct >= (uint64_t)spb__opt(OPT_COMPACT_START_PCT)) {
 			active = true;
@@ -313,6 +317,8 @@ static void *cd_main(void *arg)
 				futile = 0;
 				backoff = 1;
 				wait = 0;
+				st = after;
+				fresh = true;
 			} else if (++futile >= FUTILE_MAX) {
 				futile = 0;
 				active = false;
