@@ -43,6 +43,9 @@ void *spb_pages_alloc(size_t bytes, size_t align, spb_class_t cls,
 void spb_pages_free(void *p);
 /* Usable size of an spb_pages_alloc allocation (0 for a foreign pointer). */
 size_t spb_pages_usable_size(const void *p);
+/* The lifetime class of the pageblock holding p (any pointer into memory
+ * spbmalloc handed out), or -1 when p is not in a pageblock of a class. */
+int spb_class_of(const void *p);
 
 /* Counters: the list in spbmalloc_counters.def, summed over zones. */
 size_t spb_counter_count(void);
@@ -122,6 +125,39 @@ size_t spb_compact(unsigned flags);
  * NULL with EAGAIN then (p kept), EINVAL if p is no live small block. */
 int spb_defrag_hint(const void *p);
 void *spb_defrag_move(void *p);
+
+/* ---- reclaimable memory: shrinkers ----
+ * A program keeps a cache it can rebuild (parsed records, decoded pages) in
+ * RECLAIMABLE memory (spb_malloc_class(size, SPB_RECLAIMABLE, 0), or plain
+ * malloc after spb_set_thread_class(SPB_RECLAIMABLE)) and registers a
+ * shrinker: the allocator calls it when that memory stands in the way of
+ * non-movable demand (seed 003's triggers: a claim about to taint a clean
+ * SPB, tainted SPBs below their reserve, a tainted SPB running low; and
+ * after each evacuation pass of the compactor) and under the system's
+ * memory pressure (PSI, memory.high).
+ * count(ctx): how many objects the cache could free now (0: skip it).
+ * scan(ctx, nr_to_scan, priority): free up to nr_to_scan of them (its
+ * least valuable first) and return how many it freed. priority runs from
+ * 3 (gentlest: about 1/64 of the cache) down to 0 (all of it).
+ * Both run on the allocator's thread "spb-shrink" (or on the caller of
+ * spb_shrink), one call at a time, with none of the allocator's locks held:
+ * they may call malloc, free and the spb_* calls (not spb_shrink). Take
+ * your own cache's lock inside them. A pass stops once a pageblock's worth
+ * of RECLAIMABLE memory has come free or no shrinker freed anything. */
+typedef size_t (*spb_shrink_scan_fn)(void *ctx, size_t nr_to_scan, int priority);
+typedef size_t (*spb_shrink_count_fn)(void *ctx);
+/* Returns an id > 0, or -1 with errno EINVAL (a NULL callback) or ENOSPC
+ * (64 registered already), EAGAIN (the thread could not be started). */
+int spb_shrinker_register(spb_shrink_scan_fn scan, spb_shrink_count_fn count, void *ctx);
+/* 0, or -1 with EINVAL (not a registered id). When it returns, no call of
+ * that shrinker runs or will run (it waits for one in flight, unless it
+ * is called from inside that very call), so ctx may be freed. */
+int spb_shrinker_unregister(int id);
+/* Run every shrinker now, on the calling thread, from the gentlest priority
+ * to a full scan (flags 0) or a full scan at once (SPB_SHRINK_ALL). Returns
+ * objects freed; 0 with errno EDEADLK when called from a shrinker. */
+#define SPB_SHRINK_ALL 0x1u
+size_t spb_shrink(unsigned flags);
 
 #ifdef __cplusplus
 }

@@ -270,18 +270,27 @@ static bool realloc_pages_in_place(void *p, size_t old, size_t size)
  * checks it (tests/api/test_badfree found both holes): an interior pointer
  * or a block already freed used to be "resized" in place and returned, so a
  * free block could be handed out twice. Non-span pointers: the engine's
- * usable size is 0 unless p starts a live allocation. */
-static size_t realloc_old_size(void *p)
+ * usable size is 0 unless p starts a live allocation. *cls: the block's
+ * lifetime class (a moved block keeps it). */
+static size_t realloc_old_size(void *p, unsigned *cls)
 {
 	struct spb_region *r = spb__region_of(p);
-	if (!r || r->kind != SPB_REGION_SPB)
+	*cls = SPB_UNMOVABLE;
+	if (!r || r->kind != SPB_REGION_SPB) {
+		if (r && r->kind == SPB_REGION_LARGE)
+			*cls = r->cls;
 		return spb__usable(p);
+	}
 	struct spb_span *s = spb__span_of((struct spb *)r, p);
-	if (!s)
+	if (!s) {
+		unsigned c = spb__pb_of((struct spb *)r, p)->cls;
+		*cls = c < SPB_NR_CLASSES ? c : SPB_UNMOVABLE;
 		return spb__usable_size(p);
+	}
 	enum spb_block_fault f = spb__block_check(s, p);
 	if (f != SPB_BLOCK_OK)
 		spb__block_fault(f, true, p);
+	*cls = s->cls;
 	return s->bsize;
 }
 
@@ -293,7 +302,8 @@ void *spb__realloc(void *p, size_t size)
 		spb__free_ptr(p);
 		return NULL;
 	}
-	size_t old = realloc_old_size(p);
+	unsigned cls;
+	size_t old = realloc_old_size(p, &cls);
 	if (!old)
 		spb__fatal("realloc(): invalid pointer (not allocated by spbmalloc)", p);
 	/* In place while it fits and no more than half would be wasted. */
@@ -307,7 +317,11 @@ void *spb__realloc(void *p, size_t size)
 	}
 	if (realloc_pages_in_place(p, old, size))
 		return p;
-	void *q = spb__malloc(size);
+	/* The copy stays in the block's class (a RECLAIMABLE block stays
+	 * where shrinkers can find it); a block behind a handle is not
+	 * realloc's to move: it goes where plain malloc goes. */
+	void *q = cls == SPB_MOVABLE || cls == spb__tls_heap->cls ? spb__malloc(size)
+								   : malloc_in_class(size, cls, 0);
 	if (!q)
 		return NULL; /* p stays valid, as C requires */
 	memcpy(q, p, old < size ? old : size);

@@ -53,6 +53,17 @@ size_t spb_pages_usable_size(const void *p)
 	return p ? spb__usable_size(p) : 0;
 }
 
+int spb_class_of(const void *p)
+{
+	struct spb_region *r = spb__region_of(p);
+	if (!r || !r->kind)
+		return -1;
+	if (r->kind != SPB_REGION_SPB)
+		return r->cls;
+	unsigned c = __atomic_load_n(&spb__pb_of((struct spb *)r, p)->cls, __ATOMIC_RELAXED);
+	return c < SPB_NR_CLASSES ? (int)c : -1;
+}
+
 size_t spb_counter_count(void)
 {
 	return SPB_NR_COUNTERS;

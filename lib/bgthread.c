@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -100,25 +99,6 @@ static void bg_atfork_child_hook(void)
 	spb__bg_atfork_child();
 }
 
-static bool bg_create(void)
-{
-	pthread_attr_t attr;
-	sigset_t all, old;
-	pthread_t t;
-	if (pthread_attr_init(&attr) != 0)
-		return false;
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
-	/* Born with every signal blocked: no handler of the program ever
-	 * runs on our thread. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int rc = pthread_create(&t, &attr, bg_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
-	return rc == 0;
-}
-
 bool spb__bg_running(void)
 {
 	return __atomic_load_n(&bg_state, __ATOMIC_ACQUIRE) == BG_RUNNING;
@@ -150,7 +130,7 @@ void spb__bg_maybe_start(void)
 	}
 	/* On failure, stay off: retrying on every slow path would cost a
 	 * failed clone each time. */
-	__atomic_store_n(&bg_state, bg_create() ? BG_RUNNING : BG_OFF,
+	__atomic_store_n(&bg_state, spb__thread_spawn(bg_main, NULL) ? BG_RUNNING : BG_OFF,
 			 __ATOMIC_RELEASE);
 }
 

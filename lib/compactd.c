@@ -27,7 +27,6 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -78,6 +77,11 @@ static void run_evacuations(void)
 			if (met)
 				break;
 		}
+		/* Seed 003's supply trigger: shrink RECLAIMABLE caches after the
+		 * pass, to keep headroom for the next burst. */
+		spb__zone_lock(z);
+		spb__shrink_trigger_locked(z, SHRINK_TRIGGER_SUPPLY);
+		spb__zone_unlock_signal(z);
 	}
 }
 
@@ -359,19 +363,7 @@ void spb__compactd_maybe_start(void)
 		__atomic_store_n(&cd_state, CD_OFF, __ATOMIC_RELEASE);
 		return;
 	}
-	pthread_attr_t attr;
-	sigset_t all, old;
-	pthread_t t;
-	bool ok = pthread_attr_init(&attr) == 0;
-	if (ok) {
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		pthread_attr_setstacksize(&attr, 256 * 1024);
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		ok = pthread_create(&t, &attr, cd_main, NULL) == 0;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		pthread_attr_destroy(&attr);
-	}
+	bool ok = spb__thread_spawn(cd_main, NULL);
 	/* On failure, stay off: a failed clone on every call would cost. */
 	__atomic_store_n(&cd_state, ok ? CD_RUNNING : CD_OFF, __ATOMIC_RELEASE);
 	if (ok) {

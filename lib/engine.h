@@ -139,6 +139,8 @@ struct spb_zone {
 	bool evac_wanted;           /* signal for the compaction thread */
 	uint8_t defrag_defer;       /* defrag requests to skip after failures (backoff) */
 	uint8_t defrag_shift;       /* failures in a row, capped: skip 2^shift - 1 */
+	uint8_t shrink_armed;       /* shrink.c: triggers count (set by spb-shrink, read here) */
+	uint8_t shrink_want;        /* a trigger fired: unlock_signal calls spb__shrink_hook */
 	uint64_t next_decay;        /* ms: earliest pending release, or UINT64_MAX */
 	struct spb_link lists[SPB_NR_CATS][SPB_NR_FULLNESS];
 	struct spb_link dirty;      /* free pageblocks holding memory, oldest first */
@@ -168,6 +170,21 @@ extern void (*spb__evac_hook)(struct spb_zone *z) SPB_HIDDEN;
  * without asking. */
 extern void *(*spb__defrag_hook)(struct spb_zone *z, unsigned cls, unsigned npages,
 				 unsigned align, unsigned npb) SPB_HIDDEN;
+/* The shrinker layer's hook (shrink.c): called (without the zone lock) by
+ * spb__zone_unlock_signal after a shrink trigger fired under the lock;
+ * queues one pass for the zone (single flight) and wakes its thread. */
+extern void (*spb__shrink_hook)(struct spb_zone *z) SPB_HIDDEN;
+/* A shrink trigger (SHRINK_TRIGGER_*; seed 003) under the zone lock: counted
+ * and acted on only while the zone is armed (shrinkers registered, no pass
+ * pending, not resting): a load otherwise. */
+static inline void spb__shrink_trigger_locked(struct spb_zone *z, enum spb_counter why)
+{
+	if (SPB_LIKELY(!__atomic_load_n(&z->shrink_armed, __ATOMIC_RELAXED)))
+		return;
+	z->counters[why]++;
+	z->shrink_want = 1;
+}
+
 /* Claim free pageblock idx of s for a request (lock held): a run of
  * npages of class cls in it, or (npb == 1) the whole pageblock. */
 void *spb__capture_locked(struct spb *s, unsigned idx, unsigned cls, unsigned npages,

@@ -116,6 +116,41 @@ static __attribute__((noinline)) void free_xthread(struct spb_heap *h, struct sp
 	count_free(h, bsize, true);
 }
 
+/* A block of one of the calling thread's own spans back on its free list. */
+static inline void free_local(struct spb_heap *h, struct spb_span *s, void *p, uint64_t *w,
+			      uint64_t bit, uint64_t v)
+{
+	struct spb_block *b = p;
+	if (SPB_UNLIKELY(__atomic_load_n(&w[1], __ATOMIC_RELAXED) & bit))
+		spb__block_fault(SPB_BLOCK_FREE, false, p);
+	__atomic_store_n(&w[0], v & ~bit, __ATOMIC_RELAXED);
+	b->next_enc = spb__link_enc(s->free, b);
+	s->free = b;
+	s->free_zero = 0;
+	h->counters[MALLOC_FREE]++;
+	h->counters[MALLOC_FREE_BYTES] += s->bsize;
+	if (SPB_UNLIKELY(--s->used == 0 ||
+			 __atomic_load_n(&s->full, __ATOMIC_RELAXED) != SPB_SPAN_AVAIL))
+		spb__heap_span_empty(h, s);
+}
+
+/* Not the default heap's span: one of the thread's heaps of another class
+ * (a RECLAIMABLE block freed by the thread that allocated it goes back at
+ * once, like any local free), or another thread's. */
+static __attribute__((noinline)) void free_other(struct spb_heap *h, struct spb_span *s, void *p,
+						  uint64_t *w, uint64_t bit, uint64_t v)
+{
+	struct spb_heap *ph = spb__tls_primary, *sh = __atomic_load_n(&s->heap, __ATOMIC_RELAXED);
+	/* (MOVABLE spans keep the cross-thread path: the compactor may take a
+	 * MOVABLE heap's spans, heap.c.) */
+	if (ph && sh && s->cls != SPB_MOVABLE && s->cls < SPB_NR_CLASSES &&
+	    ph->by_class[s->cls] == sh) {
+		free_local(sh, s, p, w, bit, v);
+		return;
+	}
+	free_xthread(h, s, p);
+}
+
 /* Not a span block: a page run or pageblocks of an SPB, a large mapping,
  * or not ours at all. */
 static __attribute__((noinline)) void free_pages(void *p, struct spb_region *r)
@@ -144,23 +179,12 @@ void spb__free_ptr(void *p)
 	uint64_t v = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
 	if (SPB_UNLIKELY(!(v & bit)))
 		spb__block_fault(spb__block_check(s, p), false, p);
-	struct spb_block *b = p;
 	struct spb_heap *h = spb__tls_heap;
 	if (SPB_LIKELY(__atomic_load_n(&s->heap, __ATOMIC_RELAXED) == h)) {
-		if (SPB_UNLIKELY(__atomic_load_n(&w[1], __ATOMIC_RELAXED) & bit))
-			spb__block_fault(SPB_BLOCK_FREE, false, p);
-		__atomic_store_n(&w[0], v & ~bit, __ATOMIC_RELAXED);
-		b->next_enc = spb__link_enc(s->free, b);
-		s->free = b;
-		s->free_zero = 0;
-		h->counters[MALLOC_FREE]++;
-		h->counters[MALLOC_FREE_BYTES] += s->bsize;
-		if (SPB_UNLIKELY(--s->used == 0 ||
-				 __atomic_load_n(&s->full, __ATOMIC_RELAXED) != SPB_SPAN_AVAIL))
-			spb__heap_span_empty(h, s);
+		free_local(h, s, p, w, bit, v);
 		return;
 	}
-	free_xthread(h, s, b);
+	free_other(h, s, p, w, bit, v);
 }
 
 void spb__block_fault(enum spb_block_fault f, bool realloc, const void *p)

@@ -171,6 +171,11 @@ bool spb__span_extend(struct spb_span *s) SPB_HIDDEN;
 /* Move the xfree stack onto the free list; returns blocks collected. */
 uint32_t spb__span_collect(struct spb_span *s) SPB_HIDDEN;
 void spb__span_prefork(void) SPB_HIDDEN;
+/* Set by the shrinker layer while its thread is wanted but not running (a
+ * forked child, or SPBMALLOC_PRESSURE=2 before the first span): called
+ * where a new span is set up, the place the background thread starts too
+ * (starting a thread may malloc), and it clears itself. */
+extern void (*spb__shrink_restart)(void) SPB_HIDDEN;
 void spb__span_postfork(bool child) SPB_HIDDEN;
 static inline struct spb_span *spb__span_of(const struct spb *sp, const void *p)
 {

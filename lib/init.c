@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "handle.h"
+#include "shrink.h"
 
 pthread_key_t spb__thread_key;
 static int init_state; /* 0 none, 1 running, 2 done */
@@ -25,6 +26,7 @@ static void thread_exit_cb(void *h)
 static void prefork(void)
 {
 	spb__rcu_prefork(); /* first: a grace period may wait for a reader in malloc */
+	spb__shrink_prefork();
 	spb__compact_prefork(); /* no handle left COPYING in the child */
 	spb__heap_prefork();
 	for (int i = 0; i < spb__nr_zones; i++) /* waits for unlocked windows */
@@ -40,6 +42,7 @@ static void postfork_parent(void)
 	spb__heap_postfork_parent();
 	spb__compact_postfork(false);
 	spb__rcu_postfork(false);
+	spb__shrink_postfork(false);
 }
 
 static void postfork_child(void)
@@ -50,6 +53,7 @@ static void postfork_child(void)
 	spb__heap_postfork_child();
 	spb__compact_postfork(true);
 	spb__rcu_postfork(true);
+	spb__shrink_postfork(true);
 	/* The child has its own stats segment, and no background thread
 	 * until its next slow path starts one. */
 	spb__statseg_atfork_child();
@@ -82,6 +86,7 @@ void spb__process_init(void)
 	spb__counter_extra = spb__heap_counter_sum;
 	spb__reclaim_hook = spb__heap_reclaim;
 	pthread_key_create(&spb__thread_key, thread_exit_cb);
+	spb__shrink_init();
 	__atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
 	/* May allocate (glibc keeps the handlers in a growable array): the
 	 * allocator is ready by now. */

@@ -113,6 +113,8 @@ bool spb__os_mbind(void *p, size_t size, int node) SPB_HIDDEN;
 /* Milliseconds on CLOCK_MONOTONIC_COARSE (vDSO, no syscall). */
 uint64_t spb__os_now_ms(void) SPB_HIDDEN;
 uint64_t spb__os_now_ns(void) SPB_HIDDEN; /* CLOCK_MONOTONIC, precise */
+/* thread.c: a detached thread with every signal blocked (may malloc). */
+bool spb__thread_spawn(void *(*fn)(void *), void *arg) SPB_HIDDEN;
 
 /* ---- backing.c: the huge-page ladder ---- */
 enum spb_rung {

@@ -130,8 +130,13 @@ struct spb_span *spb__span_new(struct spb_heap *h, unsigned bin)
 	pagemap_set(s->start, npages, s);
 	h->counters[MALLOC_SPAN_ALLOC]++;
 	spb__bg_maybe_start(); /* once; pthread_create may malloc: it is guarded */
+	void (*restart)(void) = __atomic_load_n(&spb__shrink_restart, __ATOMIC_ACQUIRE);
+	if (SPB_UNLIKELY(restart != NULL)) /* heap.h */
+		restart();
 	return s;
 }
+
+void (*spb__shrink_restart)(void);
 
 void spb__span_release(struct spb_span *s)
 {

@@ -19,8 +19,15 @@
 
 #include "engine.h"
 
-/* What the walk over tainted SPBs saw (the kernel's spb_tainted_walk). */
+/* What the walk over tainted SPBs saw (the kernel's spb_tainted_walk):
+ * only space that could serve the request counts: free pages in runs
+ * pageblocks of its class (for a request of page runs), free pages in
+ * MOVABLE pageblocks (evacuation turns them into free pageblocks), any
+ * free pageblock. Free pages of another non-movable class cannot: a
+ * RECLAIMABLE request is not refused for UNMOVABLE pages, nor the reverse. */
 struct tainted_walk {
+	unsigned cls;
+	bool runs;
 	bool saw_free_pages;
 	bool saw_free_pb;
 };
@@ -89,7 +96,8 @@ static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_f
 			struct spb *s = spb__container_of(l, struct spb, link);
 			if (w) {
 				w->saw_free_pb |= s->nr_free_pb > 0;
-				w->saw_free_pages |= spb_free_pages(s) > 0;
+				w->saw_free_pages |= (w->runs && s->nr_partial_free[w->cls] > 0) ||
+						     s->nr_partial_free[SPB_MOVABLE] > 0;
 			}
 			if (s->nr_free_pb < npb)
 				continue;
@@ -131,12 +139,16 @@ static struct spb *find_movable(struct spb_zone *z, unsigned npb, unsigned align
 }
 
 static struct spb *find_unmovable(struct spb_zone *z, unsigned npb, unsigned align,
-				  unsigned flags, int *idx, enum claim_result *res)
+				  unsigned cls, unsigned flags, unsigned mode, int *idx,
+				  enum claim_result *res)
 {
-	struct tainted_walk w = {false, false};
+	struct tainted_walk w = {cls, mode == SPB_PB_MODE_RUNS, false, false};
 	struct spb *s = scan_for_pbs(z, SPB_CAT_TAINTED, true, npb, align, idx, &w);
 	if (s)
 		return s;
+	/* Seed 003's demand trigger: fresh capacity is about to be tainted
+	 * (or the claim fails); RECLAIMABLE caches should make room. */
+	spb__shrink_trigger_locked(z, SHRINK_TRIGGER_DEMAND);
 	if ((flags & SPB_F_OPTIONAL) && (w.saw_free_pages || w.saw_free_pb)) {
 		z->counters[SPB_HIGHORDER_REFUSED]++;
 		z->evac_wanted = true;
@@ -164,7 +176,7 @@ static enum claim_result claim(struct spb_zone *z, unsigned npb, unsigned align,
 	enum claim_result res = CLAIM_NOSPACE;
 	int i = -1;
 	struct spb *s = cls == SPB_MOVABLE ? find_movable(z, npb, align, &i)
-					   : find_unmovable(z, npb, align, flags, &i, &res);
+					   : find_unmovable(z, npb, align, cls, flags, mode, &i, &res);
 	if (!s) {
 		if (res == CLAIM_NOSPACE)
 			z->counters[SPB_NOSPACE]++;
@@ -227,6 +239,18 @@ static void *run_from_partials(struct spb_zone *z, unsigned npages, unsigned ali
 	if (!p && saw_split)
 		p = run_from_partials_pass(z, npages, align, cls, true, &saw_split, zero);
 	return p;
+}
+
+/* Seed 003's proactive high-water trigger: a non-movable run came from a
+ * tainted SPB whose free pages are below the reserve's worth (lock held). */
+static void highwater_check(struct spb_zone *z, const void *p)
+{
+	if (SPB_LIKELY(!__atomic_load_n(&z->shrink_armed, __ATOMIC_RELAXED)))
+		return;
+	const struct spb *s = (const struct spb *)spb__region_of(p);
+	if (s->category == SPB_CAT_TAINTED &&
+	    spb_free_pages(s) < spb__zone_reserve(z) * SPB_PAGES_PER_PB)
+		spb__shrink_trigger_locked(z, SHRINK_TRIGGER_HIGHWATER);
 }
 
 /* Unlock (running the evacuation hook if the reserve was crossed), set errno. */
@@ -310,6 +334,8 @@ void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
 		return spb__alloc_pages(z, npages, align_pages, cls, flags | SPB_F_NO_DEFRAG,
 					was_zero);
 	}
+	if (p && cls != SPB_MOVABLE)
+		highwater_check(z, p);
 	if (was_zero)
 		*was_zero = zero;
 	return finish(z, p, res, zero, npages << SPB_PAGE_SHIFT, flags);
@@ -342,6 +368,8 @@ void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
 		z->counters[MULTI_ALLOC]++;
 		spb__spb_update_locked(s);
 		p = spb__pb_addr(s, i);
+		if (cls != SPB_MOVABLE)
+			highwater_check(z, p);
 	}
 	p = finish(z, p, res, zero, npb << SPB_PB_SHIFT, flags);
 	if (p && spb__opt(OPT_COLLAPSE) && s->rung == SPB_RUNG_THP) {

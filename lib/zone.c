@@ -156,15 +156,26 @@ static bool check_reserve_locked(struct spb_zone *z)
 		z->counters[SPB_RESERVE_CROSSED]++;
 		z->evac_wanted = true;
 	}
+	if (below) /* seed 003: the walk sees tainted SPBs below their reserve */
+		spb__shrink_trigger_locked(z, SHRINK_TRIGGER_DEMAND);
 	return crossed;
 }
+
+void (*spb__shrink_hook)(struct spb_zone *z);
 
 void spb__zone_unlock_signal(struct spb_zone *z)
 {
 	bool crossed = check_reserve_locked(z);
+	bool shrink = z->shrink_want;
+	z->shrink_want = 0;
 	spb__zone_unlock(z);
 	if (crossed && spb__evac_hook)
 		spb__evac_hook(z);
+	if (shrink) {
+		void (*hook)(struct spb_zone *) = __atomic_load_n(&spb__shrink_hook, __ATOMIC_ACQUIRE);
+		if (hook)
+			hook(z);
+	}
 }
 
 static uint64_t due_at(uint64_t since)

@@ -46,6 +46,15 @@ static void *expect_served(size_t bytes, spb_class_t cls, unsigned flags)
 	return p;
 }
 
+/* An optional request that nothing in the tainted SPBs could serve: not
+ * refused, served outside the clean SPB `clean`, then freed. */
+static void served_and_freed(size_t bytes, spb_class_t cls, struct spb *clean)
+{
+	void *p = expect_served(bytes, cls, SPB_F_OPTIONAL);
+	CHECK(spb_of(p) != clean);
+	spb_pages_free(p);
+}
+
 int main(void)
 {
 	spb__option_set(OPT_DECAY_MS, 60000);
@@ -63,10 +72,14 @@ int main(void)
 	struct spb *A = spb_of(mov);
 	CHECK(A != B);
 
-	/* B has free pages (511 in u's pageblock) but no free pageblock. */
-	expect_refused(PG, SPB_RECLAIMABLE, __LINE__);
-	expect_refused(PB, SPB_UNMOVABLE, __LINE__);
-	expect_refused(3 * PB, SPB_RECLAIMABLE, __LINE__);
+	/* B has free pages (511 in u's UNMOVABLE pageblock) but no free
+	 * pageblock: they cannot serve a RECLAIMABLE page or any pageblock, so
+	 * such optional requests are not refused (the gate counts only space
+	 * that could serve the request): served by fresh capacity (a new SPB,
+	 * freed again at once), never by the clean A. */
+	served_and_freed(PG, SPB_RECLAIMABLE, A);
+	served_and_freed(PB, SPB_UNMOVABLE, A);
+	served_and_freed(3 * PB, SPB_RECLAIMABLE, A);
 	CHECK_EQ(A->category, SPB_CAT_CLEAN);
 	/* A page of u's own class fits B's partial pageblock: served there. */
 	void *u2 = expect_served(PG, SPB_UNMOVABLE, SPB_F_OPTIONAL);
@@ -96,8 +109,9 @@ int main(void)
 	CHECK(spb_of(c2) == C);
 
 	/* Fill C's last pageblock's pages: the reclaimable pageblock still has
-	 * 511 free pages, so an unmovable request is refused... */
-	expect_refused(PG, SPB_UNMOVABLE, __LINE__);
+	 * 511 free pages, but an unmovable page cannot go there: not refused... */
+	served_and_freed(PG, SPB_UNMOVABLE, A);
+	/* ...while a reclaimable one is served there. */
 	void *c3 = expect_served(511 * PG, SPB_RECLAIMABLE, 0);
 	CHECK(pb_of(c3) == pb_of(c2));
 	/* ...and with no room at all in any tainted SPB, optional requests are
