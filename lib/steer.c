@@ -177,8 +177,10 @@ static enum claim_result claim(struct spb_zone *z, unsigned npb, unsigned align,
 	struct spb *s = cls == SPB_MOVABLE ? find_movable(z, npb, align, &i)
 					   : find_unmovable(z, npb, align, cls, flags, &i, &res);
 	if (!s) {
-		if (res == CLAIM_NOSPACE)
+		if (res == CLAIM_NOSPACE) {
 			z->counters[SPB_NOSPACE]++;
+			z->counters[SECRET_NOMEM] += cls == SPB_SECRET;
+		}
 		return res;
 	}
 	if (cls == SPB_SECRET && !spb__secret_flip_locked(s, (unsigned)i, npb)) {
