@@ -334,7 +334,9 @@ __attribute__((noinline)) bool spb__os_secret_anon_at(void *p, size_t size)
 	/* mlock: never swapped out (charged to RLIMIT_MEMLOCK); the rest
 	 * keeps it out of core dumps and out of a child (WIPEONFORK would
 	 * give a child zeros; DONTFORK gives it nothing, like memfd_secret). */
-	if (mlock(q, size) != 0 || madvise(q, size, MADV_DONTDUMP) != 0 ||
+	/* The system call itself: a sanitizer runtime (ASan) intercepts
+	 * mlock() and makes it a no-op. */
+	if (syscall(SYS_mlock, q, size) != 0 || madvise(q, size, MADV_DONTDUMP) != 0 ||
 	    madvise(q, size, MADV_WIPEONFORK) != 0 || madvise(q, size, MADV_DONTFORK) != 0) {
 		munmap(q, size);
 		return false;
