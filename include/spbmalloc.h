@@ -21,7 +21,7 @@ typedef enum spb_class {
 	SPB_MOVABLE = 0,     /* objects behind handles, relocatable */
 	SPB_UNMOVABLE = 1,   /* plain pointers: the malloc default */
 	SPB_RECLAIMABLE = 2, /* caches the program can drop on request */
-	SPB_SECRET = 3,      /* secret memory (tag reserved) */
+	SPB_SECRET = 3,      /* secret memory: spb_secret_alloc */
 	SPB_NR_CLASSES = 4
 } spb_class_t;
 
@@ -62,14 +62,15 @@ uint64_t spb_decay(void);
 
 /* ---- the malloc layer ---- */
 
-/* malloc() in a pageblock of lifetime class cls (SPB_UNMOVABLE or
- * SPB_RECLAIMABLE; SPB_MOVABLE objects live behind handles, SPB_SECRET is
- * not there yet: EINVAL). The result is freed with free(). flags:
+/* malloc() in a pageblock of lifetime class cls (SPB_UNMOVABLE,
+ * SPB_RECLAIMABLE or SPB_SECRET; SPB_MOVABLE objects live behind handles:
+ * EINVAL). The result is freed with free(). flags:
  * SPB_F_ZERO zeroes; SPB_F_OPTIONAL lets the allocator refuse (NULL,
  * EAGAIN) rather than taint a clean SPB. */
 void *spb_malloc_class(size_t size, spb_class_t cls, unsigned flags);
 /* The class plain malloc() uses in the calling thread (default
- * SPB_UNMOVABLE). Returns 0, or -1 with errno EINVAL/ENOMEM. */
+ * SPB_UNMOVABLE; SPB_RECLAIMABLE may be set, other classes give EINVAL).
+ * Returns 0, or -1 with errno EINVAL/ENOMEM. */
 int spb_set_thread_class(spb_class_t cls);
 spb_class_t spb_thread_class(void);
 /* Give every free pageblock and empty SPB back to the OS now, whatever the
@@ -77,6 +78,21 @@ spb_class_t spb_thread_class(void);
  * splits their huge pages), and collect what exited threads left. Returns
  * pageblocks released plus SPBs unmapped. (malloc_trim() calls this.) */
 size_t spb_trim(void);
+
+/* ---- secret memory (README, "Secret memory") ----
+ * size bytes (zeroed) in pageblocks of class SPB_SECRET only: memory
+ * backed by memfd_secret(2) where the kernel has it (out of the kernel's
+ * direct map: not readable through /proc/PID/mem, not even by root), else
+ * by anonymous memory that is mlocked, MADV_DONTDUMP and MADV_WIPEONFORK.
+ * Never in a core dump, never inherited by a forked child (an inherited
+ * pointer reads zero there; freeing it is ignored), wiped when freed.
+ * NULL with ENOMEM when no pageblock could be made secret (RLIMIT_MEMLOCK,
+ * or no room under SPBMALLOC_MAX_SPBS) or size is over 1 GiB. realloc()
+ * of a secret block gives a secret block. */
+void *spb_secret_alloc(size_t size);
+/* Wipe and free. free() does the same; spb_secret_free of a pointer that
+ * is not secret memory ends the process with one line. */
+void spb_secret_free(void *p);
 
 /* ---- movable objects behind handles ----
  * A handle names a MOVABLE object that the allocator may relocate to

@@ -150,19 +150,21 @@ static void *malloc_in_class(size_t size, unsigned cls, unsigned flags)
 		errno = ENOMEM;
 		return NULL;
 	}
-	if (size <= SPB_SMALL_MAX && !(flags & SPB_F_OPTIONAL))
+	if (size <= SPB_SMALL_MAX && !(flags & SPB_F_OPTIONAL)) {
 		p = heap_alloc_small(h, size, spb__bin_of(size));
-	else
-		p = alloc_pages(h, size, 0, flags & ~SPB_F_ZERO);
-	if (p && (flags & SPB_F_ZERO))
-		memset(p, 0, size);
+		if (p && (flags & SPB_F_ZERO))
+			memset(p, 0, size);
+	} else {
+		/* The engine knows which pages are fresh: it zeroes the rest. */
+		p = alloc_pages(h, size, 0, flags);
+	}
 	return p;
 }
 
 void *spb__malloc_class(size_t size, unsigned cls, unsigned flags)
 {
-	if (cls != SPB_UNMOVABLE && cls != SPB_RECLAIMABLE) {
-		errno = EINVAL; /* MOVABLE needs handles; SECRET is not there yet */
+	if (cls != SPB_UNMOVABLE && cls != SPB_RECLAIMABLE && cls != SPB_SECRET) {
+		errno = EINVAL; /* MOVABLE needs handles */
 		return NULL;
 	}
 	return malloc_in_class(size, cls, flags);

@@ -10,7 +10,7 @@
 
 void *spb_pages_alloc(size_t bytes, size_t align, spb_class_t cls, unsigned flags)
 {
-	if ((unsigned)cls >= SPB_NR_CLASSES || cls == SPB_SECRET ||
+	if ((unsigned)cls >= SPB_NR_CLASSES ||
 	    (align & (align - 1)) || align > SPB_SPB_SIZE) {
 		errno = EINVAL;
 		return NULL;
@@ -36,6 +36,13 @@ void *spb__pages_alloc(struct spb_zone *z, size_t bytes, size_t align, unsigned 
 	size_t apb = align > SPB_PB_SIZE ? align >> SPB_PB_SHIFT : 1;
 	if (npb <= SPB_PB_PER_SPB)
 		return spb__alloc_pageblocks(z, npb, apb, cls, flags);
+	if (cls == SPB_SECRET) { /* secret memory lives in SPBs only */
+		spb__zone_lock(z);
+		z->counters[SECRET_NOMEM]++;
+		spb__zone_unlock(z);
+		errno = ENOMEM;
+		return NULL;
+	}
 	void *p = spb__large_alloc(z, bytes, align, cls);
 	if (!p)
 		errno = ENOMEM;

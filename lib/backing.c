@@ -12,7 +12,9 @@
  * A hugetlb pool is never touched unless the user enabled it. Memory goes
  * back in whole pageblocks, so a 2 MiB page is never split. A refusal of
  * the kernel is a step down the ladder, or a release kept for later, and
- * always a counter. Calls os.c only.
+ * always a counter. A SECRET pageblock leaves the ladder: memfd_secret (or
+ * mlocked anonymous memory) mapped over it while it is secret, plain
+ * memory again, wiped first, when it goes back. Calls os.c only.
  */
 #include "engine.h"
 
@@ -77,9 +79,57 @@ uint8_t spb__backing_claim_pb(void *pb, uint8_t spb_rung, uint64_t *counters)
 	return SPB_RUNG_4K;
 }
 
-uint8_t spb__backing_release_pb(void *pb, uint8_t rung, uint8_t spb_rung,
+/* Plain memory over a pageblock that was hugetlb or secret. The fresh
+ * mapping lost the SPB's MADV_HUGEPAGE. If the kernel refuses it again,
+ * the next claim advises once more. */
+static bool remap_plain(void *pb, uint8_t spb_rung, uint64_t *counters)
+{
+	if (!spb__os_remap_plain_at(pb, SPB_PB_SIZE))
+		return false;
+	if (spb_rung == SPB_RUNG_THP && !spb__os_advise_hugepage(pb, SPB_PB_SIZE))
+		counters[THP_ADVISE_FAIL]++;
+	return true;
+}
+
+uint8_t spb__backing_secret_pb(void *pb, uint64_t *counters)
+{
+	if (spb__opt(OPT_SECRET_MEMFD)) {
+		if (spb__os_secret_memfd_at(pb, SPB_PB_SIZE)) {
+			counters[SECRET_PB_MEMFD]++;
+			return SPB_SECRET_MEMFD;
+		}
+		counters[SECRET_MEMFD_FAIL]++;
+	}
+	if (spb__os_secret_anon_at(pb, SPB_PB_SIZE)) {
+		counters[SECRET_PB_ANON]++;
+		return SPB_SECRET_ANON;
+	}
+	counters[SECRET_FLIP_FAIL]++;
+	return SPB_SECRET_NONE;
+}
+
+bool spb__backing_unsecret_pb(void *pb, uint8_t spb_rung, uint64_t *counters)
+{
+	/* Wiped by hand before the mapping goes (the kernel clears memfd_secret
+	 * pages as they are freed, mlocked anonymous pages only when reused). */
+	spb__os_secret_wipe(pb, SPB_PB_SIZE);
+	if (!remap_plain(pb, spb_rung, counters))
+		return false;
+	counters[SECRET_UNFLIP]++;
+	return true;
+}
+
+uint8_t spb__backing_release_pb(void *pb, uint8_t rung, uint8_t spb_rung, uint8_t secret,
 				uint64_t *counters)
 {
+	if (secret) {
+		if (!spb__backing_unsecret_pb(pb, spb_rung, counters)) {
+			counters[PB_RELEASE_FAIL]++;
+			return rung;
+		}
+		counters[PB_RELEASE]++;
+		return SPB_RUNG_NONE;
+	}
 	switch (rung) {
 	case SPB_RUNG_HUGETLB_1G:
 		/* Releasing 2 MiB of a 1 GiB page would need a split: keep it
@@ -89,14 +139,10 @@ uint8_t spb__backing_release_pb(void *pb, uint8_t rung, uint8_t spb_rung,
 	case SPB_RUNG_HUGETLB_2M:
 		/* Swap the hugetlb page for plain memory: the pool page goes
 		 * back now, and the next claim tries the pool again. */
-		if (!spb__os_remap_plain_at(pb, SPB_PB_SIZE)) {
+		if (!remap_plain(pb, spb_rung, counters)) {
 			counters[PB_RELEASE_FAIL]++;
 			return rung;
 		}
-		/* The fresh mapping lost the SPB's MADV_HUGEPAGE. If the kernel
-		 * refuses it again, the next claim advises once more. */
-		if (spb_rung == SPB_RUNG_THP && !spb__os_advise_hugepage(pb, SPB_PB_SIZE))
-			counters[THP_ADVISE_FAIL]++;
 		break;
 	default:
 		if (!spb__os_dontneed(pb, SPB_PB_SIZE)) {

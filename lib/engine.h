@@ -69,6 +69,8 @@ struct spb_pageblock {
 	uint8_t sparse;      /* RUNS: 1 on the zone's sparse FIFO, 2 on its dense list */
 	uint8_t subrel_gen;  /* RUNS: bumped by each subrelease of it */
 	uint8_t evac;        /* MOVABLE: being emptied by compaction: no new runs here */
+	uint8_t secret;      /* enum spb_secret_backing: secret memory is mapped here
+				(SECRET, or FREE until released or claimed) */
 	uint32_t multi_npb;  /* MULTI_HEAD: pageblocks in the run */
 	uint64_t freed_at;   /* ms, when it went free (decay) */
 	uint64_t sparse_since; /* ms, when it became sparse (subrelease) */
@@ -359,6 +361,28 @@ void spb__large_free(struct spb_region *r, const void *p) SPB_HIDDEN;
  * when the oldest is due (ms; lock held, list not empty). */
 void spb__large_retry_locked(struct spb_zone *z, uint64_t now) SPB_HIDDEN;
 uint64_t spb__large_retry_due(const struct spb_zone *z) SPB_HIDDEN;
+
+/* ---- secret.c (engine side) ---- */
+/* Make pageblocks [i, i+n) of s secret before a SECRET claim (lock held;
+ * the system calls run under it, like a hugetlb claim's). False when the
+ * OS refused (counted): the claim fails with ENOMEM; pageblocks made
+ * secret on the way stay so, free, released after the decay delay. */
+bool spb__secret_flip_locked(struct spb *s, unsigned i, unsigned n) SPB_HIDDEN;
+/* A free secret pageblock is claimed by another class: wiped, plain
+ * memory mapped over it (lock held). */
+void spb__secret_unflip_locked(struct spb *s, unsigned j) SPB_HIDDEN;
+/* The decay released a secret pageblock (wiped, plain again). */
+void spb__secret_released_locked(struct spb_pageblock *pb) SPB_HIDDEN;
+/* spb__free of p, which lies in a SECRET pageblock: wipes the page run or
+ * pageblocks (lock not held). False: p is a pointer a forked child
+ * inherited from its parent: the free is ignored (counted). */
+bool spb__secret_free_pages(struct spb *s, struct spb_pageblock *pb, const void *p) SPB_HIDDEN;
+/* p lies in a SECRET pageblock (a hint without the lock: true for a live
+ * secret allocation). */
+bool spb__secret_ptr(const void *p) SPB_HIDDEN;
+/* Wipe the secret pageblocks of an SPB about to be unmapped (lock held,
+ * they are all free); returns how many were secret. */
+unsigned spb__secret_unmap_spb_locked(struct spb *s) SPB_HIDDEN;
 
 /* ---- counters.c ---- */
 uint64_t spb__counter_sum(enum spb_counter c) SPB_HIDDEN;

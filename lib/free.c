@@ -179,6 +179,10 @@ void spb__free_ptr(void *p)
 	uint64_t v = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
 	if (SPB_UNLIKELY(!(v & bit)))
 		spb__block_fault(spb__block_check(s, p), false, p);
+	/* Secret blocks are wiped (the span's class is at hand: one compare
+	 * for the other classes). */
+	if (SPB_UNLIKELY(s->cls == SPB_SECRET) && spb__secret_free_small(s, p))
+		return;
 	struct spb_heap *h = spb__tls_heap;
 	if (SPB_LIKELY(__atomic_load_n(&s->heap, __ATOMIC_RELAXED) == h)) {
 		free_local(h, s, p, w, bit, v);

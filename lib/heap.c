@@ -787,3 +787,32 @@ void spb__heap_postfork_child(void)
 	 * xfree stack. A bounded leak (what their caches held at fork), as in
 	 * jemalloc and mimalloc, instead of a corrupted heap. */
 }
+
+void spb__heap_forget_class_child(unsigned cls)
+{
+	/* The forking thread's heap of the class: left on the live list (its
+	 * counters still count), never allocated from again. */
+	struct spb_heap *p = spb__tls_primary;
+	if (p && p->by_class[cls] && p->by_class[cls] != p)
+		p->by_class[cls] = NULL;
+	late_heaps[cls] = NULL;
+	for (unsigned z = 0; z < SPB_NR_ZONES_MAX; z++) {
+		struct abandoned_set *a = &abandoned[z];
+		if (!a->ready)
+			continue;
+		for (unsigned b = 0; b < SPB_NR_BINS; b++) {
+			spb__list_init(&a->l[cls][b]);
+			a->n[cls][b] = 0;
+		}
+	}
+	/* Batches of cross-thread frees into the class's spans: their links
+	 * lived in the blocks. */
+	for (struct spb_link *l = heaps_live.next; l != &heaps_live; l = l->next) {
+		struct spb_remote *r = &spb__container_of(l, struct spb_heap, all_link)->remote;
+		if (r->head && r->span && r->span->cls == cls) {
+			r->head = NULL;
+			r->span = NULL;
+			r->n = 0;
+		}
+	}
+}

@@ -288,6 +288,18 @@ void spb__remote_flush(struct spb_heap *h) SPB_HIDDEN;
 void spb__xfree_push(struct spb_span *s, struct spb_block *first, struct spb_block *last) SPB_HIDDEN;
 size_t spb__usable(const void *p) SPB_HIDDEN;
 
+/* ---- secret.c (malloc side) ---- */
+/* free() of block p of span s, whose class is SECRET: wipes it. True
+ * when p is a pointer a forked child inherited (the free is ignored). */
+bool spb__secret_free_small(struct spb_span *s, void *p) SPB_HIDDEN;
+/* In a forked child (after the heap and zone hooks): the parent's secret
+ * pageblocks were not inherited; map zeroed memory there and retire
+ * every heap, span and batch that referred to them. */
+void spb__secret_postfork_child(void) SPB_HIDDEN;
+/* heap.c: in a forked child, drop every heap, abandoned span and
+ * cross-thread batch of class cls (their memory is gone). */
+void spb__heap_forget_class_child(unsigned cls) SPB_HIDDEN;
+
 /* ---- init.c ---- */
 extern pthread_key_t spb__thread_key SPB_HIDDEN;
 void spb__process_init(void) SPB_HIDDEN;

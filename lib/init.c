@@ -51,6 +51,7 @@ static void postfork_child(void)
 	for (int i = 0; i < spb__nr_zones; i++)
 		spb__zone_postfork(&spb__zones[i], true);
 	spb__heap_postfork_child();
+	spb__secret_postfork_child(); /* after the heaps and zones are usable */
 	spb__compact_postfork(true);
 	spb__rcu_postfork(true);
 	spb__shrink_postfork(true);

@@ -1,5 +1,6 @@
 /*
- * os.c — the only file that calls mmap, munmap, madvise and mbind.
+ * os.c — the only file that calls mmap, munmap, madvise, mbind, mlock and
+ * memfd_secret.
  *
  * Each call passes through the fault injection seam first (spb__os_inject,
  * platform.h): it is counted by kind, and a test can make the kernel
@@ -8,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -29,6 +31,14 @@
 #define MADV_COLLAPSE 25
 #endif
 #define MPOL_PREFERRED 1
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
+#ifndef SYS_memfd_secret
+#if defined(__x86_64__) || defined(__aarch64__) || defined(__riscv)
+#define SYS_memfd_secret 447
+#endif
+#endif
 
 struct spb_os_inject spb__os_inject;
 
@@ -44,6 +54,7 @@ const char *const spb__os_call_names[SPB_OS_NR_CALLS] = {
 	[SPB_OS_MADV_COLLAPSE] = "madv-collapse",
 	[SPB_OS_MADV_DONTNEED] = "madv-dontneed",
 	[SPB_OS_MBIND] = "mbind",
+	[SPB_OS_SECRET] = "secret",
 };
 
 void spb__os_inject_reset(void)
@@ -260,6 +271,96 @@ __attribute__((noinline)) bool spb__os_mbind(void *p, size_t size, int node)
 	unsigned long mask = 1ul << node;
 	/* Preferred, not bound: a full node spills instead of failing. */
 	return syscall(SYS_mbind, p, size, MPOL_PREFERRED, &mask, 64ul, 0u) == 0;
+}
+
+/* Move the mapping q (size bytes, set up) over p. mremap unmaps the target
+ * before it moves: on a refusal, never leave a hole at p. */
+static bool move_over(void *q, void *p, size_t size)
+{
+	if (mremap(q, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, p) == p)
+		return true;
+	munmap(q, size);
+	unsigned char vec;
+	if (mincore(p, SPB_PAGE_SIZE, &vec) != 0 && errno == ENOMEM &&
+	    map_anon(p, size, MAP_FIXED | MAP_NORESERVE) != p)
+		spb__fatal("cannot map a pageblock back after a refused secret move", p);
+	return false;
+}
+
+/* Set once the kernel said it has no memfd_secret: not asked again. */
+static int no_memfd_secret;
+
+__attribute__((noinline)) bool spb__os_secret_memfd_at(void *p, size_t size)
+{
+#ifdef SYS_memfd_secret
+	if (__atomic_load_n(&no_memfd_secret, __ATOMIC_RELAXED) ||
+	    injected(SPB_OS_SECRET, NULL, p, size, CALLER))
+		return false;
+	int fd = (int)syscall(SYS_memfd_secret, (unsigned)O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOSYS)
+			__atomic_store_n(&no_memfd_secret, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	void *q = MAP_FAILED;
+	if (ftruncate(fd, (off_t)size) == 0)
+		/* Charged to RLIMIT_MEMLOCK (the mapping is VM_LOCKED). */
+		q = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd); /* the mapping keeps the file */
+	if (q == MAP_FAILED)
+		return false;
+	/* The kernel sets VM_DONTDUMP on secretmem already; say it anyway.
+	 * DONTFORK: a MAP_SHARED mapping would be shared with a child. */
+	if (madvise(q, size, MADV_DONTFORK) != 0 || madvise(q, size, MADV_DONTDUMP) != 0) {
+		munmap(q, size);
+		return false;
+	}
+	return move_over(q, p, size);
+#else
+	(void)p;
+	(void)size;
+	errno = ENOSYS;
+	return false;
+#endif
+}
+
+__attribute__((noinline)) bool spb__os_secret_anon_at(void *p, size_t size)
+{
+	if (injected(SPB_OS_SECRET, NULL, p, size, CALLER))
+		return false;
+	void *q = map_anon(NULL, size, 0);
+	if (!q)
+		return false;
+	/* mlock: never swapped out (charged to RLIMIT_MEMLOCK); the rest
+	 * keeps it out of core dumps and out of a child (WIPEONFORK would
+	 * give a child zeros; DONTFORK gives it nothing, like memfd_secret). */
+	/* The system call itself: a sanitizer runtime (ASan) intercepts
+	 * mlock() and makes it a no-op. */
+	if (syscall(SYS_mlock, q, size) != 0 || madvise(q, size, MADV_DONTDUMP) != 0 ||
+	    madvise(q, size, MADV_WIPEONFORK) != 0 || madvise(q, size, MADV_DONTFORK) != 0) {
+		munmap(q, size);
+		return false;
+	}
+	return move_over(q, p, size);
+}
+
+void spb__os_secret_wipe(void *p, size_t size)
+{
+	unsigned char vec[SPB_PAGES_PER_PB];
+	for (size_t off = 0; off < size; off += SPB_PB_SIZE) {
+		char *c = (char *)p + off;
+		size_t n = size - off < SPB_PB_SIZE ? size - off : SPB_PB_SIZE;
+		size_t np = (n + SPB_PAGE_SIZE - 1) >> SPB_PAGE_SHIFT;
+		if (mincore(c, n, vec) != 0) {
+			memset(c, 0, n);
+			continue;
+		}
+		for (size_t i = 0; i < np; i++)
+			if (vec[i] & 1)
+				memset(c + (i << SPB_PAGE_SHIFT), 0, SPB_PAGE_SIZE);
+	}
+	/* Not optimised away: the memory stays mapped and is read again. */
+	__asm__ volatile("" : : "r"(p) : "memory");
 }
 
 uint64_t spb__os_now_ns(void)

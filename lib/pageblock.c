@@ -49,6 +49,8 @@ bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
 	for (unsigned j = i; j < i + n; j++) {
 		struct spb_pageblock *pb = &s->pb[j];
 		spb__zone_pb_undirty_locked(z, pb);
+		if (SPB_UNLIKELY(pb->secret) && cls != SPB_SECRET)
+			spb__secret_unflip_locked(s, j);
 		if (pb->rung == SPB_RUNG_NONE) {
 			pb->rung = spb__backing_claim_pb(spb__pb_addr(s, j), s->rung,
 							 z->counters);

@@ -47,6 +47,7 @@ enum spb_os_call {
 	SPB_OS_MADV_COLLAPSE,   /* madvise MADV_COLLAPSE */
 	SPB_OS_MADV_DONTNEED,   /* madvise MADV_DONTNEED: releases, subreleases, descriptor zeroing */
 	SPB_OS_MBIND,           /* mbind MPOL_PREFERRED: an SPB or large mapping to its node */
+	SPB_OS_SECRET,          /* memfd_secret + mmap, or mlock: a pageblock made secret */
 	SPB_OS_NR_CALLS
 };
 extern const char *const spb__os_call_names[SPB_OS_NR_CALLS] SPB_HIDDEN;
@@ -110,6 +111,20 @@ bool spb__os_meta_free(void *p, size_t size) SPB_HIDDEN;
 bool spb__os_meta_zero(void *p, size_t size) SPB_HIDDEN;
 /* mbind(MPOL_PREFERRED, node) of [p, p+size); false when refused. */
 bool spb__os_mbind(void *p, size_t size, int node) SPB_HIDDEN;
+/* Secret memory (secret.c via backing.c). Both map the new memory away
+ * from p first and move it over p only once it is set up (mremap), so a
+ * refusal leaves the old mapping as it was. Both ranges are MADV_DONTFORK
+ * (a child gets a hole there, which it maps back: secret.c) and
+ * MADV_DONTDUMP. */
+/* memfd_secret(2): the pages leave the kernel's direct map; false when
+ * the kernel has no memfd_secret or refuses it (RLIMIT_MEMLOCK). */
+bool spb__os_secret_memfd_at(void *p, size_t size) SPB_HIDDEN;
+/* Anonymous memory, mlocked (never swapped), MADV_WIPEONFORK; false when
+ * mlock is refused (RLIMIT_MEMLOCK). */
+bool spb__os_secret_anon_at(void *p, size_t size) SPB_HIDDEN;
+/* Zero [p, p+size): only its resident pages (mincore), so a wipe does not
+ * fault in (and a memfd_secret wipe does not allocate) untouched pages. */
+void spb__os_secret_wipe(void *p, size_t size) SPB_HIDDEN;
 /* Milliseconds on CLOCK_MONOTONIC_COARSE (vDSO, no syscall). */
 uint64_t spb__os_now_ms(void) SPB_HIDDEN;
 uint64_t spb__os_now_ns(void) SPB_HIDDEN; /* CLOCK_MONOTONIC, precise */
@@ -117,6 +132,11 @@ uint64_t spb__os_now_ns(void) SPB_HIDDEN; /* CLOCK_MONOTONIC, precise */
 bool spb__thread_spawn(void *(*fn)(void *), void *arg) SPB_HIDDEN;
 
 /* ---- backing.c: the huge-page ladder ---- */
+/* How a pageblock is made secret (struct spb_pageblock.secret). LOST: in
+ * a forked child, a pageblock the parent had made secret (not inherited);
+ * zeroed memory is mapped there and it is never allocated from again. */
+enum spb_secret_backing { SPB_SECRET_NONE = 0, SPB_SECRET_MEMFD, SPB_SECRET_ANON,
+			  SPB_SECRET_LOST };
 enum spb_rung {
 	SPB_RUNG_NONE = 0,   /* not backed yet / released */
 	SPB_RUNG_HUGETLB_1G, /* the whole SPB is one 1 GiB page */
@@ -135,9 +155,19 @@ void *spb__backing_reserve_spb(uint8_t *rung, uint64_t *counters) SPB_HIDDEN;
 uint8_t spb__backing_claim_pb(void *pb, uint8_t spb_rung,
 			      uint64_t *counters) SPB_HIDDEN;
 /* Give a free pageblock's memory back to the OS; returns the rung it has
- * afterwards (NONE), or its old rung if it cannot be released (1 GiB). */
-uint8_t spb__backing_release_pb(void *pb, uint8_t rung,
-				uint8_t spb_rung, uint64_t *counters) SPB_HIDDEN;
+ * afterwards (NONE), or its old rung if it cannot be released (1 GiB).
+ * secret: it is secret memory (enum spb_secret_backing): wiped first,
+ * then plain memory mapped over it. */
+uint8_t spb__backing_release_pb(void *pb, uint8_t rung, uint8_t spb_rung,
+				uint8_t secret, uint64_t *counters) SPB_HIDDEN;
+/* Make a pageblock secret: memfd_secret when SPBMALLOC_SECRET_MEMFD allows
+ * and the kernel has it, else anonymous mlocked memory. Returns the
+ * backing (SPB_SECRET_MEMFD or _ANON; counted), or SPB_SECRET_NONE when
+ * both were refused (counted; the old mapping stays). */
+uint8_t spb__backing_secret_pb(void *pb, uint64_t *counters) SPB_HIDDEN;
+/* A free secret pageblock becomes plain memory (another class claims it):
+ * wiped, plain memory mapped over it. False: refused, it stays secret. */
+bool spb__backing_unsecret_pb(void *pb, uint8_t spb_rung, uint64_t *counters) SPB_HIDDEN;
 /* False when the kernel refused (the data area is still mapped). */
 bool spb__backing_unmap_spb(void *base, uint8_t rung) SPB_HIDDEN;
 

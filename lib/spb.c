@@ -92,6 +92,7 @@ static void spb_init_locked(struct spb_zone *z, struct spb *s, void *base,
 		pb->zero = 1;
 		pb->rung = rung == SPB_RUNG_HUGETLB_1G ? rung : SPB_RUNG_NONE;
 		pb->nohuge = 0; /* a fresh mapping: the SPB's advice holds */
+		pb->secret = SPB_SECRET_NONE;
 	}
 	z->pb_by_rung[rung == SPB_RUNG_HUGETLB_1G ? rung : SPB_RUNG_NONE] +=
 		SPB_PB_PER_SPB;
@@ -196,6 +197,8 @@ bool spb__spb_unmap_locked(struct spb *s)
 	spb__map_unregister(s->r.base, SPB_SPB_SIZE);
 	void *base = (void *)s->r.base;
 	uint8_t rung = s->rung;
+	/* Free secret pageblocks are wiped before the memory goes back. */
+	spb__secret_unmap_spb_locked(s);
 	spb__zone_window_enter(z);
 	bool unmapped = spb__backing_unmap_spb(base, rung);
 	/* Zero the descriptor without touching it (it stays mapped, so a

@@ -87,7 +87,7 @@ static int find_pbs(const struct spb *s, unsigned npb, unsigned align)
  * free pageblocks in a row at a multiple of align. */
 static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_first,
 				unsigned npb, unsigned align, int *idx,
-				struct tainted_walk *w)
+				struct tainted_walk *w, unsigned cls)
 {
 	for (int k = 0; k < SPB_NR_FULLNESS; k++) {
 		int f = fullest_first ? SPB_NR_FULLNESS - 1 - k : k;
@@ -101,6 +101,11 @@ static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_f
 			}
 			if (s->nr_free_pb < npb)
 				continue;
+			/* One pageblock of a 1 GiB page cannot be made secret. */
+			if (SPB_UNLIKELY(cls == SPB_SECRET && s->rung == SPB_RUNG_HUGETLB_1G)) {
+				z->counters[SECRET_SKIP_1G]++;
+				continue;
+			}
 			int i = find_pbs(s, npb, align);
 			if (i >= 0) {
 				*idx = i;
@@ -111,28 +116,34 @@ static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_f
 	return NULL;
 }
 
-static struct spb *grow_for_pbs(struct spb_zone *z, unsigned npb, unsigned align, int *idx)
+static struct spb *grow_for_pbs(struct spb_zone *z, unsigned npb, unsigned align, int *idx,
+				unsigned cls)
 {
 	struct spb *s = spb__spb_grow_locked(z);
 	if (!s)
 		return NULL;
+	if (cls == SPB_SECRET && s->rung == SPB_RUNG_HUGETLB_1G) {
+		z->counters[SECRET_SKIP_1G]++;
+		return NULL;
+	}
 	*idx = spb__map_find_run(&s->free_pb_map, npb, align);
 	return *idx >= 0 ? s : NULL;
 }
 
 static struct spb *find_movable(struct spb_zone *z, unsigned npb, unsigned align, int *idx)
 {
-	struct spb *s = scan_for_pbs(z, SPB_CAT_CLEAN, true, npb, align, idx, NULL);
+	const unsigned cls = SPB_MOVABLE;
+	struct spb *s = scan_for_pbs(z, SPB_CAT_CLEAN, true, npb, align, idx, NULL, cls);
 	if (!s)
-		s = scan_for_pbs(z, SPB_CAT_EMPTY, true, npb, align, idx, NULL);
+		s = scan_for_pbs(z, SPB_CAT_EMPTY, true, npb, align, idx, NULL, cls);
 	if (!s)
-		s = grow_for_pbs(z, npb, align, idx);
+		s = grow_for_pbs(z, npb, align, idx, cls);
 	/* Tainted SPBs only for what lies above their reserve: the reserve's
 	 * pageblocks are kept for non-movable demand (a movable claim there
 	 * would make the next non-movable one taint a clean SPB). Movable
 	 * memory can wait for the compactor; the non-movable cannot move. */
 	if (!s && z->tainted_free_pb >= spb__zone_reserve(z) + npb)
-		s = scan_for_pbs(z, SPB_CAT_TAINTED, true, npb, align, idx, NULL);
+		s = scan_for_pbs(z, SPB_CAT_TAINTED, true, npb, align, idx, NULL, cls);
 	if (!s && z->tainted_free_pb >= npb)
 		z->counters[SPB_MOVABLE_RESERVE_KEPT]++;
 	return s;
@@ -143,7 +154,7 @@ static struct spb *find_unmovable(struct spb_zone *z, unsigned npb, unsigned ali
 				  enum claim_result *res)
 {
 	struct tainted_walk w = {cls, mode == SPB_PB_MODE_RUNS, false, false};
-	struct spb *s = scan_for_pbs(z, SPB_CAT_TAINTED, true, npb, align, idx, &w);
+	struct spb *s = scan_for_pbs(z, SPB_CAT_TAINTED, true, npb, align, idx, &w, cls);
 	if (s)
 		return s;
 	/* Seed 003's demand trigger: fresh capacity is about to be tainted
@@ -161,11 +172,11 @@ static struct spb *find_unmovable(struct spb_zone *z, unsigned npb, unsigned ali
 		*res = CLAIM_DEFRAG;
 		return NULL;
 	}
-	s = scan_for_pbs(z, SPB_CAT_EMPTY, true, npb, align, idx, NULL);
+	s = scan_for_pbs(z, SPB_CAT_EMPTY, true, npb, align, idx, NULL, cls);
 	if (!s)
-		s = grow_for_pbs(z, npb, align, idx);
+		s = grow_for_pbs(z, npb, align, idx, cls);
 	if (!s) /* emptiest clean SPB: the cheapest to evacuate later */
-		s = scan_for_pbs(z, SPB_CAT_CLEAN, false, npb, align, idx, NULL);
+		s = scan_for_pbs(z, SPB_CAT_CLEAN, false, npb, align, idx, NULL, cls);
 	return s;
 }
 
@@ -178,9 +189,15 @@ static enum claim_result claim(struct spb_zone *z, unsigned npb, unsigned align,
 	struct spb *s = cls == SPB_MOVABLE ? find_movable(z, npb, align, &i)
 					   : find_unmovable(z, npb, align, cls, flags, mode, &i, &res);
 	if (!s) {
-		if (res == CLAIM_NOSPACE)
+		if (res == CLAIM_NOSPACE) {
 			z->counters[SPB_NOSPACE]++;
+			z->counters[SECRET_NOMEM] += cls == SPB_SECRET;
+		}
 		return res;
+	}
+	if (cls == SPB_SECRET && !spb__secret_flip_locked(s, (unsigned)i, npb)) {
+		z->counters[SECRET_NOMEM]++;
+		return CLAIM_NOSPACE;
 	}
 	*zero = spb__pb_claim_locked(s, (unsigned)i, npb, cls, mode);
 	*out = s;
@@ -286,6 +303,9 @@ void *spb__capture_locked(struct spb *s, unsigned idx, unsigned cls, unsigned np
 {
 	if (npb > 1 || s->pb[idx].cls != SPB_PB_FREE)
 		return NULL;
+	if (cls == SPB_SECRET && (s->rung == SPB_RUNG_HUGETLB_1G ||
+				  !spb__secret_flip_locked(s, idx, 1)))
+		return NULL; /* the requester claims again, without */
 	bool zero;
 	if (npb == 1) {
 		spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_MULTI_HEAD);
@@ -396,6 +416,9 @@ size_t spb__free(void *p)
 	unsigned i = (unsigned)(((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1));
 	struct spb_pageblock *pb = &s->pb[i];
 	size_t freed;
+	if (SPB_UNLIKELY(__atomic_load_n(&pb->cls, __ATOMIC_RELAXED) == SPB_SECRET) &&
+	    !spb__secret_free_pages(s, pb, p))
+		return 0; /* a forked child's inherited secret pointer: ignored */
 	spb__zone_lock(z);
 	if (pb->cls == SPB_PB_FREE || pb->cls == SPB_PB_BUSY)
 		spb__fatal("free(): double free or invalid pointer (pageblock is free)", p);
@@ -484,7 +507,9 @@ size_t spb__resize_in_place(void *p, size_t bytes)
 	struct spb_pageblock *pb = &s->pb[i];
 	size_t got = 0;
 	spb__zone_lock(z);
-	if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1))) {
+	if (pb->cls == SPB_SECRET) {
+		/* Not in place: a shrink would free the tail unwiped. */
+	} else if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1))) {
 		unsigned pg = (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) & (SPB_PAGES_PER_PB - 1));
 		size_t n = (bytes + SPB_PAGE_SIZE - 1) >> SPB_PAGE_SHIFT;
 		if (pb->run_len[pg] && n < SPB_PAGES_PER_PB &&

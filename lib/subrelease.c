@@ -34,7 +34,9 @@
 
 static bool splittable(const struct spb_pageblock *pb)
 {
-	return pb->rung == SPB_RUNG_THP || pb->rung == SPB_RUNG_4K;
+	/* Secret memory is mlocked or memfd_secret: MADV_DONTNEED would be
+	 * refused or give nothing back; it is wiped and released whole. */
+	return (pb->rung == SPB_RUNG_THP || pb->rung == SPB_RUNG_4K) && !pb->secret;
 }
 
 static void sparse_del(struct spb_pageblock *pb)

@@ -252,6 +252,8 @@ static void unbusy_locked(struct spb_zone *z, struct spb_pageblock *pb, uint8_t 
 	pb->rung = rung;
 	pb->cls = SPB_PB_FREE;
 	pb->zero = rung == SPB_RUNG_NONE;
+	if (rung == SPB_RUNG_NONE && pb->secret)
+		spb__secret_released_locked(pb);
 	spb__map_set_range(&s->free_pb_map, i, 1);
 	s->nr_free_pb++;
 	s->nr_busy_pb--;
@@ -284,7 +286,7 @@ static void release_due_locked(struct spb_zone *z, uint64_t now, unsigned max_ro
 			struct spb *s = batch[k]->owner;
 			rungs[k] = spb__backing_release_pb(
 				spb__pb_addr(s, spb__pb_index(s, batch[k])),
-				batch[k]->rung, s->rung, local);
+				batch[k]->rung, s->rung, batch[k]->secret, local);
 		}
 		spb__zone_lock(z);
 		for (unsigned k = 0; k < n; k++) {

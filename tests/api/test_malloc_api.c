@@ -882,8 +882,8 @@ static void test_classes(void)
 	void *opt = spb_malloc_class(64, SPB_RECLAIMABLE, SPB_F_OPTIONAL);
 	CHECK(opt != NULL || errno == EAGAIN);
 	free(opt);
-	/* MOVABLE needs handles, SECRET is not there: EINVAL. */
-	spb_class_t badc[] = {SPB_MOVABLE, SPB_SECRET, SPB_NR_CLASSES, (spb_class_t)99};
+	/* MOVABLE needs handles: EINVAL (SECRET: tests/api/test_secret.c). */
+	spb_class_t badc[] = {SPB_MOVABLE, SPB_NR_CLASSES, (spb_class_t)99};
 	for (size_t i = 0; i < sizeof badc / sizeof *badc; i++) {
 		errno = 0;
 		CHECK(spb_malloc_class(64, badc[i], 0) == NULL && errno == EINVAL);
@@ -892,6 +892,9 @@ static void test_classes(void)
 		CHECK(errno == EINVAL);
 	}
 	CHECK(spb_thread_class() == SPB_UNMOVABLE);
+	errno = 0;
+	CHECK_EQ(spb_set_thread_class(SPB_SECRET), -1); /* not a default class */
+	CHECK(errno == EINVAL);
 
 	/* The thread default moves plain malloc to the reclaimable class. */
 	CHECK_EQ(spb_set_thread_class(SPB_RECLAIMABLE), 0);

@@ -67,6 +67,8 @@ static const int absorbed_by[SPB_OS_NR_CALLS][6] = {
 	[SPB_OS_MADV_COLLAPSE] = {PB_COLLAPSE_FAIL, -1},
 	[SPB_OS_MADV_DONTNEED] = {PB_RELEASE_FAIL, META_RELEASE_FAIL, SUBRELEASE_FAIL, -1},
 	[SPB_OS_MBIND] = {NUMA_BIND_FAIL, -1},
+	/* the sweep's workload makes no secret memory (tests/api/test_secret) */
+	[SPB_OS_SECRET] = {SECRET_MEMFD_FAIL, SECRET_FLIP_FAIL, -1},
 };
 
 static void hook(enum spb_os_call kind, void *addr, size_t size, const void *caller)

@@ -42,7 +42,9 @@
  * posix_memalign, aligned_alloc, memalign, valloc, pvalloc (alignments
  * 1 B - 1 GiB, invalid and over 1 GiB), glibc's __libc_* names of all of
  * them, malloc_usable_size, spb_malloc_class and spb_set_thread_class
- * (every class: MOVABLE, SECRET and out-of-range ones must give EINVAL),
+ * (every class: MOVABLE and out-of-range ones must give EINVAL; SECRET is
+ * asked as UNMOVABLE: a forked child loses secret memory by design, which
+ * the model does not know; tests/api/test_secret covers it),
  * spb_pages_alloc / spb_pages_free / spb_pages_usable_size, spb_trim,
  * malloc_trim, spb_decay, mallinfo/mallinfo2, mallopt, the counters;
  * objects behind handles (misc 12-15: spb_halloc with and without
@@ -846,7 +848,7 @@ static void do_class_alloc(struct thr *t, struct blk *b, unsigned clsb, unsigned
 			   size_t size)
 {
 	static const int classes[8] = { SPB_UNMOVABLE, SPB_RECLAIMABLE, SPB_UNMOVABLE,
-					SPB_RECLAIMABLE, SPB_MOVABLE, SPB_SECRET, SPB_NR_CLASSES,
+					SPB_RECLAIMABLE, SPB_MOVABLE, SPB_UNMOVABLE, SPB_NR_CLASSES,
 					-1 };
 	int cls = classes[clsb & 7];
 	flags &= SPB_F_ZERO | SPB_F_OPTIONAL;
@@ -888,7 +890,7 @@ static void do_class_alloc(struct thr *t, struct blk *b, unsigned clsb, unsigned
 static void do_set_class(struct thr *t, unsigned v)
 {
 	static const int classes[8] = { SPB_UNMOVABLE, SPB_RECLAIMABLE, SPB_UNMOVABLE,
-					SPB_RECLAIMABLE, SPB_MOVABLE, SPB_SECRET, SPB_NR_CLASSES,
+					SPB_RECLAIMABLE, SPB_MOVABLE, SPB_UNMOVABLE, SPB_NR_CLASSES,
 					-1 };
 	int cls = classes[v & 7];
 	errno = 0;
@@ -910,9 +912,11 @@ static void do_pages(struct thr *t, struct blk *b, unsigned clsb, size_t align, 
 {
 	int cls = (clsb & 7) < 4 ? (int)(clsb & 3) : (clsb & 7) == 4 ? SPB_NR_CLASSES
 				 : (clsb & 7) == 5 ? 255 : (int)(clsb & 1);
+	if (cls == SPB_SECRET) /* see the top: tests/api/test_secret */
+		cls = SPB_UNMOVABLE;
 	flags &= SPB_F_ZERO | SPB_F_OPTIONAL;
 	release(t, b, 0, "free before spb_pages_alloc");
-	bool inval = cls >= SPB_NR_CLASSES || cls == SPB_SECRET || (align & (align - 1)) ||
+	bool inval = cls >= SPB_NR_CLASSES || (align & (align - 1)) ||
 		     align > GiB;
 	if (!inval) {
 		if (align >= 64 * MiB && atomic_fetch_add(&G.nbigalign, 1) >= BIGALIGN_PER_INPUT)

@@ -108,7 +108,7 @@ int main(void)
 	errno = 0;
 	CHECK(spb_pages_alloc(PG, 2 * GB, SPB_MOVABLE, 0) == NULL && errno == EINVAL);
 	errno = 0;
-	CHECK(spb_pages_alloc(PG, 0, SPB_SECRET, 0) == NULL && errno == EINVAL);
+	CHECK(spb_pages_alloc(2 * GB, 0, SPB_SECRET, 0) == NULL && errno == ENOMEM);
 	errno = 0;
 	CHECK(spb_pages_alloc(PG, 0, (spb_class_t)9, 0) == NULL && errno == EINVAL);
 	errno = 0;

@@ -187,8 +187,17 @@ static void draw(const struct snap *s, const uint64_t *prev, double dt)
 		 (unsigned long long)snap_counter(s, "compact_direct_stall"));
 	/* One screen line: cut to the width. */
 	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
+	snprintf(cl, sizeof cl,
+		 "secret: pageblocks memfd_secret %llu, mlock fallback %llu, released %llu, "
+		 "ENOMEM %llu, skipped 1G SPBs %llu",
+		 (unsigned long long)snap_counter(s, "secret_pb_memfd"),
+		 (unsigned long long)snap_counter(s, "secret_pb_anon"),
+		 (unsigned long long)snap_counter(s, "secret_unflip"),
+		 (unsigned long long)snap_counter(s, "secret_nomem"),
+		 (unsigned long long)snap_counter(s, "secret_skip_1g"));
+	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
 	fputs("\033[K\n", stdout);
-	int used = 7;
+	int used = 8;
 	int crow = rows - used - 4 - (int)(s->nr_spbs < 8 ? s->nr_spbs : 8);
 	used += draw_counters(s, prev, dt, cols, crow > 4 ? crow : 4);
 	fputs("\033[K\n", stdout);
