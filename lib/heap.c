@@ -186,8 +186,14 @@ static void drain_notify(struct spb_heap *h, bool relink)
 		if (__atomic_load_n(&s->heap, __ATOMIC_RELAXED) != h ||
 		    !full_cas(s, SPB_SPAN_NOTIFIED, SPB_SPAN_AVAIL))
 			spb__fatal("internal error: cross-thread notification protocol", s);
-		if (relink)
+		if (relink) {
 			move_to(&h->avail[s->bin], s);
+			/* RECLAIMABLE: what a shrinker freed on another thread
+			 * goes back to the engine, not into this cache's reuse
+			 * (the point of shrinking is pageblocks for others). */
+			if (h->cls == SPB_RECLAIMABLE && spb__span_collect(s) && !s->used)
+				spb__heap_span_empty(h, s);
+		}
 		s = next;
 	}
 }

@@ -10,15 +10,17 @@
  * non-movable run from a tainted SPB running low: steer.c). A trigger only
  * counts while its zone is armed; the first one disarms it (single flight:
  * one pass per zone queued or running, later triggers cost a load), sets
- * the zone's pending flag and wakes the thread through an eventfd. After
- * the pass the zone rests SPBMALLOC_SHRINK_REST_MS, doubled after each pass
- * that freed nothing (up to 64 times): never a storm.
+ * the zone's pending flag and wakes the thread through an eventfd. A pass
+ * that freed something re-arms the zone at once (passes follow each other
+ * while the triggers keep firing); one that freed nothing makes the zone
+ * rest SPBMALLOC_SHRINK_REST_MS, doubled each time (up to 64 times): never
+ * a storm.
  *
  * A pass walks the shrinkers from priority 3 (1/64 of each cache) down to
  * 0 (all of it), and after each priority pushes the frees it made to their
- * spans (spb__reclaim_hook) and looks at the zone's RECLAIMABLE pages: it
- * stops once a pageblock's worth came back to the engine, or when nobody
- * freed anything. Callbacks run one at a time with no lock of ours held
+ * spans (spb__reclaim_hook) and looks at the zone's RECLAIMABLE pages and
+ * at the bytes it freed: it stops once a pageblock's worth came back to
+ * the engine or was freed, or when nobody freed anything. Callbacks run one at a time with no lock of ours held
  * (they may malloc and free); unregistering waits for a call in flight.
  *
  * Memory pressure (pressure.c): PSI or memory.high events make the thread
@@ -115,6 +117,13 @@ static void recl_usage(struct spb_zone *z, uint64_t *pages, uint64_t *pbs)
 	*pages = n;
 }
 
+/* Bytes the calling thread freed so far (its own counter: no atomic). */
+static uint64_t freed_bytes_here(void)
+{
+	struct spb_heap *h = spb__tls_primary;
+	return h ? h->counters[MALLOC_FREE_BYTES] : 0;
+}
+
 /* One round over the shrinkers at prio; returns objects freed, *scanned
  * set when some cache had anything to give. */
 static size_t round_at(int prio, bool *scanned)
@@ -149,6 +158,7 @@ static size_t run_pass(struct spb_zone *z, bool full, int first_prio)
 	pthread_mutex_lock(&pass_lock);
 	in_pass = true;
 	recl_usage(zz, &pg0, &pb0);
+	uint64_t b0 = freed_bytes_here();
 	for (int prio = first_prio; prio >= 0; prio--) {
 		size_t f = round_at(prio, &scanned);
 		freed += f;
@@ -159,7 +169,11 @@ static size_t run_pass(struct spb_zone *z, bool full, int first_prio)
 		if (spb__reclaim_hook)
 			spb__reclaim_hook(true);
 		recl_usage(zz, &pg, &pb);
-		if (!full && pg0 >= pg + SPB_PAGES_PER_PB)
+		/* A pageblock's worth: pages back in the engine, or bytes this
+		 * thread freed (blocks of another thread's spans go back when
+		 * that thread next allocates: heap.c, drain_notify). */
+		if (!full && (pg0 >= pg + SPB_PAGES_PER_PB ||
+			      freed_bytes_here() - b0 >= SPB_PB_SIZE))
 			break;
 	}
 	recl_usage(zz, &pg, &pb);
@@ -264,9 +278,17 @@ static void *sh_main(void *arg)
 		for (int i = 0; i < spb__nr_zones; i++) {
 			if (__atomic_exchange_n(&pending[i], 0, __ATOMIC_ACQ_REL)) {
 				size_t f = run_pass(&spb__zones[i], false, PRIO_MAX);
+				/* Progress: armed again at once (the triggers say
+				 * whether more is wanted); nothing freed: rest, longer
+				 * each time. */
 				rest_shift[i] = f ? 0 : rest_shift[i] < REST_SHIFT_MAX ? rest_shift[i] + 1
 										: REST_SHIFT_MAX;
-				rest_until[i] = spb__os_now_ms() + (rest << rest_shift[i]);
+				rest_until[i] = spb__os_now_ms() + (f ? 0 : rest << rest_shift[i]);
+				if (f && shrink_on) {
+					rest_until[i] = 0;
+					__atomic_store_n(&spb__zones[i].shrink_armed, 1,
+							 __ATOMIC_RELEASE);
+				}
 			} else if (rest_until[i] && spb__os_now_ms() >= rest_until[i]) {
 				rest_until[i] = 0;
 				if (shrink_on)
