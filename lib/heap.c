@@ -471,10 +471,33 @@ void spb__heap_steal_end(struct spb_span **v, unsigned n)
 		abandon_span(v[i]);
 }
 
+uint32_t spb__reclaim_epoch;
+
+/* A RECLAIMABLE heap after a shrink pass: every span's cross-thread frees
+ * collected, the spans that emptied given back (not the bins' current
+ * ones). O(spans of the heap), once per pass. */
+static void reclaim_sweep(struct spb_heap *h)
+{
+	h->reclaim_seen = __atomic_load_n(&spb__reclaim_epoch, __ATOMIC_ACQUIRE);
+	drain_notify(h, true);
+	for (unsigned bin = 0; bin < SPB_NR_BINS; bin++) {
+		struct spb_link *hd = &h->avail[bin];
+		for (struct spb_link *l = hd->next, *next; l != hd; l = next) {
+			next = l->next;
+			struct spb_span *s = spb__container_of(l, struct spb_span, link);
+			if (s != h->bins[bin] && spb__span_collect(s) && !s->used)
+				spb__heap_span_empty(h, s);
+		}
+	}
+}
+
 struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 {
 	if (h->cls == SPB_MOVABLE)
 		return refill_movable(h, bin);
+	if (h->cls == SPB_RECLAIMABLE &&
+	    SPB_UNLIKELY(h->reclaim_seen != __atomic_load_n(&spb__reclaim_epoch, __ATOMIC_RELAXED)))
+		reclaim_sweep(h);
 	drain_notify(h, true);
 	struct spb_span *s = h->bins[bin];
 	if (s != &empty_span && span_ready(h, s))

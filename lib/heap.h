@@ -88,7 +88,14 @@ struct spb_heap {
 	struct spb_link full[SPB_NR_BINS];    /* spans seen full */
 	struct spb_link all_link;             /* all heaps (live or pooled) */
 	struct spb_heap *by_class[SPB_NR_CLASSES]; /* primary heap: the thread's heaps */
+	uint32_t reclaim_seen;                /* RECLAIMABLE: spb__reclaim_epoch at the last sweep */
 };
+
+/* Bumped by the shrinker layer after a pass that freed something: a
+ * RECLAIMABLE heap that sees it move, at its next refill, collects the
+ * cross-thread frees of all its spans and gives the emptied ones back
+ * (heap.c): what a shrinker freed on its thread comes back as pages. */
+extern uint32_t spb__reclaim_epoch SPB_HIDDEN;
 
 /* ---- free-list link protection (key set once at process init) ---- */
 extern uintptr_t spb__link_key SPB_HIDDEN;

@@ -177,6 +177,8 @@ static size_t run_pass(struct spb_zone *z, bool full, int first_prio)
 			break;
 	}
 	recl_usage(zz, &pg, &pb);
+	if (freed) /* the owners of what was freed sweep their spans (heap.h) */
+		__atomic_fetch_add(&spb__reclaim_epoch, 1, __ATOMIC_RELEASE);
 	in_pass = false;
 	pthread_mutex_unlock(&pass_lock);
 	spb__heap_count(SHRINK_RAN, 1);

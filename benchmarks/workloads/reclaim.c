@@ -107,6 +107,7 @@ int main(int argc, char **argv)
 	long every = wl_arg_long("session_every", 40);
 	long use_shrinker = wl_arg_long("shrinker", 1);
 	long lookups = wl_arg_long("lookups", 1);
+	long progress = wl_arg_long("progress", 0); /* a line every N requests */
 	struct wl_rng r;
 	wl_rng_seed(&r, (uint64_t)wl_arg_long("seed", 1), 0);
 	cache.slot = wl_check(calloc((size_t)requests, sizeof *cache.slot),
@@ -140,6 +141,18 @@ int main(int argc, char **argv)
 				free(again);
 				misses++;
 			}
+		}
+		if (progress > 0 && i % progress == 0) {
+			struct wl_mem pm;
+			wl_mem_read(&pm);
+			fprintf(stderr, "req %ld cache %zu MiB sessions %zu MiB rss %ld MiB taint %llu "
+				"crossed %llu shrink_ran %llu demand %llu highwater %llu\n", i,
+				cache.bytes >> 20, sess_bytes >> 20, pm.rss_kb >> 10,
+				(unsigned long long)spb_counter_get("spb_taint"),
+				(unsigned long long)spb_counter_get("spb_tainted_reserve_crossed"),
+				(unsigned long long)spb_counter_get("shrink_ran"),
+				(unsigned long long)spb_counter_get("shrink_trigger_demand"),
+				(unsigned long long)spb_counter_get("shrink_trigger_highwater"));
 		}
 		if (every > 0 && i % every == 0 && ns < nsess) {
 			size_t sz = wl_size_powerlaw(&r, 4096, 65536, 1.0);

@@ -19,6 +19,7 @@ struct cache {
 	size_t head, n, cap;        /* live entries: v[head .. head+n) */
 	bool pages;                 /* entries from spb_pages_alloc */
 	bool lifo;                  /* scan frees the newest first */
+	size_t max_scan;            /* frees at most this many per call (0: nr) */
 	unsigned scans, prio_seen;  /* bit p set: priority p was asked */
 	size_t first_nr;            /* nr_to_scan of the first call */
 	char thread[16];            /* name of the thread of the last call */
@@ -72,6 +73,8 @@ static size_t cache_scan(void *ctx, size_t nr, int prio)
 	c->prio_seen |= 1u << prio;
 	prctl(PR_GET_NAME, c->thread, 0, 0, 0);
 	size_t k = 0;
+	if (c->max_scan && nr > c->max_scan)
+		nr = c->max_scan;
 	while (k < nr && c->n) { /* oldest first, or newest */
 		void *p;
 		if (c->lifo) {
@@ -206,28 +209,32 @@ static void test_realloc_class(void)
 
 /* The demand and high-water triggers, through the engine: RECLAIMABLE
  * pageblocks fill the tainted SPB until it is below its reserve and a
- * second SPB is tainted; the spb-shrink thread runs the shrinker (newest
- * entries first: the second SPB drains), pageblocks come back. Then a
- * non-movable run from the first SPB, now short of free pages, is the
- * high-water mark. */
+ * second SPB is tainted, while non-movable runs from the fullest tainted
+ * SPB meet the high-water mark; the spb-shrink thread runs the shrinker
+ * (newest entries first), pageblocks come back. */
 static void test_triggers(void)
 {
 	static struct cache c;
 	cache_init(&c, 2048, true);
 	c.lifo = true;
+	c.max_scan = 1; /* a slow cache: the SPBs run short while it shrinks */
 	int id = spb_shrinker_register(cache_scan, cache_count, &c);
 	REQUIRE(id > 0);
 	uint64_t dem = mt_counter("shrink_trigger_demand"), ran = mt_counter("shrink_ran");
 	uint64_t rec = mt_counter("shrink_pb_recovered"), q = mt_counter("shrink_queued");
-	uint64_t taint = mt_counter("spb_taint");
+	uint64_t taint = mt_counter("spb_taint"), hw = mt_counter("shrink_trigger_highwater");
 	int n = 0;
-	while ((mt_counter("shrink_trigger_demand") == dem || mt_counter("spb_taint") == taint) &&
-	       n < 1100) {
+	/* Each step: a RECLAIMABLE pageblock, and a non-movable run (from the
+	 * fullest tainted SPB: the high-water mark once it runs short). */
+	while ((mt_counter("shrink_trigger_demand") == dem || mt_counter("spb_taint") == taint ||
+		mt_counter("shrink_trigger_highwater") == hw) && n < 1500) {
 		REQUIRE(cache_add(&c, 2 << 20));
 		n++;
+		void *r = spb_pages_alloc(8192, 0, SPB_UNMOVABLE, 0);
+		REQUIRE(r);
+		spb_pages_free(r);
 	}
-	for (int i = 0; i < 40; i++, n++) /* into the new SPB: the pass drains it */
-		REQUIRE(cache_add(&c, 2 << 20));
+	CHECK(mt_counter("shrink_trigger_highwater") > hw);
 	CHECK(mt_counter("shrink_trigger_demand") > dem);
 	CHECK(wait_counter("shrink_ran", ran, 5000));
 	CHECK(mt_counter("shrink_queued") > q);
@@ -236,14 +243,6 @@ static void test_triggers(void)
 	printf("demand: after %d RECLAIMABLE pageblocks; the pass freed %zu, %" PRIu64
 	       " pageblocks recovered\n", n, (size_t)n - cache_count(&c),
 	       mt_counter("shrink_pb_recovered") - rec);
-	usleep(400000); /* the zone rests 100 ms after a pass */
-	uint64_t hw = mt_counter("shrink_trigger_highwater");
-	void *r[16];
-	for (int i = 0; i < 16; i++)
-		REQUIRE((r[i] = spb_pages_alloc(8192, 0, SPB_UNMOVABLE, 0)) != NULL);
-	for (int i = 0; i < 16; i++)
-		spb_pages_free(r[i]);
-	CHECK(mt_counter("shrink_trigger_highwater") > hw);
 	/* Let the passes these triggers queued finish before the next test
 	 * registers a cache of its own. */
 	usleep(500000);
