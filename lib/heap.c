@@ -495,9 +495,12 @@ struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 {
 	if (h->cls == SPB_MOVABLE)
 		return refill_movable(h, bin);
-	if (h->cls == SPB_RECLAIMABLE &&
-	    SPB_UNLIKELY(h->reclaim_seen != __atomic_load_n(&spb__reclaim_epoch, __ATOMIC_RELAXED)))
-		reclaim_sweep(h);
+	/* After a shrink pass: the thread's RECLAIMABLE heap, whichever of
+	 * its heaps is refilling (plain malloc refills far more often). */
+	struct spb_heap *rh = spb__tls_primary ? spb__tls_primary->by_class[SPB_RECLAIMABLE] : NULL;
+	if (rh &&
+	    SPB_UNLIKELY(rh->reclaim_seen != __atomic_load_n(&spb__reclaim_epoch, __ATOMIC_RELAXED)))
+		reclaim_sweep(rh);
 	drain_notify(h, true);
 	struct spb_span *s = h->bins[bin];
 	if (s != &empty_span && span_ready(h, s))

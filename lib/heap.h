@@ -91,8 +91,8 @@ struct spb_heap {
 	uint32_t reclaim_seen;                /* RECLAIMABLE: spb__reclaim_epoch at the last sweep */
 };
 
-/* Bumped by the shrinker layer after a pass that freed something: a
- * RECLAIMABLE heap that sees it move, at its next refill, collects the
+/* Bumped by the shrinker layer after a pass that freed something: at the
+ * next refill of any of a thread's heaps, its RECLAIMABLE heap collects the
  * cross-thread frees of all its spans and gives the emptied ones back
  * (heap.c): what a shrinker freed on its thread comes back as pages. */
 extern uint32_t spb__reclaim_epoch SPB_HIDDEN;

@@ -25,7 +25,9 @@
  *
  * Memory pressure (pressure.c): PSI or memory.high events make the thread
  * run every shrinker in full and then give back every free pageblock and
- * empty SPB at once (spb_trim), at most once per PRESSURE_QUIET_MS.
+ * empty SPB at once (spb_trim), at most once per PRESSURE_QUIET_MS, and
+ * trim again 250 ms and 1 s later (the records' owners give their spans
+ * back at their next refill).
  *
  * The thread starts with the first registration (or at once with
  * SPBMALLOC_PRESSURE=2); a forked child starts its own from its next span
@@ -251,6 +253,10 @@ static void *sh_main(void *arg)
 	uint64_t rest_until[SPB_NR_ZONES_MAX] = {0};
 	unsigned rest_shift[SPB_NR_ZONES_MAX] = {0};
 	uint64_t quiet_until = 0;
+	/* After a pressure response, trims again: what the records' owners give
+	 * back at their next refill (heap.h, spb__reclaim_epoch) goes to the
+	 * OS within a second too. */
+	uint64_t retrim[2] = {0, 0};
 	const uint64_t rest = (uint64_t)spb__opt(OPT_SHRINK_REST_MS);
 	const bool shrink_on = spb__opt(OPT_SHRINK);
 	arm_all(shrink_on);
@@ -262,6 +268,9 @@ static void *sh_main(void *arg)
 		for (int i = 0; i < spb__nr_zones; i++)
 			if (rest_until[i] && rest_until[i] < next)
 				next = rest_until[i];
+		for (int i = 0; i < 2; i++)
+			if (retrim[i] && retrim[i] < next)
+				next = retrim[i];
 		int timeout = next == UINT64_MAX ? -1 : next <= now ? 0 : (int)(next - now);
 		if (poll(v, (nfds_t)n, timeout) < 0)
 			v[0].revents = 0; /* EINTR cannot be (signals blocked); be safe */
@@ -276,7 +285,14 @@ static void *sh_main(void *arg)
 		if (why && now >= quiet_until) {
 			on_pressure(why);
 			quiet_until = spb__os_now_ms() + PRESSURE_QUIET_MS;
+			retrim[0] = quiet_until;
+			retrim[1] = quiet_until + 750;
 		}
+		for (int i = 0; i < 2; i++)
+			if (retrim[i] && now >= retrim[i]) {
+				retrim[i] = 0;
+				spb__heap_count(PRESSURE_RELEASED, spb_trim());
+			}
 		for (int i = 0; i < spb__nr_zones; i++) {
 			if (__atomic_exchange_n(&pending[i], 0, __ATOMIC_ACQ_REL)) {
 				size_t f = run_pass(&spb__zones[i], false, PRIO_MAX);

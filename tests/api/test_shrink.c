@@ -305,23 +305,37 @@ static int pressure_child(int wfd)
 	uint64_t ev = mt_counter("pressure_events"), rel = mt_counter("pressure_released");
 	double t0 = mt_now();
 	REQUIRE(write(wfd, "!", 1) == 1);
-	double t_done = -1;
-	while (mt_now() - t0 < 10) {
-		if (mt_rss() + (60u << 20) <= before && cache_count(&c) == 0) {
+	/* The free pageblocks go back at once; the records, freed on
+	 * spb-shrink into this thread's spans, at this thread's next refill
+	 * (a server goes on serving: a few allocations between looks). */
+	double t_pb = -1, t_done = -1;
+	void *work[64] = {0};
+	for (unsigned k = 0; mt_now() - t0 < 10; k++) {
+		size_t rss = mt_rss();
+		if (t_pb < 0 && rss + (60u << 20) <= before && cache_count(&c) == 0)
+			t_pb = mt_now() - t0;
+		if (rss + (140u << 20) <= before && cache_count(&c) == 0) {
 			t_done = mt_now() - t0;
 			break;
 		}
+		for (unsigned j = 0; j < 64; j++) {
+			free(work[j]);
+			/* requests and their I/O buffers */
+			work[j] = malloc(j % 8 ? 64 + ((k * 64 + j) % 512) * 64 : 100000);
+		}
 		usleep(2000);
 	}
+	for (unsigned j = 0; j < 64; j++)
+		free(work[j]);
 	size_t after = mt_rss();
-	printf("pressure: RSS %zu -> %zu MiB in %.3f s (cache %zu records left); "
-	       "pressure_events %" PRIu64 ", released %" PRIu64 "\n",
-	       before >> 20, after >> 20, t_done, c.n, mt_counter("pressure_events") - ev,
+	printf("pressure: RSS %zu -> %zu MiB: free pageblocks back in %.3f s, the cache's "
+	       "records in %.3f s (cache %zu records left); pressure_events %" PRIu64
+	       ", released %" PRIu64 "\n", before >> 20, after >> 20, t_pb, t_done, c.n, mt_counter("pressure_events") - ev,
 	       mt_counter("pressure_released") - rel);
 	CHECK(mt_counter("pressure_events") > ev);
-	CHECK(mt_counter("pressure_released") - rel >= 32);
+	CHECK(mt_counter("pressure_released") - rel >= 30);
 	CHECK(c.n == 0);
-	CHECK(t_done >= 0);
+	CHECK(t_pb >= 0 && t_done >= 0);
 	CHECK(spb_shrinker_unregister(id) == 0);
 	return check_done("test_shrink pressure");
 }
