@@ -40,7 +40,13 @@ void spb__free_ptr(void *p);
 static inline void *T_MALLOC(size_t n) { return spb__malloc(n); }
 static inline void *T_REALLOC(void *p, size_t n) { return spb__realloc(p, n); }
 static inline void T_FREE(void *p) { if (p) spb__free_ptr(p); }
+void *spb__malloc_class(size_t size, unsigned cls, unsigned flags);
+static inline void *T_MALLOC_CLASS(size_t n, spb_class_t cls, unsigned flags)
+{
+	return spb__malloc_class(n, cls, flags);
+}
 #else
+#define T_MALLOC_CLASS spb_malloc_class
 #define T_MALLOC malloc
 #define T_REALLOC realloc
 #define T_FREE free
