@@ -169,15 +169,15 @@ static int cmd_snapshot(int pid, enum emit_fmt fmt)
 
 static const char *const rate_counters[] = {
 	"malloc_alloc", "malloc_free", "pb_claim", "spb_taint", "spb_highorder_refused",
-	"pb_release", "compact_moved", "compact_evac_pb",
+	"pb_release", "compact_moved", "compact_evac_pb", "shrink_freed",
 };
 #define NR_RATES (sizeof rate_counters / sizeof rate_counters[0])
 
 static void vm_header(void)
 {
-	printf("%-10s %-10s %6s %4s %4s %4s %9s %9s %7s %6s %6s %7s %7s %6s\n", "heap", "backed",
-	       "huge%", "spbs", "cln", "tnt", "allocs/s", "frees/s", "claim/s", "taint/s",
-	       "refus/s", "relse/s", "moved/s", "evac/s");
+	printf("%-10s %-10s %6s %4s %4s %4s %9s %9s %7s %6s %6s %7s %7s %6s %8s\n", "heap",
+	       "backed", "huge%", "spbs", "cln", "tnt", "allocs/s", "frees/s", "claim/s", "taint/s",
+	       "refus/s", "relse/s", "moved/s", "evac/s", "shrunk/s");
 }
 
 static void vm_line(const struct snap *s, const uint64_t *prev, double dt)
@@ -187,7 +187,7 @@ static void vm_line(const struct snap *s, const uint64_t *prev, double dt)
 	fmt_bytes(backed, sizeof backed, s->g.mapped_bytes);
 	printf("%-10s %-10s %5.1f%% %4u %4u %4u", heap, backed, s->g.huge_permille / 10.0,
 	       s->g.nr_spbs, s->g.spbs_by_cat[1], s->g.spbs_by_cat[2]);
-	static const int widths[NR_RATES] = {9, 9, 7, 7, 7, 7, 7, 6};
+	static const int widths[NR_RATES] = {9, 9, 7, 7, 7, 7, 7, 6, 8};
 	for (size_t i = 0; i < NR_RATES; i++) {
 		uint64_t v = snap_counter(s, rate_counters[i]);
 		uint64_t dv = v >= prev[i] ? v - prev[i] : 0;

@@ -196,8 +196,20 @@ static void draw(const struct snap *s, const uint64_t *prev, double dt)
 		 (unsigned long long)snap_counter(s, "secret_nomem"),
 		 (unsigned long long)snap_counter(s, "secret_skip_1g"));
 	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
+	snprintf(cl, sizeof cl,
+		 "shrink: triggers demand %llu supply %llu high-water %llu, passes %llu, freed %llu "
+		 "objects %llu pb; pressure %llu events, %llu released",
+		 (unsigned long long)snap_counter(s, "shrink_trigger_demand"),
+		 (unsigned long long)snap_counter(s, "shrink_trigger_supply"),
+		 (unsigned long long)snap_counter(s, "shrink_trigger_highwater"),
+		 (unsigned long long)snap_counter(s, "shrink_ran"),
+		 (unsigned long long)snap_counter(s, "shrink_freed"),
+		 (unsigned long long)snap_counter(s, "shrink_pb_recovered"),
+		 (unsigned long long)snap_counter(s, "pressure_events"),
+		 (unsigned long long)snap_counter(s, "pressure_released"));
+	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
 	fputs("\033[K\n", stdout);
-	int used = 8;
+	int used = 9;
 	int crow = rows - used - 4 - (int)(s->nr_spbs < 8 ? s->nr_spbs : 8);
 	used += draw_counters(s, prev, dt, cols, crow > 4 ? crow : 4);
 	fputs("\033[K\n", stdout);
