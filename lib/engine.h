@@ -176,15 +176,16 @@ extern void *(*spb__defrag_hook)(struct spb_zone *z, unsigned cls, unsigned npag
  * spb__zone_unlock_signal after a shrink trigger fired under the lock;
  * queues one pass for the zone (single flight) and wakes its thread. */
 extern void (*spb__shrink_hook)(struct spb_zone *z) SPB_HIDDEN;
-/* A shrink trigger (SHRINK_TRIGGER_*; seed 003) under the zone lock: counted
- * and acted on only while the zone is armed (shrinkers registered, no pass
- * pending, not resting): a load otherwise. */
+/* A shrink trigger (SHRINK_TRIGGER_*; seed 003) under the zone lock:
+ * counted while the shrinker layer runs, acted on only while the zone is
+ * armed (no pass pending, not resting): a load and an increment otherwise. */
 static inline void spb__shrink_trigger_locked(struct spb_zone *z, enum spb_counter why)
 {
-	if (SPB_LIKELY(!__atomic_load_n(&z->shrink_armed, __ATOMIC_RELAXED)))
+	if (SPB_LIKELY(!__atomic_load_n(&spb__shrink_hook, __ATOMIC_RELAXED)))
 		return;
 	z->counters[why]++;
-	z->shrink_want = 1;
+	if (__atomic_load_n(&z->shrink_armed, __ATOMIC_RELAXED))
+		z->shrink_want = 1;
 }
 
 /* Claim free pageblock idx of s for a request (lock held): a run of

@@ -7,12 +7,13 @@
  * (a non-movable claim is about to taint fresh capacity, or tainted SPBs
  * are below their reserve: steer.c, zone.c), supply (an evacuation pass of
  * the compactor ended: compactd.c) and the proactive high-water mark (a
- * non-movable run from a tainted SPB running low: steer.c). A trigger only
- * counts while its zone is armed; the first one disarms it (single flight:
- * one pass per zone queued or running, later triggers cost a load), sets
+ * non-movable run from a tainted SPB running low: steer.c). Every trigger
+ * is counted; one that finds its zone armed disarms it (single flight: one
+ * pass per zone queued or running, later triggers cost a load), sets
  * the zone's pending flag and wakes the thread through an eventfd. A pass
- * that freed something re-arms the zone at once (passes follow each other
- * while the triggers keep firing); one that freed nothing makes the zone
+ * that freed something re-arms the zone 10 ms later (passes follow each
+ * other while the triggers keep firing, at most 100 a second); one that
+ * freed nothing makes the zone
  * rest SPBMALLOC_SHRINK_REST_MS, doubled each time (up to 64 times): never
  * a storm.
  *
@@ -51,6 +52,7 @@
 #define SCAN_MIN 32          /* the smallest slice asked of a cache */
 #define PRESSURE_QUIET_MS 250 /* one response per this much, however many events */
 #define REST_SHIFT_MAX 6
+#define PROGRESS_REST_MS 10 /* at most 100 passes a second per zone, even when each frees a little */
 
 struct shrinker {
 	spb_shrink_scan_fn scan;
@@ -296,17 +298,13 @@ static void *sh_main(void *arg)
 		for (int i = 0; i < spb__nr_zones; i++) {
 			if (__atomic_exchange_n(&pending[i], 0, __ATOMIC_ACQ_REL)) {
 				size_t f = run_pass(&spb__zones[i], false, PRIO_MAX);
-				/* Progress: armed again at once (the triggers say
-				 * whether more is wanted); nothing freed: rest, longer
-				 * each time. */
+				/* Progress: armed again after PROGRESS_REST_MS (the
+				 * triggers say whether more is wanted); nothing freed:
+				 * rest, longer each time. */
 				rest_shift[i] = f ? 0 : rest_shift[i] < REST_SHIFT_MAX ? rest_shift[i] + 1
 										: REST_SHIFT_MAX;
-				rest_until[i] = spb__os_now_ms() + (f ? 0 : rest << rest_shift[i]);
-				if (f && shrink_on) {
-					rest_until[i] = 0;
-					__atomic_store_n(&spb__zones[i].shrink_armed, 1,
-							 __ATOMIC_RELEASE);
-				}
+				rest_until[i] = spb__os_now_ms() +
+						(f ? PROGRESS_REST_MS : rest << rest_shift[i]);
 			} else if (rest_until[i] && spb__os_now_ms() >= rest_until[i]) {
 				rest_until[i] = 0;
 				if (shrink_on)

@@ -262,7 +262,7 @@ static void *run_from_partials(struct spb_zone *z, unsigned npages, unsigned ali
  * tainted SPB whose free pages are below the reserve's worth (lock held). */
 static void highwater_check(struct spb_zone *z, const void *p)
 {
-	if (SPB_LIKELY(!__atomic_load_n(&z->shrink_armed, __ATOMIC_RELAXED)))
+	if (SPB_LIKELY(!__atomic_load_n(&spb__shrink_hook, __ATOMIC_RELAXED)))
 		return;
 	const struct spb *s = (const struct spb *)spb__region_of(p);
 	if (s->category == SPB_CAT_TAINTED &&

@@ -233,6 +233,7 @@ static void test_triggers(void)
 		void *r = spb_pages_alloc(8192, 0, SPB_UNMOVABLE, 0);
 		REQUIRE(r);
 		spb_pages_free(r);
+		usleep(2000); /* a zone rests 10 ms after a pass */
 	}
 	CHECK(mt_counter("shrink_trigger_highwater") > hw);
 	CHECK(mt_counter("shrink_trigger_demand") > dem);
