@@ -11,8 +11,9 @@
  * is counted; one that finds its zone armed disarms it (single flight: one
  * pass per zone queued or running, later triggers cost a load), sets
  * the zone's pending flag and wakes the thread through an eventfd. A pass
- * that freed something re-arms the zone 10 ms later (passes follow each
- * other while the triggers keep firing, at most 100 a second); one that
+ * that freed a pageblock's worth re-arms the zone at once (passes follow
+ * each other while the triggers keep firing), one that freed less 10 ms
+ * later (a shrinker that frees a little each time cannot storm); one that
  * freed nothing makes the zone
  * rest SPBMALLOC_SHRINK_REST_MS, doubled each time (up to 64 times): never
  * a storm.
@@ -52,7 +53,7 @@
 #define SCAN_MIN 32          /* the smallest slice asked of a cache */
 #define PRESSURE_QUIET_MS 250 /* one response per this much, however many events */
 #define REST_SHIFT_MAX 6
-#define PROGRESS_REST_MS 10 /* at most 100 passes a second per zone, even when each frees a little */
+#define PROGRESS_REST_MS 10 /* after a pass that freed less than a pageblock's worth */
 
 struct shrinker {
 	spb_shrink_scan_fn scan;
@@ -153,8 +154,12 @@ static size_t round_at(int prio, bool *scanned)
 
 /* A pass for zone z (NULL: every zone; full: every priority down to 0,
  * whatever came free). Returns objects freed. */
-static size_t run_pass(struct spb_zone *z, bool full, int first_prio)
+static size_t run_pass(struct spb_zone *z, bool full, int first_prio, bool *met)
 {
+	bool dummy;
+	if (!met)
+		met = &dummy;
+	*met = false;
 	struct spb_zone *zz = z ? z : &spb__zones[0];
 	uint64_t pg0, pb0, pg, pb;
 	size_t freed = 0;
@@ -176,9 +181,11 @@ static size_t run_pass(struct spb_zone *z, bool full, int first_prio)
 		/* A pageblock's worth: pages back in the engine, or bytes this
 		 * thread freed (blocks of another thread's spans go back when
 		 * that thread next allocates: heap.c, drain_notify). */
-		if (!full && (pg0 >= pg + SPB_PAGES_PER_PB ||
-			      freed_bytes_here() - b0 >= SPB_PB_SIZE))
-			break;
+		if (pg0 >= pg + SPB_PAGES_PER_PB || freed_bytes_here() - b0 >= SPB_PB_SIZE) {
+			*met = true;
+			if (!full)
+				break;
+		}
 	}
 	recl_usage(zz, &pg, &pb);
 	if (freed) /* the owners of what was freed sweep their spans (heap.h) */
@@ -201,7 +208,7 @@ SPB_EXPORT size_t spb_shrink(unsigned flags)
 		return 0;
 	}
 	bool all = flags & SPB_SHRINK_ALL;
-	return run_pass(NULL, all, all ? 0 : PRIO_MAX);
+	return run_pass(NULL, all, all ? 0 : PRIO_MAX, NULL);
 }
 
 /* ---- triggers ---- */
@@ -242,7 +249,7 @@ static void on_pressure(unsigned why)
 	if (why & SPB_PRESSURE_HIGH)
 		spb__heap_count(PRESSURE_HIGH, 1);
 	if (spb__opt(OPT_SHRINK) && __atomic_load_n(&nr_live, __ATOMIC_RELAXED))
-		run_pass(NULL, true, PRIO_MAX);
+		run_pass(NULL, true, PRIO_MAX, NULL);
 	spb__heap_count(PRESSURE_RELEASED, spb_trim());
 }
 
@@ -297,14 +304,20 @@ static void *sh_main(void *arg)
 			}
 		for (int i = 0; i < spb__nr_zones; i++) {
 			if (__atomic_exchange_n(&pending[i], 0, __ATOMIC_ACQ_REL)) {
-				size_t f = run_pass(&spb__zones[i], false, PRIO_MAX);
-				/* Progress: armed again after PROGRESS_REST_MS (the
-				 * triggers say whether more is wanted); nothing freed:
-				 * rest, longer each time. */
+				bool met;
+				size_t f = run_pass(&spb__zones[i], false, PRIO_MAX, &met);
+				/* A pageblock's worth freed: armed again at once (the
+				 * triggers say whether more is wanted); less: after
+				 * PROGRESS_REST_MS; nothing: rest, longer each time. */
 				rest_shift[i] = f ? 0 : rest_shift[i] < REST_SHIFT_MAX ? rest_shift[i] + 1
 										: REST_SHIFT_MAX;
 				rest_until[i] = spb__os_now_ms() +
-						(f ? PROGRESS_REST_MS : rest << rest_shift[i]);
+						(met ? 0 : f ? PROGRESS_REST_MS : rest << rest_shift[i]);
+				if (met && shrink_on) {
+					rest_until[i] = 0;
+					__atomic_store_n(&spb__zones[i].shrink_armed, 1,
+							 __ATOMIC_RELEASE);
+				}
 			} else if (rest_until[i] && spb__os_now_ms() >= rest_until[i]) {
 				rest_until[i] = 0;
 				if (shrink_on)
