@@ -363,18 +363,26 @@ static unsigned choose_locked(struct spb_zone *z, const struct pass_opts *o,
 			/* A span released since the scan (its pagemap is cleared
 			 * before its run goes back, outside the lock) looks like a
 			 * page run: its header check below finds nothing. */
-			if (sp && sp->start == (uintptr_t)a)
+			if (sp && sp->start == (uintptr_t)a) {
+				__atomic_store_n(&sp->compact_src, 1, __ATOMIC_RELAXED);
 				sources[k++] = (struct source){sp, 0, sp->capacity, 0, 0};
-			else
+			} else {
 				sources[k++] = (struct source){NULL, 1, 1, (uintptr_t)a,
 							       n << SPB_PAGE_SHIFT};
+			}
 		}
 	}
 	*nevac = np;
+	/* Evacuation (and capture) empties pageblocks only: every sparse span
+	 * a source too would leave no target where all are sparse. */
+	if (o->evac)
+		return k;
 	sort_spans(sparse, sc.nspans);
 	for (unsigned i = 0; i < sc.nspans && k < COMPACT_MAX_SPANS; i++) {
-		if (!spb__addr_evac((void *)sparse[i].span->start))
+		if (!spb__addr_evac((void *)sparse[i].span->start)) {
+			__atomic_store_n(&sparse[i].span->compact_src, 1, __ATOMIC_RELAXED);
 			sources[k++] = sparse[i];
+		}
 	}
 	return k;
 }
@@ -437,6 +445,11 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 	}
 	if (nb)
 		moved += run_batch(batch, nb);
+	/* Sources may be targets of the next pass (a descriptor released
+	 * meanwhile and reused has the flag cleared by span_new anyway). */
+	for (unsigned k = 0; k < ns; k++)
+		if (sources[k].span)
+			__atomic_store_n(&sources[k].span->compact_src, 0, __ATOMIC_RELAXED);
 	/* The old blocks are in this thread's batch of cross-thread frees:
 	 * push it, then release the spans that emptied. */
 	if (spb__tls_primary)

@@ -299,8 +299,8 @@ static struct spb_span *lowest_avail(struct spb_heap *h, unsigned bin)
  * cross-thread frees. Refill adopts the fullest of the first ADOPT_SCAN
  * abandoned spans with room (fullest first: allocation fills the dense
  * spans, the sparse ones drain); a thread inside a compaction pass takes
- * only spans more than half live, which a pass never empties, so its
- * targets are never its sources. Spans found empty on the way go back to
+ * no span the pass is emptying (flagged compact_src), so its targets are
+ * never its sources. Spans found empty on the way go back to
  * the engine; full ones go to the tail, so the head keeps spans with room
  * (the sweep moves spans that got room back to the head). */
 #define ADOPT_SCAN 32
@@ -346,8 +346,12 @@ static struct spb_span *adopt_movable(struct spb_heap *h, unsigned bin)
 			}
 			continue;
 		}
+		/* A pass never moves objects into its own sources: targets
+		 * are the fullest spans it does not empty, sparse ones too (a
+		 * heap where every span is sparse, under a cap, has no other
+		 * room). */
 		if (spb__addr_evac((void *)s->start) ||
-		    (spb__compacting && s->used * 2 <= s->capacity))
+		    (spb__compacting && __atomic_load_n(&s->compact_src, __ATOMIC_RELAXED)))
 			continue;
 		if (!best || s->used > best->used)
 			best = s;

@@ -56,6 +56,7 @@ struct spb_span {
 					    its link word (calloc skips) */
 	uint8_t words_order;             /* live bitmap: 1 << words_order words */
 	uint8_t zone_idx;                /* zone of the span's SPB */
+	uint8_t compact_src;             /* a source of the compaction pass running (compact.c) */
 	uint32_t capacity;               /* blocks that fit */
 	uint32_t extended;               /* blocks put on a free list so far */
 	uint32_t npages;

@@ -124,6 +124,7 @@ struct spb_span *spb__span_new(struct spb_heap *h, unsigned bin)
 	s->bin = (uint8_t)bin;
 	s->cls = h->cls;
 	s->zone_idx = (uint8_t)(h->zone - spb__zones);
+	__atomic_store_n(&s->compact_src, 0, __ATOMIC_RELAXED); /* a reused descriptor */
 	s->zero_run = zero;
 	s->free_zero = zero;
 	__atomic_store_n(&s->heap, h, __ATOMIC_RELAXED);

@@ -43,7 +43,11 @@ int main(int argc, char **argv)
 	size_t cap = fill / 256 + 16, n = 0, bytes = 0, fill_fail = 0;
 	spb_handle_t *hs = calloc(cap, sizeof *hs);
 	void **ps = calloc(cap, sizeof *ps);
-	if (!hs || !ps)
+	/* The list of secret objects, whole before the heap fills up: under
+	 * the cap a list grown on the way would fail first. */
+	size_t scap = secret_max / (secret_size ? secret_size : 1) + 1;
+	void **ss = calloc(scap, sizeof *ss);
+	if (!hs || !ps || !ss)
 		return 1;
 	double t0 = wl_now();
 	while (bytes < fill && n < cap) {
@@ -77,20 +81,12 @@ int main(int argc, char **argv)
 	uint64_t moved0 = ctr("compact_moved_bytes");
 	uint64_t pb0 = ctr("secret_pb_memfd") + ctr("secret_pb_anon");
 	size_t sbytes = 0, scount = 0;
-	void **ss = NULL;
-	size_t scap = 0;
 	int err = 0;
-	while (sbytes < secret_max) {
+	while (sbytes < secret_max && scount < scap) {
 		void *p = spb_secret_alloc(secret_size);
 		if (!p) {
 			err = errno;
 			break;
-		}
-		if (scount == scap) {
-			scap = scap ? scap * 2 : 4096;
-			ss = realloc(ss, scap * sizeof *ss);
-			if (!ss)
-				return 1;
 		}
 		ss[scount++] = p;
 		sbytes += secret_size;
@@ -114,6 +110,13 @@ int main(int argc, char **argv)
 	       (unsigned long long)(ctr("compact_evac_pb") - evac0),
 	       (double)(ctr("compact_moved_bytes") - moved0) / (1 << 20));
 	printf("fill_s=%.3f\nsecret_s=%.3f\n", t1 - t0, t2 - t1);
+	/* What the last-chance / direct compactions did, since the start. */
+	static const char *const more[] = {
+		"compact_lastchance", "compact_direct_stall", "compact_direct_success",
+		"compact_direct_fail", "compact_direct_timeout", "compact_direct_piled",
+		"spb_defrag_deferred", "compact_no_target", "spb_nospace"};
+	for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
+		printf("%s=%llu\n", more[i], (unsigned long long)ctr(more[i]));
 	for (size_t i = 0; i < scount; i++)
 		spb_secret_free(ss[i]);
 	free(ss);

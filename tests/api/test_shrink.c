@@ -209,15 +209,15 @@ static void test_realloc_class(void)
 
 /* The demand and high-water triggers, through the engine: RECLAIMABLE
  * pageblocks fill the tainted SPB until it is below its reserve and a
- * second SPB is tainted, while non-movable runs from the fullest tainted
- * SPB meet the high-water mark; the spb-shrink thread runs the shrinker
- * (newest entries first), pageblocks come back. */
+ * second SPB is tainted; the spb-shrink thread runs the shrinker (newest
+ * entries first), pageblocks come back. Then, with nobody shrinking, a
+ * non-movable run from a tainted SPB short of free pages is the
+ * high-water mark. */
 static void test_triggers(void)
 {
 	static struct cache c;
 	cache_init(&c, 2048, true);
 	c.lifo = true;
-	c.max_scan = 1; /* a slow cache: the SPBs run short while it shrinks */
 	int id = spb_shrinker_register(cache_scan, cache_count, &c);
 	REQUIRE(id > 0);
 	uint64_t dem = mt_counter("shrink_trigger_demand"), ran = mt_counter("shrink_ran");
@@ -226,16 +226,11 @@ static void test_triggers(void)
 	int n = 0;
 	/* Each step: a RECLAIMABLE pageblock, and a non-movable run (from the
 	 * fullest tainted SPB: the high-water mark once it runs short). */
-	while ((mt_counter("shrink_trigger_demand") == dem || mt_counter("spb_taint") == taint ||
-		mt_counter("shrink_trigger_highwater") == hw) && n < 1500) {
+	while ((mt_counter("shrink_trigger_demand") == dem || mt_counter("spb_taint") == taint) &&
+	       n < 1500) {
 		REQUIRE(cache_add(&c, 2 << 20));
 		n++;
-		void *r = spb_pages_alloc(8192, 0, SPB_UNMOVABLE, 0);
-		REQUIRE(r);
-		spb_pages_free(r);
-		usleep(2000); /* a zone rests 10 ms after a pass */
 	}
-	CHECK(mt_counter("shrink_trigger_highwater") > hw);
 	CHECK(mt_counter("shrink_trigger_demand") > dem);
 	CHECK(wait_counter("shrink_ran", ran, 5000));
 	CHECK(mt_counter("shrink_queued") > q);
@@ -244,10 +239,18 @@ static void test_triggers(void)
 	printf("demand: after %d RECLAIMABLE pageblocks; the pass freed %zu, %" PRIu64
 	       " pageblocks recovered\n", n, (size_t)n - cache_count(&c),
 	       mt_counter("shrink_pb_recovered") - rec);
-	/* Let the passes these triggers queued finish before the next test
-	 * registers a cache of its own. */
-	usleep(500000);
+	/* High-water: with nobody shrinking (triggers are counted while the
+	 * thread runs), fill the tainted SPBs; a non-movable run from the
+	 * fullest, once it is short of free pages, is the mark. */
 	CHECK(spb_shrinker_unregister(id) == 0);
+	for (int i = 0; mt_counter("shrink_trigger_highwater") == hw && i < 1100; i++) {
+		if (!cache_add(&c, 2 << 20))
+			break;
+		void *r = spb_pages_alloc(8192, 0, SPB_UNMOVABLE, 0);
+		REQUIRE(r);
+		spb_pages_free(r);
+	}
+	CHECK(mt_counter("shrink_trigger_highwater") > hw);
 	pthread_mutex_lock(&c.lock);
 	while (c.n)
 		spb_pages_free(c.v[c.head + --c.n]);
