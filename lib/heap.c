@@ -299,8 +299,9 @@ static struct spb_span *lowest_avail(struct spb_heap *h, unsigned bin)
  * cross-thread frees. Refill adopts the fullest of the first ADOPT_SCAN
  * abandoned spans with room (fullest first: allocation fills the dense
  * spans, the sparse ones drain); a thread inside a compaction pass takes
- * no span the pass is emptying (flagged compact_src), so its targets are
- * never its sources. Spans found empty on the way go back to
+ * only spans more than half live, then a fresh span, and only when there
+ * is no room for one a sparse span the pass is not emptying (flagged
+ * compact_src): its targets are never its sources. Spans found empty on the way go back to
  * the engine; full ones go to the tail, so the head keeps spans with room
  * (the sweep moves spans that got room back to the head). */
 #define ADOPT_SCAN 32
@@ -319,7 +320,7 @@ static unsigned release_list(struct spb_span *empty)
 	return n;
 }
 
-static struct spb_span *adopt_movable(struct spb_heap *h, unsigned bin)
+static struct spb_span *adopt_movable(struct spb_heap *h, unsigned bin, bool sparse_ok)
 {
 	unsigned zi = (unsigned)(h->zone - spb__zones);
 	struct abandoned_set *a = &abandoned[zi];
@@ -346,12 +347,14 @@ static struct spb_span *adopt_movable(struct spb_heap *h, unsigned bin)
 			}
 			continue;
 		}
-		/* A pass never moves objects into its own sources: targets
-		 * are the fullest spans it does not empty, sparse ones too (a
-		 * heap where every span is sparse, under a cap, has no other
-		 * room). */
+		/* A pass never moves objects into its own sources: its
+		 * targets are spans more than half live (which it never
+		 * empties), then fresh spans, and only when there is no room
+		 * for one (a heap where every span is sparse, under a cap) the
+		 * fullest sparse spans it does not empty (refill_movable). */
 		if (spb__addr_evac((void *)s->start) ||
-		    (spb__compacting && __atomic_load_n(&s->compact_src, __ATOMIC_RELAXED)))
+		    (spb__compacting && (__atomic_load_n(&s->compact_src, __ATOMIC_RELAXED) ||
+					 (!sparse_ok && s->used * 2 <= s->capacity))))
 			continue;
 		if (!best || s->used > best->used)
 			best = s;
@@ -387,7 +390,7 @@ static struct spb_span *refill_movable(struct spb_heap *h, unsigned bin)
 			abandon_span(s);
 		}
 	}
-	while ((s = adopt_movable(h, bin)) != NULL) {
+	while ((s = adopt_movable(h, bin, false)) != NULL) {
 		spb__span_collect(s);
 		if (s->free || spb__span_extend(s))
 			goto found;
@@ -397,6 +400,13 @@ static struct spb_span *refill_movable(struct spb_heap *h, unsigned bin)
 		break;
 	}
 	s = spb__span_new(h, bin);
+	if (!s && spb__compacting && (s = adopt_movable(h, bin, true)) != NULL) {
+		spb__span_collect(s);
+		if (s->free || spb__span_extend(s))
+			goto found;
+		abandon_span(s);
+		return NULL;
+	}
 	if (!s)
 		return NULL;
 	spb__span_extend(s);

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 C_WORKLOADS = ["larson", "xmalloc", "cache-scratch", "mstress", "frag",
-               "hugecov"]
+               "hugecov", "servermix"]
 REAL = ["redis", "sqlite"]
 MUST = ["spbmalloc", "glibc"]
 

@@ -1,0 +1,86 @@
+/*
+ * servermix.c — wl_servermix: the server-mix churn of issue 11. Each of
+ * `threads` threads keeps `live` blocks: 70 % of 16-256 B, 25 % of
+ * 256 B-8 KiB, 5 % of 8-256 KiB; each step frees one at random and
+ * allocates another in its place, touching every page of it (a server
+ * writes what it allocates). One op = one free + one malloc (a pair).
+ * Plain malloc/free: run it under LD_PRELOAD to compare allocators.
+ * Arguments: threads= (nproc) live= (20000) steps= per thread (2000000)
+ * seed= (1). Prints key=value lines (pairs/s as ops_per_s).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wl_common.h"
+
+static long live, steps, seed;
+
+static size_t pick_size(struct wl_rng *r)
+{
+	uint64_t c = wl_rand(r) % 100, x = wl_rand(r);
+	if (c < 70)
+		return 16 + x % (256 - 16 + 1);
+	if (c < 95)
+		return 256 + x % (8192 - 256 + 1);
+	return 8192 + x % (262144 - 8192 + 1);
+}
+
+static void *block(struct wl_rng *r)
+{
+	size_t sz = pick_size(r);
+	unsigned char *p = wl_check(malloc(sz), sz);
+	for (size_t o = 0; o < sz; o += 4096) /* every page */
+		p[o] = (unsigned char)o;
+	p[sz - 1] = 1;
+	return p;
+}
+
+static void *worker(void *arg)
+{
+	long t = (long)(intptr_t)arg;
+	struct wl_rng r;
+	wl_rng_seed(&r, (uint64_t)seed, (uint64_t)t + 1);
+	void **v = wl_check(malloc((size_t)live * sizeof *v), (size_t)live * sizeof *v);
+	for (long i = 0; i < live; i++)
+		v[i] = block(&r);
+	for (long s = 0; s < steps; s++) {
+		long k = (long)(wl_rand(&r) % (uint64_t)live);
+		free(v[k]);
+		v[k] = block(&r);
+	}
+	for (long i = 0; i < live; i++)
+		free(v[i]);
+	free(v);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	wl_args_init(argc, argv);
+	long threads = wl_arg_long("threads", wl_nproc());
+	live = wl_arg_long("live", 20000);
+	steps = wl_arg_long("steps", 2000000);
+	seed = wl_arg_long("seed", 1);
+	if (threads < 1 || live < 1 || steps < 0) {
+		fprintf(stderr, "servermix: bad arguments\n");
+		return 2;
+	}
+	pthread_t *tid = wl_check(malloc((size_t)threads * sizeof *tid), (size_t)threads * sizeof *tid);
+	double t0 = wl_now();
+	for (long t = 0; t < threads; t++)
+		if (pthread_create(&tid[t], NULL, worker, (void *)(intptr_t)t)) {
+			perror("pthread_create");
+			return 1;
+		}
+	for (long t = 0; t < threads; t++)
+		pthread_join(tid[t], NULL);
+	double secs = wl_now() - t0;
+	free(tid);
+	wl_kv_long("live", live);
+	wl_report_main("servermix", threads, (double)threads * (double)steps, secs);
+	wl_report_end();
+	return 0;
+}
