@@ -51,6 +51,8 @@ static void *worker(void *arg)
 		free(v[k]);
 		v[k] = block(&r);
 	}
+	if (t == 0) /* the steady state: huge-page coverage and RSS */
+		wl_peak_note();
 	for (long i = 0; i < live; i++)
 		free(v[i]);
 	free(v);
