@@ -1235,9 +1235,9 @@ static void do_handle(struct thr *t, unsigned slot, unsigned mod, unsigned x)
 		errno = 0;
 		int rc = spb_hrealloc(s->h, n);
 		budget_put(rc == 0 ? s->size : n);
-		if (x == 255) {
-			CHECK(t, NULL, rc == -1 && errno == ENOMEM, "spb_hrealloc(huge): rc %d errno %d",
-			      rc, errno);
+		if (x == 255) { /* pinned: EBUSY may come first */
+			CHECK(t, NULL, rc == -1 && (errno == ENOMEM || (s->pins && errno == EBUSY)),
+			      "spb_hrealloc(huge): rc %d errno %d", rc, errno);
 		} else if (s->pins) {
 			CHECK(t, NULL, rc == -1 && errno == EBUSY,
 			      "spb_hrealloc of a pinned object: rc %d errno %d", rc, errno);
