@@ -24,7 +24,7 @@
 
 #include "engine.h"
 #include "heap.h"
-#include "shrink.h"
+#include "pressure.h"
 
 #define CGROUP2_ROOT "/sys/fs/cgroup"
 

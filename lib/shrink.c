@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "heap.h"
+#include "pressure.h"
 #include "shrink.h"
 
 #define SPB_EXPORT __attribute__((visibility("default")))
