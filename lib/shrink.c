@@ -373,7 +373,11 @@ SPB_EXPORT int spb_shrinker_register(spb_shrink_scan_fn scan, spb_shrink_count_f
 	pthread_mutex_lock(&sh_lock);
 	for (int i = 0; i < SHRINKERS_MAX; i++)
 		if (!shrinkers[i].live) {
-			shrinkers[i] = (struct shrinker){scan, count, ctx, false};
+			/* live is read without the lock (round_at's hint): only
+			 * ever written atomically. */
+			shrinkers[i].scan = scan;
+			shrinkers[i].count = count;
+			shrinkers[i].ctx = ctx;
 			__atomic_store_n(&shrinkers[i].live, true, __ATOMIC_RELEASE);
 			nr_live++;
 			id = i + 1;
