@@ -79,10 +79,7 @@ uint8_t spb__backing_claim_pb(void *pb, uint8_t spb_rung, uint64_t *counters)
 	return SPB_RUNG_4K;
 }
 
-/* Plain memory over a pageblock that was hugetlb or secret. The fresh
- * mapping lost the SPB's MADV_HUGEPAGE. If the kernel refuses it again,
- * the next claim advises once more. */
-static bool remap_plain(void *pb, uint8_t spb_rung, uint64_t *counters)
+bool spb__backing_plain_pb(void *pb, uint8_t spb_rung, uint64_t *counters)
 {
 	if (!spb__os_remap_plain_at(pb, SPB_PB_SIZE))
 		return false;
@@ -113,7 +110,7 @@ bool spb__backing_unsecret_pb(void *pb, uint8_t spb_rung, uint64_t *counters)
 	/* Wiped by hand before the mapping goes (the kernel clears memfd_secret
 	 * pages as they are freed, mlocked anonymous pages only when reused). */
 	spb__os_secret_wipe(pb, SPB_PB_SIZE);
-	if (!remap_plain(pb, spb_rung, counters))
+	if (!spb__backing_plain_pb(pb, spb_rung, counters))
 		return false;
 	counters[SECRET_UNFLIP]++;
 	return true;
@@ -139,7 +136,7 @@ uint8_t spb__backing_release_pb(void *pb, uint8_t rung, uint8_t spb_rung, uint8_
 	case SPB_RUNG_HUGETLB_2M:
 		/* Swap the hugetlb page for plain memory: the pool page goes
 		 * back now, and the next claim tries the pool again. */
-		if (!remap_plain(pb, spb_rung, counters)) {
+		if (!spb__backing_plain_pb(pb, spb_rung, counters)) {
 			counters[PB_RELEASE_FAIL]++;
 			return rung;
 		}

@@ -186,14 +186,8 @@ static void drain_notify(struct spb_heap *h, bool relink)
 		if (__atomic_load_n(&s->heap, __ATOMIC_RELAXED) != h ||
 		    !full_cas(s, SPB_SPAN_NOTIFIED, SPB_SPAN_AVAIL))
 			spb__fatal("internal error: cross-thread notification protocol", s);
-		if (relink) {
+		if (relink)
 			move_to(&h->avail[s->bin], s);
-			/* RECLAIMABLE: what a shrinker freed on another thread
-			 * goes back to the engine, not into this cache's reuse
-			 * (the point of shrinking is pageblocks for others). */
-			if (h->cls == SPB_RECLAIMABLE && spb__span_collect(s) && !s->used)
-				spb__heap_span_empty(h, s);
-		}
 		s = next;
 	}
 }
@@ -374,6 +368,21 @@ static struct spb_span *adopt_movable(struct spb_heap *h, unsigned bin, bool spa
 	return best;
 }
 
+/* An adopted span with room to allocate from, or NULL. */
+static struct spb_span *adopt_ready(struct spb_heap *h, unsigned bin, bool sparse_ok)
+{
+	struct spb_span *s = adopt_movable(h, bin, sparse_ok);
+	if (!s)
+		return NULL;
+	spb__span_collect(s);
+	if (s->free || spb__span_extend(s))
+		return s;
+	/* It had room under the lock and only frees came since: cannot
+	 * happen, but never loop on it. */
+	abandon_span(s);
+	return NULL;
+}
+
 static struct spb_span *refill_movable(struct spb_heap *h, unsigned bin)
 {
 	struct spb_span *s = __atomic_load_n(&h->bins[bin], __ATOMIC_RELAXED);
@@ -390,23 +399,11 @@ static struct spb_span *refill_movable(struct spb_heap *h, unsigned bin)
 			abandon_span(s);
 		}
 	}
-	while ((s = adopt_movable(h, bin, false)) != NULL) {
-		spb__span_collect(s);
-		if (s->free || spb__span_extend(s))
-			goto found;
-		/* It had room under the lock and only frees came since:
-		 * cannot happen, but never loop on it. */
-		abandon_span(s);
-		break;
-	}
+	if ((s = adopt_ready(h, bin, false)) != NULL)
+		goto found;
 	s = spb__span_new(h, bin);
-	if (!s && spb__compacting && (s = adopt_movable(h, bin, true)) != NULL) {
-		spb__span_collect(s);
-		if (s->free || spb__span_extend(s))
-			goto found;
-		abandon_span(s);
-		return NULL;
-	}
+	if (!s && spb__compacting && (s = adopt_ready(h, bin, true)) != NULL)
+		goto found;
 	if (!s)
 		return NULL;
 	spb__span_extend(s);

@@ -165,6 +165,12 @@ uint8_t spb__backing_release_pb(void *pb, uint8_t rung, uint8_t spb_rung,
  * backing (SPB_SECRET_MEMFD or _ANON; counted), or SPB_SECRET_NONE when
  * both were refused (counted; the old mapping stays). */
 uint8_t spb__backing_secret_pb(void *pb, uint64_t *counters) SPB_HIDDEN;
+/* Plain memory mapped over a pageblock that was hugetlb or secret (or, in
+ * a forked child, a hole where the parent's secret pageblock was), with
+ * the SPB's MADV_HUGEPAGE again; if the kernel refuses that advice
+ * (counted), the next claim advises once more. False: the mapping was
+ * refused. */
+bool spb__backing_plain_pb(void *pb, uint8_t spb_rung, uint64_t *counters) SPB_HIDDEN;
 /* A free secret pageblock becomes plain memory (another class claims it):
  * wiped, plain memory mapped over it. False: refused, it stays secret. */
 bool spb__backing_unsecret_pb(void *pb, uint8_t spb_rung, uint64_t *counters) SPB_HIDDEN;

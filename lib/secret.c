@@ -160,10 +160,8 @@ static void child_fixup_pb(struct spb_zone *z, struct spb *s, unsigned j)
 {
 	struct spb_pageblock *pb = &s->pb[j];
 	void *a = spb__pb_addr(s, j);
-	if (!spb__os_remap_plain_at(a, SPB_PB_SIZE))
+	if (!spb__backing_plain_pb(a, s->rung, z->counters))
 		spb__fatal("fork: cannot map the parent's secret pageblock back in the child", a);
-	if (s->rung == SPB_RUNG_THP)
-		spb__os_advise_hugepage(a, SPB_PB_SIZE);
 	if (pb->cls == SPB_PB_FREE) {
 		spb__zone_pb_undirty_locked(z, pb);
 		pb->secret = SPB_SECRET_NONE;

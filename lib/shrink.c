@@ -130,9 +130,8 @@ static uint64_t freed_bytes_here(void)
 	return h ? h->counters[MALLOC_FREE_BYTES] : 0;
 }
 
-/* One round over the shrinkers at prio; returns objects freed, *scanned
- * set when some cache had anything to give. */
-static size_t round_at(int prio, bool *scanned)
+/* One round over the shrinkers at prio; returns objects freed. */
+static size_t round_at(int prio)
 {
 	size_t freed = 0;
 	for (int i = 0; i < SHRINKERS_MAX; i++) {
@@ -145,7 +144,6 @@ static size_t round_at(int prio, bool *scanned)
 			if (nr < SCAN_MIN)
 				nr = cnt < SCAN_MIN ? cnt : SCAN_MIN;
 			freed += sh.scan(sh.ctx, nr, prio);
-			*scanned = true;
 			spb__heap_count((enum spb_counter)(SHRINK_PRIO3 + (PRIO_MAX - prio)), 1);
 		}
 		put();
@@ -162,15 +160,15 @@ static size_t run_pass(struct spb_zone *z, bool full, int first_prio, bool *met)
 		met = &dummy;
 	*met = false;
 	struct spb_zone *zz = z ? z : &spb__zones[0];
-	uint64_t pg0, pb0, pg, pb;
+	uint64_t pg0, pb0;
 	size_t freed = 0;
-	bool scanned = false;
 	pthread_mutex_lock(&pass_lock);
 	in_pass = true;
 	recl_usage(zz, &pg0, &pb0);
+	uint64_t pg = pg0, pb = pb0; /* after the last round that freed anything */
 	uint64_t b0 = freed_bytes_here();
 	for (int prio = first_prio; prio >= 0; prio--) {
-		size_t f = round_at(prio, &scanned);
+		size_t f = round_at(prio);
 		freed += f;
 		if (!f)
 			break;
@@ -181,14 +179,13 @@ static size_t run_pass(struct spb_zone *z, bool full, int first_prio, bool *met)
 		recl_usage(zz, &pg, &pb);
 		/* A pageblock's worth: pages back in the engine, or bytes this
 		 * thread freed (blocks of another thread's spans go back when
-		 * that thread next allocates: heap.c, drain_notify). */
+		 * that thread next refills: heap.c, reclaim_sweep). */
 		if (pg0 >= pg + SPB_PAGES_PER_PB || freed_bytes_here() - b0 >= SPB_PB_SIZE) {
 			*met = true;
 			if (!full)
 				break;
 		}
 	}
-	recl_usage(zz, &pg, &pb);
 	if (freed) /* the owners of what was freed sweep their spans (heap.h) */
 		__atomic_fetch_add(&spb__reclaim_epoch, 1, __ATOMIC_RELEASE);
 	in_pass = false;

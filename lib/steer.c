@@ -74,6 +74,16 @@ static uint32_t spb_free_pages(const struct spb *s)
 	return n;
 }
 
+/* One pageblock of a 1 GiB page cannot be made secret: a SECRET claim
+ * passes such an SPB over (counted). */
+static bool secret_skips(struct spb_zone *z, const struct spb *s, unsigned cls)
+{
+	if (cls != SPB_SECRET || s->rung != SPB_RUNG_HUGETLB_1G)
+		return false;
+	z->counters[SECRET_SKIP_1G]++;
+	return true;
+}
+
 /* npb free pageblocks in a row in s: pageblocks that still hold memory
  * first (reusing them costs no page fault and keeps RSS from growing while
  * freed ones wait for their decay), then any. */
@@ -101,11 +111,8 @@ static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_f
 			}
 			if (s->nr_free_pb < npb)
 				continue;
-			/* One pageblock of a 1 GiB page cannot be made secret. */
-			if (SPB_UNLIKELY(cls == SPB_SECRET && s->rung == SPB_RUNG_HUGETLB_1G)) {
-				z->counters[SECRET_SKIP_1G]++;
+			if (SPB_UNLIKELY(secret_skips(z, s, cls)))
 				continue;
-			}
 			int i = find_pbs(s, npb, align);
 			if (i >= 0) {
 				*idx = i;
@@ -122,10 +129,8 @@ static struct spb *grow_for_pbs(struct spb_zone *z, unsigned npb, unsigned align
 	struct spb *s = spb__spb_grow_locked(z);
 	if (!s)
 		return NULL;
-	if (cls == SPB_SECRET && s->rung == SPB_RUNG_HUGETLB_1G) {
-		z->counters[SECRET_SKIP_1G]++;
+	if (secret_skips(z, s, cls))
 		return NULL;
-	}
 	*idx = spb__map_find_run(&s->free_pb_map, npb, align);
 	return *idx >= 0 ? s : NULL;
 }
