@@ -85,10 +85,31 @@ static void *alloc_pages(struct spb_heap *h, size_t size, size_t align, unsigned
 		errno = ENOMEM;
 		return NULL;
 	}
-	void *p = spb__pages_alloc(h->zone, size, align, h->cls, flags);
+	size_t usable = 0;
+	void *p;
+	if (size > SPB_SMALL_MAX && size <= SPB_RC_MAX && align <= SPB_PAGE_SIZE &&
+	    h->cls == SPB_UNMOVABLE && spb__opt(OPT_RUN_CACHE_KB)) {
+		/* 128-256 KiB: the thread's run cache first (runcache.c). */
+		p = spb__runcache_get(h, size, &usable);
+		if (p) {
+			if (flags & SPB_F_ZERO)
+				memset(p, 0, size);
+			h->counters[MALLOC_LARGE_ALLOC]++;
+			count_alloc(h, usable);
+			return p;
+		}
+		size = spb__runcache_round(size);
+	}
+	p = spb__pages_alloc(h->zone, size, align, h->cls, flags);
 	if (p) {
+		/* A run below a pageblock is exactly the pages asked for (no
+		 * need to ask the engine, under its lock, what it gave). */
+		if (size < SPB_PB_SIZE && align < SPB_PB_SIZE)
+			usable = size ? (size + SPB_PAGE_SIZE - 1) & ~(SPB_PAGE_SIZE - 1) : SPB_PAGE_SIZE;
+		else
+			usable = spb__usable(p);
 		h->counters[MALLOC_LARGE_ALLOC]++;
-		count_alloc(h, spb__usable(p));
+		count_alloc(h, usable);
 		spb__bg_maybe_start();
 	}
 	return p;

@@ -79,6 +79,10 @@ struct spb_pageblock {
 	spb_map512_t free_map; /* RUNS: bit set = page free */
 	spb_map512_t released_map; /* RUNS: free and given back (subset of free_map) */
 	spb_map512_t held_map; /* RUNS: being given back, out of free_map meanwhile */
+	/* RUNS: bit set at a run's first page = the program freed the run into
+	 * a thread's run cache (runcache.c): allocated to the engine, free to
+	 * the program. Set and cleared by atomic bit operations, no lock. */
+	spb_map512_t cached_map;
 	struct spb_link sparse_link; /* RUNS: zone->sparse or zone->dense */
 	uint16_t run_len[SPB_PAGES_PER_PB]; /* RUNS: pages in the run starting here */
 };
@@ -329,6 +333,8 @@ void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
 			    unsigned cls, unsigned flags) SPB_HIDDEN;
 /* Free a page run, pageblock run or large mapping; returns its size. */
 size_t spb__free(void *p) SPB_HIDDEN;
+/* spb__free of a run the malloc layer's run cache held (flagged cached). */
+size_t spb__free_cached(void *p) SPB_HIDDEN;
 size_t spb__usable_size(const void *p) SPB_HIDDEN;
 /* Resize a page run or pageblock run in place to hold bytes; returns the
  * new usable size, or 0 when it cannot (the caller moves the data). */

@@ -3,7 +3,8 @@
  * on that span's free list (no lock, no atomic, no load from the block); a
  * block of another thread's span joins this thread's batch for that span,
  * pushed to the span's atomic xfree stack in one compare-and-swap; page
- * runs, pageblocks and large mappings go back to the engine. Every pointer
+ * runs of 128-256 KiB into the thread's run cache (runcache.c); other
+ * runs, pageblocks and large mappings back to the engine. Every pointer
  * is checked against metadata before it is trusted: foreign, interior,
  * never-allocated and double frees end the process with one line naming
  * the fault and the address.
@@ -157,6 +158,11 @@ static __attribute__((noinline)) void free_pages(void *p, struct spb_region *r)
 {
 	if (!r || !r->kind)
 		spb__fatal("free(): invalid pointer (not allocated by spbmalloc)", p);
+	size_t bytes;
+	if (r->kind == SPB_REGION_SPB && spb__runcache_put((struct spb *)r, p, &bytes)) {
+		count_free(spb__tls_heap, bytes, false);
+		return;
+	}
 	count_free(spb__tls_heap, spb__free(p), false);
 }
 

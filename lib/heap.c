@@ -85,6 +85,7 @@ static void heap_init(struct spb_heap *h, unsigned cls)
 	h->remote.tail = NULL;
 	h->remote.n = 0;
 	h->remote.seen = NULL;
+	memset(&h->rc, 0, sizeof h->rc); /* emptied when its thread exited */
 }
 
 static struct spb_heap *heap_new(unsigned cls)
@@ -619,6 +620,10 @@ void spb__heap_thread_exit(struct spb_heap *primary)
 	 * now would never be retired (glibc frees its per-thread state after
 	 * the key destructors ran). */
 	spb__thread_gone = true;
+	/* Its cached runs back (no put reaches it now: it needs tls_primary). */
+	void *runs[SPB_RC_BINS * SPB_RC_DEPTH];
+	spb__runcache_release(runs, spb__runcache_take(&primary->rc, true, runs,
+						       SPB_RC_BINS * SPB_RC_DEPTH));
 	/* Copy first: once the primary (class UNMOVABLE, before RECLAIMABLE)
 	 * is retired it is back in the pool, and a thread starting now may
 	 * reuse it and clear by_class while this loop still reads it; the
@@ -722,12 +727,33 @@ unsigned spb__heap_steal_batches(bool all)
 	return n;
 }
 
+unsigned spb__heap_steal_runs(bool all)
+{
+	void *v[64];
+	unsigned n, total = 0;
+	do {
+		n = 0;
+		pthread_mutex_lock(&heaps_lock);
+		for (struct spb_link *l = heaps_live.next; l != &heaps_live && n < 64; l = l->next)
+			n += spb__runcache_take(&spb__container_of(l, struct spb_heap, all_link)->rc,
+						all, v + n, 64 - n);
+		pthread_mutex_unlock(&heaps_lock);
+		/* The zone lock outside heaps_lock. */
+		spb__runcache_release(v, n);
+		total += n;
+		/* Idle runs are looked at once a round (a second look would
+		 * find every run just seen idle); all of them until none. */
+	} while (all && n == 64);
+	return total;
+}
+
 void spb__heap_reclaim(bool all)
 {
 	struct spb_heap *p = spb__tls_primary;
 	if (p)
 		spb__remote_flush(p);
 	spb__heap_steal_batches(all);
+	spb__heap_steal_runs(all);
 	spb__heap_sweep_abandoned();
 }
 

@@ -78,6 +78,21 @@ struct spb_remote {
 	struct spb_block *seen;          /* stealer only: head at its last look */
 };
 
+/* The run cache (runcache.c): page runs of 128-256 KiB the thread freed,
+ * kept for its next mallocs of about that size. Eight classes 12.5 %
+ * apart (144 KiB .. 256 KiB, 36 .. 64 pages); a slot holds one run. The
+ * owner takes and puts with one atomic exchange or CAS on its own line;
+ * the background thread and spb_trim take idle runs the same way (so a
+ * thread that stops allocating pins them for a bounded time). */
+#define SPB_RC_BINS 8
+#define SPB_RC_DEPTH 4
+#define SPB_RC_MAX ((size_t)256 * 1024)
+struct spb_runcache {
+	void *_Atomic slot[SPB_RC_BINS][SPB_RC_DEPTH];
+	void *seen[SPB_RC_BINS][SPB_RC_DEPTH]; /* stealer only (heaps_lock) */
+	size_t _Atomic bytes;                  /* held in the slots */
+};
+
 struct spb_heap {
 	struct spb_span *bins[SPB_NR_BINS];   /* current span per bin */
 	uint64_t counters[SPB_NR_COUNTERS];   /* MALLOC_* only; folded when read */
@@ -90,6 +105,7 @@ struct spb_heap {
 	struct spb_link all_link;             /* all heaps (live or pooled) */
 	struct spb_heap *by_class[SPB_NR_CLASSES]; /* primary heap: the thread's heaps */
 	uint32_t reclaim_seen;                /* RECLAIMABLE: spb__reclaim_epoch at the last sweep */
+	struct spb_runcache rc;               /* UNMOVABLE heaps: freed page runs */
 };
 
 /* Bumped by the shrinker layer after a pass that freed something: at the
@@ -211,6 +227,27 @@ static inline enum spb_block_fault spb__block_check(const struct spb_span *s, co
 __attribute__((noreturn, cold)) void spb__block_fault(enum spb_block_fault f, bool realloc,
 						      const void *p) SPB_HIDDEN;
 
+/* ---- runcache.c ---- */
+/* Bytes a malloc of size (128 KiB < size <= 256 KiB) is served with: the
+ * size rounded up to its run-cache class. */
+static inline size_t spb__runcache_round(size_t size)
+{
+	return (size + 16383) & ~(size_t)16383;
+}
+/* A run of at least size bytes from h's cache, or NULL (a miss: the
+ * caller asks the engine for spb__runcache_round(size)). *usable: the
+ * run's bytes. */
+void *spb__runcache_get(struct spb_heap *h, size_t size, size_t *usable) SPB_HIDDEN;
+/* free() of p, in SPB s and not in a span: true when the run went into
+ * the calling thread's cache (*bytes: its size). A second free of a
+ * cached run ends the process like any double free. */
+bool spb__runcache_put(struct spb *s, void *p, size_t *bytes) SPB_HIDDEN;
+/* Take the runs of rc that sat in their slot since the last call (all:
+ * every run) into out[0..max); returns how many. */
+unsigned spb__runcache_take(struct spb_runcache *rc, bool all, void **out, unsigned max) SPB_HIDDEN;
+/* Give taken runs back to the engine (takes the zone lock). */
+void spb__runcache_release(void **v, unsigned n) SPB_HIDDEN;
+
 /* ---- heap.c ---- */
 extern SPB_TLS struct spb_heap *spb__tls_heap SPB_HIDDEN;
 /* The thread's primary (UNMOVABLE) heap, which holds its cross-thread
@@ -247,7 +284,11 @@ void spb__heap_drop_movable(void) SPB_HIDDEN;
  * (all), or only those that did not change since the previous call (the
  * background thread, once a second). Returns batches pushed. */
 unsigned spb__heap_steal_batches(bool all) SPB_HIDDEN;
-/* spb__reclaim_hook: every batch of cross-thread frees out, abandoned swept. */
+/* Every thread's idle cached runs (all: every cached run) back to the
+ * engine; returns runs given back. */
+unsigned spb__heap_steal_runs(bool all) SPB_HIDDEN;
+/* spb__reclaim_hook: every batch of cross-thread frees out, abandoned
+ * swept, idle cached runs back. */
 void spb__heap_reclaim(bool all) SPB_HIDDEN;
 /* Add to a MALLOC_* counter from where no heap is at hand (atomic). */
 void spb__heap_count(enum spb_counter c, uint64_t n) SPB_HIDDEN;

@@ -406,6 +406,24 @@ void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
 	return p;
 }
 
+/* A run the run cache held (runcache.c): its cached flag is cleared
+ * under the zone lock, with the free, so a second free of it is caught
+ * whichever side it comes from. */
+static void uncache_locked(struct spb_pageblock *pb, unsigned pg, bool cached, const void *p)
+{
+	uint64_t bit = (uint64_t)1 << (pg & 63), *w = &pb->cached_map.w[pg >> 6];
+	if (SPB_UNLIKELY(((__atomic_fetch_and(w, ~bit, __ATOMIC_ACQ_REL) & bit) != 0) != cached))
+		spb__fatal(cached ? "internal error: a cached run was not flagged cached"
+				  : "free(): double free detected", p);
+}
+
+static size_t free_in_spb(struct spb *s, void *p, bool cached);
+
+size_t spb__free_cached(void *p)
+{
+	return free_in_spb((struct spb *)spb__region_of(p), p, true);
+}
+
 size_t spb__free(void *p)
 {
 	struct spb_region *r = spb__region_of(p);
@@ -416,7 +434,11 @@ size_t spb__free(void *p)
 		spb__large_free(r, p);
 		return size;
 	}
-	struct spb *s = (struct spb *)r;
+	return free_in_spb((struct spb *)r, p, false);
+}
+
+static size_t free_in_spb(struct spb *s, void *p, bool cached)
+{
 	struct spb_zone *z = s->zone;
 	unsigned i = (unsigned)(((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1));
 	struct spb_pageblock *pb = &s->pb[i];
@@ -429,12 +451,14 @@ size_t spb__free(void *p)
 		spb__fatal("free(): double free or invalid pointer (pageblock is free)", p);
 	switch (pb->mode) {
 	case SPB_PB_MODE_RUNS:
+	{
 		if ((uintptr_t)p & (SPB_PAGE_SIZE - 1))
 			spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
-		freed = (size_t)spb__pb_run_free_locked(
-				s, pb, (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) &
-						  (SPB_PAGES_PER_PB - 1)), p) << SPB_PAGE_SHIFT;
+		unsigned pg = (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) & (SPB_PAGES_PER_PB - 1));
+		uncache_locked(pb, pg, cached, p);
+		freed = (size_t)spb__pb_run_free_locked(s, pb, pg, p) << SPB_PAGE_SHIFT;
 		break;
+	}
 	case SPB_PB_MODE_MULTI_HEAD:
 		if ((uintptr_t)p & (SPB_PB_SIZE - 1))
 			spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
@@ -467,9 +491,11 @@ size_t spb__usable_size(const void *p)
 		&s->pb[((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1)];
 	size_t n = 0;
 	spb__zone_lock(s->zone);
-	if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1)))
-		n = (size_t)pb->run_len[((uintptr_t)p >> SPB_PAGE_SHIFT) &
-					(SPB_PAGES_PER_PB - 1)] << SPB_PAGE_SHIFT;
+	unsigned pg = (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) & (SPB_PAGES_PER_PB - 1));
+	if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1)) &&
+	    !(__atomic_load_n(&pb->cached_map.w[pg >> 6], __ATOMIC_RELAXED) &
+	      ((uint64_t)1 << (pg & 63)))) /* a cached run is free to the program */
+		n = (size_t)pb->run_len[pg] << SPB_PAGE_SHIFT;
 	else if (pb->mode == SPB_PB_MODE_MULTI_HEAD && !((uintptr_t)p & (SPB_PB_SIZE - 1)))
 		n = (size_t)pb->multi_npb << SPB_PB_SHIFT;
 	spb__zone_unlock(s->zone);

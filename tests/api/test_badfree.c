@@ -11,6 +11,7 @@
  * foreign, interior or freed pointer.
  */
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/mman.h>
 
@@ -217,6 +218,60 @@ static void c_double_run(void *a)
 	free(keep);
 }
 
+/* The run cache (lib/runcache.c): a run of 128-256 KiB freed into a
+ * thread's cache is free to the program and allocated to the engine; a
+ * second free is caught whichever path it takes. */
+static void c_double_run_cached_locked(void *a)
+{
+	(void)a;
+	void *p = malloc(200 * KiB);
+	void *keep = malloc(200 * KiB);
+	free(p); /* into this thread's run cache */
+	announce(p);
+	pthread_t t; /* a thread without a heap frees through the engine's lock */
+	pthread_create(&t, NULL, thread_free, p);
+	pthread_join(t, NULL);
+	free(keep);
+}
+
+static void *thread_malloc_free(void *p)
+{
+	free(malloc(16)); /* a heap, so the free goes to this thread's cache */
+	free(p);
+	return NULL;
+}
+
+static void c_double_run_other_cache(void *a)
+{
+	(void)a;
+	void *p = malloc(200 * KiB);
+	pthread_t t;
+	pthread_create(&t, NULL, thread_malloc_free, p);
+	pthread_join(t, NULL);
+	do_free(p);
+}
+
+static void c_double_run_after_trim(void *a)
+{
+	(void)a;
+	void *p = malloc(160 * KiB);
+	void *keep = malloc(160 * KiB);
+	free(p);
+	malloc_trim(0); /* the cached run back to the engine */
+	do_free(p);
+	free(keep);
+}
+
+static void c_realloc_freed_run(void *a)
+{
+	(void)a;
+	void *p = malloc(200 * KiB);
+	void *keep = malloc(200 * KiB);
+	free(p);
+	do_realloc(p, 150 * KiB); /* fits in place: must not succeed */
+	free(keep);
+}
+
 static void c_double_run_alone(void *a)
 {
 	(void)a;
@@ -373,6 +428,10 @@ static const struct bad_case cases[] = {
 	{"double_xthread_owner_gone", c_double_xthread_owner_gone, "double free", NULL},
 	{"double_run", c_double_run, "double free", NULL},
 	{"double_run_alone", c_double_run_alone, "double free", NULL},
+	{"double_run_cached_locked", c_double_run_cached_locked, "double free", NULL},
+	{"double_run_other_cache", c_double_run_other_cache, "double free", NULL},
+	{"double_run_after_trim", c_double_run_after_trim, "double free", NULL},
+	{"realloc_freed_run", c_realloc_freed_run, "invalid pointer", NULL},
 	{"double_pageblocks", c_double_pageblocks, "double free", NULL},
 	/* A freed large mapping is unmapped and forgotten: the second free
 	 * finds a foreign address. Either diagnosis names the address. */
