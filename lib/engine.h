@@ -80,7 +80,9 @@ struct spb_pageblock {
 	spb_map512_t released_map; /* RUNS: free and given back (subset of free_map) */
 	spb_map512_t held_map; /* RUNS: being given back, out of free_map meanwhile */
 	struct spb_link sparse_link; /* RUNS: zone->sparse or zone->dense */
-	uint16_t run_len[SPB_PAGES_PER_PB]; /* RUNS: pages in the run starting here */
+	/* The run lengths are in struct spb (spb__run_len): 1 KiB each, kept
+	 * apart so that setting up an SPB touches 512 small descriptors,
+	 * not 660 KiB of them. */
 };
 
 /* Common header of what spb__map points at. */
@@ -118,7 +120,17 @@ struct spb {
 	 * page runs handed out directly. 2 MiB of address space per SPB,
 	 * touched only where spans live. */
 	void *_Atomic pagemap[SPB_PB_PER_SPB * SPB_PAGES_PER_PB];
+	/* RUNS: pages in the run starting at each page of each pageblock
+	 * (0 = no run starts there). 512 KiB per SPB, touched only for
+	 * pageblocks that held page runs. */
+	uint16_t run_len[SPB_PB_PER_SPB][SPB_PAGES_PER_PB];
 };
+
+/* The run-length array of pageblock pb. */
+static inline uint16_t *spb__run_len(const struct spb_pageblock *pb)
+{
+	return pb->owner->run_len[pb - pb->owner->pb];
+}
 
 struct spb_zone {
 	pthread_mutex_t lock;

@@ -111,7 +111,7 @@ int spb__pb_run_alloc_locked(struct spb *s, struct spb_pageblock *pb, unsigned n
 		return -1;
 	unsigned pg = (unsigned)at;
 	spb__map_clear_range(&pb->free_map, pg, n);
-	pb->run_len[pg] = (uint16_t)n;
+	spb__run_len(pb)[pg] = (uint16_t)n;
 	*zero = pg >= pb->zero_hwm;
 	if (pg + n > pb->zero_hwm)
 		pb->zero_hwm = (uint16_t)(pg + n);
@@ -130,13 +130,13 @@ int spb__pb_run_alloc_locked(struct spb *s, struct spb_pageblock *pb, unsigned n
 unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 				 unsigned pg, const void *p)
 {
-	unsigned n = pb->run_len[pg];
+	unsigned n = spb__run_len(pb)[pg];
 	if (n == 0) {
 		if (spb__map_test(&pb->free_map, pg))
 			spb__fatal("free(): double free detected", p);
 		spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
 	}
-	pb->run_len[pg] = 0;
+	spb__run_len(pb)[pg] = 0;
 	spb__map_set_range(&pb->free_map, pg, n);
 	if (pb->nr_free == 0)
 		spb__partial_add(s, pb);
@@ -160,7 +160,7 @@ unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned pg,
 			       unsigned n_new)
 {
-	unsigned n = pb->run_len[pg];
+	unsigned n = spb__run_len(pb)[pg];
 	if (n_new == n)
 		return true;
 	if (n_new > n) {
@@ -187,7 +187,7 @@ bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned
 		s->nr_used_pages -= d;
 		spb__sparse_update_locked(s->zone, pb);
 	}
-	pb->run_len[pg] = (uint16_t)n_new;
+	spb__run_len(pb)[pg] = (uint16_t)n_new;
 	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
 	spb__spb_update_locked(s);
 	return true;

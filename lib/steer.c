@@ -468,7 +468,7 @@ size_t spb__usable_size(const void *p)
 	size_t n = 0;
 	spb__zone_lock(s->zone);
 	if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1)))
-		n = (size_t)pb->run_len[((uintptr_t)p >> SPB_PAGE_SHIFT) &
+		n = (size_t)spb__run_len(pb)[((uintptr_t)p >> SPB_PAGE_SHIFT) &
 					(SPB_PAGES_PER_PB - 1)] << SPB_PAGE_SHIFT;
 	else if (pb->mode == SPB_PB_MODE_MULTI_HEAD && !((uintptr_t)p & (SPB_PB_SIZE - 1)))
 		n = (size_t)pb->multi_npb << SPB_PB_SHIFT;
@@ -517,7 +517,7 @@ size_t spb__resize_in_place(void *p, size_t bytes)
 	} else if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1))) {
 		unsigned pg = (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) & (SPB_PAGES_PER_PB - 1));
 		size_t n = (bytes + SPB_PAGE_SIZE - 1) >> SPB_PAGE_SHIFT;
-		if (pb->run_len[pg] && n < SPB_PAGES_PER_PB &&
+		if (spb__run_len(pb)[pg] && n < SPB_PAGES_PER_PB &&
 		    spb__pb_run_resize_locked(s, pb, pg, (unsigned)n))
 			got = n << SPB_PAGE_SHIFT;
 	} else if (pb->mode == SPB_PB_MODE_MULTI_HEAD && !((uintptr_t)p & (SPB_PB_SIZE - 1))) {

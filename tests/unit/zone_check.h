@@ -81,12 +81,12 @@ static uint32_t zc_runs_pb(struct zc *c, struct spb *s, unsigned i)
 			continue;
 		}
 		if (zc_bit(&pb->free_map, g)) {
-			if (pb->run_len[g])
-				ZC_FAIL(c, "pb %u page %u: free but run_len %u", i, g, pb->run_len[g]);
+			if (spb__run_len(pb)[g])
+				ZC_FAIL(c, "pb %u page %u: free but run_len %u", i, g, spb__run_len(pb)[g]);
 			g++;
 			continue;
 		}
-		unsigned n = pb->run_len[g];
+		unsigned n = spb__run_len(pb)[g];
 		if (n == 0 || g + n > SPB_PAGES_PER_PB) {
 			ZC_FAIL(c, "pb %u page %u: used page not the start of a run (len %u)", i, g, n);
 			g++;
@@ -95,7 +95,7 @@ static uint32_t zc_runs_pb(struct zc *c, struct spb *s, unsigned i)
 		for (unsigned k = g; k < g + n; k++) {
 			if (zc_bit(&pb->free_map, k))
 				ZC_FAIL(c, "pb %u: run at %u covers free page %u", i, g, k);
-			if (k > g && pb->run_len[k])
+			if (k > g && spb__run_len(pb)[k])
 				ZC_FAIL(c, "pb %u: run at %u has interior run_len at %u", i, g, k);
 		}
 		if (g + n > pb->zero_hwm)
