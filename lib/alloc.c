@@ -85,7 +85,9 @@ static void *alloc_pages(struct spb_heap *h, size_t size, size_t align, unsigned
 		errno = ENOMEM;
 		return NULL;
 	}
-	void *p = spb__pages_alloc(h->zone, size, align, h->cls, flags);
+	/* A direct page run is sparse-prone (pageblock.c): many programs
+	 * write a few bytes of a big buffer. */
+	void *p = spb__pages_alloc(h->zone, size, align, h->cls, flags | SPB_F_SPARSE);
 	if (p) {
 		h->counters[MALLOC_LARGE_ALLOC]++;
 		count_alloc(h, spb__usable(p));

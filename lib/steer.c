@@ -204,7 +204,7 @@ static enum claim_result claim(struct spb_zone *z, unsigned npb, unsigned align,
 		z->counters[SECRET_NOMEM]++;
 		return CLAIM_NOSPACE;
 	}
-	*zero = spb__pb_claim_locked(s, (unsigned)i, npb, cls, mode);
+	*zero = spb__pb_claim_locked(s, (unsigned)i, npb, cls, mode, flags);
 	*out = s;
 	*idx = (unsigned)i;
 	return CLAIM_OK;
@@ -313,14 +313,14 @@ void *spb__capture_locked(struct spb *s, unsigned idx, unsigned cls, unsigned np
 		return NULL; /* the requester claims again, without */
 	bool zero;
 	if (npb == 1) {
-		spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_MULTI_HEAD);
+		spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_MULTI_HEAD, 0);
 		s->pb[idx].multi_npb = 1;
 		s->nr_used_pages += SPB_PAGES_PER_PB;
 		s->zone->counters[MULTI_ALLOC]++;
 		spb__spb_update_locked(s);
 		return spb__pb_addr(s, idx);
 	}
-	spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_RUNS);
+	spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_RUNS, 0);
 	int at = spb__pb_run_alloc_locked(s, &s->pb[idx], npages, align, &zero);
 	if (at < 0)
 		return NULL; /* cannot be: the pageblock is whole and free */
@@ -486,7 +486,7 @@ static bool multi_resize_locked(struct spb *s, unsigned i, unsigned npb_new)
 		if (i + npb_new > SPB_PB_PER_SPB ||
 		    !spb__map_range_all_set(&s->free_pb_map, i + npb, d))
 			return false;
-		spb__pb_claim_locked(s, i + npb, d, head->cls, SPB_PB_MODE_MULTI_TAIL);
+		spb__pb_claim_locked(s, i + npb, d, head->cls, SPB_PB_MODE_MULTI_TAIL, 0);
 		s->nr_used_pages += d * SPB_PAGES_PER_PB;
 	} else if (npb_new < npb) {
 		unsigned d = npb - npb_new;
