@@ -100,7 +100,9 @@ static void *alloc_pages(struct spb_heap *h, size_t size, size_t align, unsigned
 		}
 		size = spb__runcache_round(size);
 	}
-	p = spb__pages_alloc(h->zone, size, align, h->cls, flags);
+	/* A direct page run is sparse-prone (pageblock.c): many programs
+	 * write a few bytes of a big buffer. */
+	p = spb__pages_alloc(h->zone, size, align, h->cls, flags | SPB_F_SPARSE);
 	if (p) {
 		/* A run below a pageblock is exactly the pages asked for (no
 		 * need to ask the engine, under its lock, what it gave). */

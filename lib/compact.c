@@ -111,12 +111,12 @@ struct scan {
  * cursor; the next run's first page and length, or false at the end. */
 static bool next_run(const struct spb_pageblock *pb, unsigned *pg, unsigned *at, unsigned *n)
 {
-	while (*pg < SPB_PAGES_PER_PB && !pb->run_len[*pg])
+	while (*pg < SPB_PAGES_PER_PB && !spb__run_len(pb)[*pg])
 		(*pg)++;
 	if (*pg >= SPB_PAGES_PER_PB)
 		return false;
 	*at = *pg;
-	*n = pb->run_len[*pg];
+	*n = spb__run_len(pb)[*pg];
 	*pg += *n;
 	return true;
 }

@@ -64,9 +64,12 @@ struct spb_pageblock {
 	uint16_t nr_free;    /* RUNS: free pages */
 	uint16_t longest;    /* RUNS: longest free run (pages) */
 	uint16_t nr_released; /* RUNS: free pages given back to the OS (subrelease.c) */
-	uint8_t nohuge;      /* MADV_NOHUGEPAGE since a subrelease: advise again at claim */
+	uint8_t nohuge;      /* MADV_NOHUGEPAGE since a subrelease, or a lazy claim */
+	uint8_t lazy;        /* RUNS: claimed on 4 KiB pages (small zone, sparse-prone
+				use): huge pages once resident enough (subrelease.c) */
 	uint8_t holding;     /* RUNS: free pages held out of free_map for a subrelease */
-	uint8_t sparse;      /* RUNS: 1 on the zone's sparse FIFO, 2 on its dense list */
+	uint8_t sparse;      /* RUNS: 1 on the zone's sparse FIFO, 2 on its dense list,
+				3 on a pass's local list (subrelease.c) */
 	uint8_t subrel_gen;  /* RUNS: bumped by each subrelease of it */
 	uint8_t evac;        /* MOVABLE: being emptied by compaction: no new runs here */
 	uint8_t secret;      /* enum spb_secret_backing: secret memory is mapped here
@@ -76,15 +79,21 @@ struct spb_pageblock {
 	uint64_t sparse_since; /* ms, when it became sparse (subrelease) */
 	struct spb *owner;
 	struct spb_link link;  /* RUNS: spb->partial[cls]; free+dirty: zone->dirty */
-	spb_map512_t free_map; /* RUNS: bit set = page free */
-	spb_map512_t released_map; /* RUNS: free and given back (subset of free_map) */
-	spb_map512_t held_map; /* RUNS: being given back, out of free_map meanwhile */
-	/* RUNS: bit set at a run's first page = the program freed the run into
-	 * a thread's run cache (runcache.c): allocated to the engine, free to
+	struct spb_link sparse_link; /* RUNS: zone->sparse or zone->dense */
+	/* The page maps and run lengths are in struct spb (spb__pbm,
+	 * spb__run_len): 1.2 KiB a pageblock, kept apart so that setting up
+	 * an SPB touches 512 small descriptors, not 660 KiB of them. */
+};
+
+/* RUNS: the page maps of a pageblock. */
+struct spb_pb_maps {
+	spb_map512_t free_map;     /* bit set = page free */
+	spb_map512_t released_map; /* free and given back (subset of free_map) */
+	spb_map512_t held_map;     /* being given back, out of free_map meanwhile */
+	/* bit set at a run's first page = the program freed the run into a
+	 * thread's run cache (runcache.c): allocated to the engine, free to
 	 * the program. Set and cleared by atomic bit operations, no lock. */
 	spb_map512_t cached_map;
-	struct spb_link sparse_link; /* RUNS: zone->sparse or zone->dense */
-	uint16_t run_len[SPB_PAGES_PER_PB]; /* RUNS: pages in the run starting here */
 };
 
 /* Common header of what spb__map points at. */
@@ -122,7 +131,24 @@ struct spb {
 	 * page runs handed out directly. 2 MiB of address space per SPB,
 	 * touched only where spans live. */
 	void *_Atomic pagemap[SPB_PB_PER_SPB * SPB_PAGES_PER_PB];
+	/* RUNS: pages in the run starting at each page of each pageblock
+	 * (0 = no run starts there). 512 KiB per SPB, touched only for
+	 * pageblocks that held page runs. */
+	uint16_t run_len[SPB_PB_PER_SPB][SPB_PAGES_PER_PB];
+	struct spb_pb_maps pb_maps[SPB_PB_PER_SPB]; /* RUNS; 96 KiB, touched likewise */
 };
+
+/* The page maps of pageblock pb. */
+static inline struct spb_pb_maps *spb__pbm(const struct spb_pageblock *pb)
+{
+	return &pb->owner->pb_maps[pb - pb->owner->pb];
+}
+
+/* The run-length array of pageblock pb. */
+static inline uint16_t *spb__run_len(const struct spb_pageblock *pb)
+{
+	return pb->owner->run_len[pb - pb->owner->pb];
+}
 
 struct spb_zone {
 	pthread_mutex_t lock;
@@ -151,7 +177,9 @@ struct spb_zone {
 	struct spb_link lists[SPB_NR_CATS][SPB_NR_FULLNESS];
 	struct spb_link dirty;      /* free pageblocks holding memory, oldest first */
 	struct spb_link sparse;     /* RUNS pageblocks with free memory to give back, oldest first */
-	struct spb_link dense;      /* split RUNS pageblocks dense again: MADV_HUGEPAGE due */
+	struct spb_link dense;      /* RUNS pageblocks to go back on huge pages: split ones
+				       dense again (due at once, at the head), lazy ones
+				       (a residency look due, at the tail) */
 	uint64_t released_pages;    /* free pages of RUNS pageblocks given back (gauge) */
 	struct spb_link emptyq;     /* empty SPBs, oldest first */
 	struct spb_link dead;       /* unmapped SPB descriptors, kept for reuse */
@@ -196,8 +224,11 @@ static inline void spb__shrink_trigger_locked(struct spb_zone *z, enum spb_count
  * npages of class cls in it, or (npb == 1) the whole pageblock. */
 void *spb__capture_locked(struct spb *s, unsigned idx, unsigned cls, unsigned npages,
 			  unsigned align, unsigned npb) SPB_HIDDEN;
-/* Internal flag (beside SPB_F_*): claim without the defrag hook. */
+/* Internal flags (beside SPB_F_*): claim without the defrag hook; a
+ * sparse-prone request (malloc's direct page runs, spans of big blocks):
+ * a pageblock claimed for it starts on 4 KiB pages (SPBMALLOC_SPARSE_4K). */
 #define SPB_F_NO_DEFRAG 0x100u
+#define SPB_F_SPARSE 0x200u
 
 /* ---- spbmap.c ---- */
 extern struct spb_region *_Atomic spb__map[SPB_MAP_SLOTS] SPB_HIDDEN;
@@ -291,9 +322,10 @@ static inline void spb__partial_del(struct spb *s, struct spb_pageblock *pb)
 
 /* ---- pageblock.c ---- */
 /* Tag n free pageblocks starting at i with cls (backing them first).
- * Returns true when all of them are known to read as zero. */
+ * flags: SPB_F_SPARSE (above). Returns true when all of them are known
+ * to read as zero. */
 bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
-			  unsigned mode) SPB_HIDDEN;
+			  unsigned mode, unsigned flags) SPB_HIDDEN;
 /* Return n class pageblocks starting at i to FREE. */
 void spb__pb_unclaim_locked(struct spb *s, unsigned i, unsigned n) SPB_HIDDEN;
 /* Page run of n pages aligned to align pages in a RUNS pageblock, or -1. */

@@ -52,14 +52,18 @@ static uint64_t retired_counters[SPB_NR_COUNTERS];
 
 /* Abandoned spans, by zone, lifetime class and bin: a span is adopted only
  * by a heap of its own zone and class (the no-fallback rule holds for
- * blocks as for pageblocks). List heads are set up on a zone's first use. */
+ * blocks as for pageblocks). List heads are set up on a zone's first use,
+ * which sets the zone's bit in aband_ready: a flag inside each set would
+ * fault in a page of each of the 64 sets (256 KiB of RSS) when the sweep
+ * and fork look at them all. */
 struct abandoned_set {
-	bool ready;
 	uint32_t n[SPB_NR_CLASSES][SPB_NR_BINS]; /* read unlocked as a hint */
 	struct spb_link l[SPB_NR_CLASSES][SPB_NR_BINS];
 };
 static pthread_mutex_t aband_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct abandoned_set abandoned[SPB_NR_ZONES_MAX];
+static uint64_t aband_ready; /* bit z: abandoned[z] is set up (under aband_lock) */
+_Static_assert(SPB_NR_ZONES_MAX <= 64, "aband_ready has a bit per zone");
 
 /* The late heaps (one per class) and their lock. */
 static pthread_mutex_t late_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -230,11 +234,11 @@ static bool span_ready(struct spb_heap *h, struct spb_span *s)
 static struct abandoned_set *aband_set(unsigned zone_idx)
 {
 	struct abandoned_set *a = &abandoned[zone_idx];
-	if (!a->ready) { /* under aband_lock */
+	if (!(aband_ready & (1ull << zone_idx))) { /* under aband_lock */
 		for (unsigned c = 0; c < SPB_NR_CLASSES; c++)
 			for (unsigned b = 0; b < SPB_NR_BINS; b++)
 				spb__list_init(&a->l[c][b]);
-		__atomic_store_n(&a->ready, true, __ATOMIC_RELEASE);
+		aband_ready |= 1ull << zone_idx;
 	}
 	return a;
 }
@@ -649,7 +653,7 @@ unsigned spb__heap_sweep_abandoned(void)
 	pthread_mutex_lock(&aband_lock);
 	for (unsigned z = 0; z < SPB_NR_ZONES_MAX; z++) {
 		struct abandoned_set *a = &abandoned[z];
-		if (!a->ready)
+		if (!(aband_ready & (1ull << z)))
 			continue;
 		for (unsigned c = 0; c < SPB_NR_CLASSES; c++)
 			for (unsigned b = 0; b < SPB_NR_BINS; b++) {
@@ -867,7 +871,7 @@ void spb__heap_forget_class_child(unsigned cls)
 	late_heaps[cls] = NULL;
 	for (unsigned z = 0; z < SPB_NR_ZONES_MAX; z++) {
 		struct abandoned_set *a = &abandoned[z];
-		if (!a->ready)
+		if (!(aband_ready & (1ull << z)))
 			continue;
 		for (unsigned b = 0; b < SPB_NR_BINS; b++) {
 			spb__list_init(&a->l[cls][b]);

@@ -215,6 +215,18 @@ __attribute__((noinline)) bool spb__os_collapse(void *p, size_t size)
 			 MADV_COLLAPSE, CALLER);
 }
 
+int spb__os_resident_pages(const void *p, size_t size)
+{
+	unsigned char vec[SPB_PAGES_PER_PB];
+	size_t np = (size + SPB_PAGE_SIZE - 1) >> SPB_PAGE_SHIFT;
+	if (np > SPB_PAGES_PER_PB || mincore((void *)(uintptr_t)p, size, vec) != 0)
+		return -1;
+	int n = 0;
+	for (size_t i = 0; i < np; i++)
+		n += vec[i] & 1;
+	return n;
+}
+
 __attribute__((noinline)) bool spb__os_dontneed(void *p, size_t size)
 {
 	return do_advise(SPB_OS_MADV_DONTNEED, NULL, p, size, MADV_DONTNEED, CALLER);

@@ -35,8 +35,61 @@ static void readvise_huge_locked(struct spb_zone *z, struct spb *s,
 	}
 }
 
+/* Pageblocks of the zone that hold a class (its heap, in pageblocks). */
+static uint64_t zone_claimed_pb(const struct spb_zone *z)
+{
+	uint64_t n = 0;
+	for (unsigned c = 0; c < SPB_NR_CLASSES; c++)
+		n += z->pb_by_class[c];
+	return n;
+}
+
+/* "4 KiB until dense" (khugepaged's max_ptes_none, decided by us): a
+ * pageblock claimed for page runs while the zone is small, or for a
+ * sparse-prone request, starts on 4 KiB pages, so a small program or a
+ * sparsely written buffer faults in the pages it touches, not 2 MiB; the
+ * background thread looks at its residency and puts it on huge pages
+ * once it is dense (subrelease.c, the dense list). Only where a THP
+ * claim would be made: a THP SPB, no 2 MiB hugetlb pool asked for, not
+ * secret, and no huge page in place already (a free pageblock that still
+ * holds its memory keeps it). Without the background thread nobody
+ * would look again: huge pages at claim, as before. Returns the counter
+ * of the reason, or SPB_NR_COUNTERS for none. */
+static enum spb_counter lazy_reason(struct spb_zone *z, const struct spb *s,
+				    const struct spb_pageblock *pb, unsigned cls,
+				    unsigned mode, unsigned flags)
+{
+	if (mode != SPB_PB_MODE_RUNS || s->rung != SPB_RUNG_THP || cls == SPB_SECRET ||
+	    pb->secret || spb__opt(OPT_HUGETLB_2M) || !spb__opt(OPT_BG) ||
+	    (pb->rung != SPB_RUNG_NONE && !(pb->rung == SPB_RUNG_4K && pb->nohuge)))
+		return SPB_NR_COUNTERS;
+	if ((flags & SPB_F_SPARSE) && spb__opt(OPT_SPARSE_4K))
+		return PB_LAZY_SPARSE;
+	if (zone_claimed_pb(z) * SPB_PB_SIZE < ((uint64_t)spb__opt(OPT_SMALL_HEAP_MB) << 20))
+		return PB_LAZY_SMALL;
+	return SPB_NR_COUNTERS;
+}
+
+/* Claim pageblock j on 4 KiB pages for the lazy policy; false when the
+ * kernel refused MADV_NOHUGEPAGE (counted: claimed as usual). */
+static bool claim_lazy_locked(struct spb_zone *z, struct spb *s, struct spb_pageblock *pb,
+			      unsigned j, enum spb_counter why)
+{
+	if (!pb->nohuge && !spb__os_advise_nohugepage(spb__pb_addr(s, j), SPB_PB_SIZE)) {
+		z->counters[PB_LAZY_FAIL]++;
+		return false;
+	}
+	pb->nohuge = 1;
+	pb->lazy = 1;
+	z->pb_by_rung[pb->rung]--;
+	z->pb_by_rung[SPB_RUNG_4K]++;
+	pb->rung = SPB_RUNG_4K;
+	z->counters[why]++;
+	return true;
+}
+
 bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
-			  unsigned mode)
+			  unsigned mode, unsigned flags)
 {
 	bool all_zero = true;
 	struct spb_zone *z = s->zone;
@@ -51,14 +104,17 @@ bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
 		spb__zone_pb_undirty_locked(z, pb);
 		if (SPB_UNLIKELY(pb->secret) && cls != SPB_SECRET)
 			spb__secret_unflip_locked(s, j);
-		if (pb->rung == SPB_RUNG_NONE) {
-			pb->rung = spb__backing_claim_pb(spb__pb_addr(s, j), s->rung,
-							 z->counters);
-			z->pb_by_rung[SPB_RUNG_NONE]--;
-			z->pb_by_rung[pb->rung]++;
+		enum spb_counter why = lazy_reason(z, s, pb, cls, mode, flags);
+		if (why == SPB_NR_COUNTERS || !claim_lazy_locked(z, s, pb, j, why)) {
+			if (pb->rung == SPB_RUNG_NONE) {
+				pb->rung = spb__backing_claim_pb(spb__pb_addr(s, j), s->rung,
+								 z->counters);
+				z->pb_by_rung[SPB_RUNG_NONE]--;
+				z->pb_by_rung[pb->rung]++;
+			}
+			if (pb->nohuge)
+				readvise_huge_locked(z, s, pb, j);
 		}
-		if (pb->nohuge)
-			readvise_huge_locked(z, s, pb, j);
 		all_zero = all_zero && pb->zero;
 		pb->zero = 0;
 		pb->cls = (uint8_t)cls;
@@ -70,7 +126,7 @@ bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
 	s->nr_free_pb -= n;
 	if (mode == SPB_PB_MODE_RUNS) {
 		struct spb_pageblock *pb = &s->pb[i];
-		spb__map_set_range(&pb->free_map, 0, SPB_PAGES_PER_PB);
+		spb__map_set_range(&spb__pbm(pb)->free_map, 0, SPB_PAGES_PER_PB);
 		pb->nr_free = SPB_PAGES_PER_PB;
 		pb->longest = SPB_PAGES_PER_PB;
 		pb->zero_hwm = all_zero ? 0 : SPB_PAGES_PER_PB;
@@ -93,6 +149,7 @@ void spb__pb_unclaim_locked(struct spb *s, unsigned i, unsigned n)
 		pb->cls = SPB_PB_FREE;
 		pb->mode = SPB_PB_MODE_NONE;
 		pb->multi_npb = 0;
+		pb->lazy = 0; /* decided again at the next claim */
 		if (pb->rung != SPB_RUNG_NONE)
 			spb__zone_pb_dirty_locked(z, pb);
 	}
@@ -106,17 +163,17 @@ int spb__pb_run_alloc_locked(struct spb *s, struct spb_pageblock *pb, unsigned n
 {
 	if (pb->longest < n)
 		return -1;
-	int at = spb__map_find_run(&pb->free_map, n, align);
+	int at = spb__map_find_run(&spb__pbm(pb)->free_map, n, align);
 	if (at < 0)
 		return -1;
 	unsigned pg = (unsigned)at;
-	spb__map_clear_range(&pb->free_map, pg, n);
-	pb->run_len[pg] = (uint16_t)n;
+	spb__map_clear_range(&spb__pbm(pb)->free_map, pg, n);
+	spb__run_len(pb)[pg] = (uint16_t)n;
 	*zero = pg >= pb->zero_hwm;
 	if (pg + n > pb->zero_hwm)
 		pb->zero_hwm = (uint16_t)(pg + n);
 	pb->nr_free -= n;
-	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
+	pb->longest = (uint16_t)spb__map_longest_run(&spb__pbm(pb)->free_map);
 	s->nr_partial_free[pb->cls] -= n;
 	s->nr_used_pages += n;
 	if (pb->nr_free == 0)
@@ -130,18 +187,18 @@ int spb__pb_run_alloc_locked(struct spb *s, struct spb_pageblock *pb, unsigned n
 unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 				 unsigned pg, const void *p)
 {
-	unsigned n = pb->run_len[pg];
+	unsigned n = spb__run_len(pb)[pg];
 	if (n == 0) {
-		if (spb__map_test(&pb->free_map, pg))
+		if (spb__map_test(&spb__pbm(pb)->free_map, pg))
 			spb__fatal("free(): double free detected", p);
 		spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
 	}
-	pb->run_len[pg] = 0;
-	spb__map_set_range(&pb->free_map, pg, n);
+	spb__run_len(pb)[pg] = 0;
+	spb__map_set_range(&spb__pbm(pb)->free_map, pg, n);
 	if (pb->nr_free == 0)
 		spb__partial_add(s, pb);
 	pb->nr_free += n;
-	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
+	pb->longest = (uint16_t)spb__map_longest_run(&spb__pbm(pb)->free_map);
 	s->nr_partial_free[pb->cls] += n;
 	s->nr_used_pages -= n;
 	s->zone->counters[RUN_FREE]++;
@@ -160,15 +217,15 @@ unsigned spb__pb_run_free_locked(struct spb *s, struct spb_pageblock *pb,
 bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned pg,
 			       unsigned n_new)
 {
-	unsigned n = pb->run_len[pg];
+	unsigned n = spb__run_len(pb)[pg];
 	if (n_new == n)
 		return true;
 	if (n_new > n) {
 		unsigned d = n_new - n;
 		if (pg + n_new > SPB_PAGES_PER_PB ||
-		    !spb__map_range_all_set(&pb->free_map, pg + n, d))
+		    !spb__map_range_all_set(&spb__pbm(pb)->free_map, pg + n, d))
 			return false;
-		spb__map_clear_range(&pb->free_map, pg + n, d);
+		spb__map_clear_range(&spb__pbm(pb)->free_map, pg + n, d);
 		pb->nr_free -= d;
 		s->nr_partial_free[pb->cls] -= d;
 		s->nr_used_pages += d;
@@ -179,7 +236,7 @@ bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned
 		spb__sparse_run_taken_locked(s->zone, pb, pg + n, d);
 	} else {
 		unsigned d = n - n_new;
-		spb__map_set_range(&pb->free_map, pg + n_new, d);
+		spb__map_set_range(&spb__pbm(pb)->free_map, pg + n_new, d);
 		if (pb->nr_free == 0)
 			spb__partial_add(s, pb);
 		pb->nr_free += d;
@@ -187,8 +244,8 @@ bool spb__pb_run_resize_locked(struct spb *s, struct spb_pageblock *pb, unsigned
 		s->nr_used_pages -= d;
 		spb__sparse_update_locked(s->zone, pb);
 	}
-	pb->run_len[pg] = (uint16_t)n_new;
-	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
+	spb__run_len(pb)[pg] = (uint16_t)n_new;
+	pb->longest = (uint16_t)spb__map_longest_run(&spb__pbm(pb)->free_map);
 	spb__spb_update_locked(s);
 	return true;
 }

@@ -98,6 +98,8 @@ bool spb__os_remap_plain_at(void *p, size_t size) SPB_HIDDEN;
 bool spb__os_advise_hugepage(void *p, size_t size) SPB_HIDDEN;
 bool spb__os_advise_nohugepage(void *p, size_t size) SPB_HIDDEN;
 bool spb__os_collapse(void *p, size_t size) SPB_HIDDEN;
+/* Pages of [p, p+size) (at most a pageblock) resident (mincore), or -1. */
+int spb__os_resident_pages(const void *p, size_t size) SPB_HIDDEN;
 /* Give the memory back; it reads as zero afterwards. False: it stays. */
 bool spb__os_dontneed(void *p, size_t size) SPB_HIDDEN;
 /* False: the kernel refused, the range is still mapped. */

@@ -41,7 +41,7 @@ static unsigned run_bin(unsigned n)
 static uint64_t *cached_word(struct spb_pageblock *pb, unsigned pg, uint64_t *bit)
 {
 	*bit = (uint64_t)1 << (pg & 63);
-	return &pb->cached_map.w[pg >> 6];
+	return &spb__pbm(pb)->cached_map.w[pg >> 6];
 }
 
 static unsigned page_in_pb(const void *p)
@@ -59,7 +59,7 @@ static unsigned uncache(void *p)
 	uint64_t bit, *w = cached_word(pb, pg, &bit);
 	if (SPB_UNLIKELY(!(__atomic_fetch_and(w, ~bit, __ATOMIC_ACQ_REL) & bit)))
 		spb__fatal("internal error: a cached run was not flagged cached", p);
-	return __atomic_load_n(&pb->run_len[pg], __ATOMIC_RELAXED);
+	return __atomic_load_n(&spb__run_len(pb)[pg], __ATOMIC_RELAXED);
 }
 
 void *spb__runcache_get(struct spb_heap *h, size_t size, size_t *usable)
@@ -102,7 +102,7 @@ bool spb__runcache_put(struct spb *s, void *p, size_t *bytes)
 	uint64_t bit, *w = cached_word(pb, pg, &bit);
 	if (SPB_UNLIKELY(__atomic_load_n(w, __ATOMIC_RELAXED) & bit))
 		spb__fatal("free(): double free detected", p);
-	unsigned n = __atomic_load_n(&pb->run_len[pg], __ATOMIC_RELAXED);
+	unsigned n = __atomic_load_n(&spb__run_len(pb)[pg], __ATOMIC_RELAXED);
 	if (n < RC_MIN_PAGES || n > RC_MAX_PAGES)
 		return false;
 	struct spb_runcache *rc = &h->rc;
@@ -150,7 +150,7 @@ unsigned spb__runcache_take(struct spb_runcache *rc, bool all, void **out, unsig
 			/* Still flagged cached: spb__free_cached clears the flag
 			 * under the zone lock, with the free. */
 			struct spb_pageblock *pb = spb__pb_of((struct spb *)spb__region_of(p), p);
-			unsigned pages = __atomic_load_n(&pb->run_len[page_in_pb(p)], __ATOMIC_RELAXED);
+			unsigned pages = __atomic_load_n(&spb__run_len(pb)[page_in_pb(p)], __ATOMIC_RELAXED);
 			__atomic_fetch_sub(&rc->bytes, (size_t)pages << SPB_PAGE_SHIFT,
 					   __ATOMIC_RELAXED);
 			out[n++] = p;

@@ -204,7 +204,7 @@ static enum claim_result claim(struct spb_zone *z, unsigned npb, unsigned align,
 		z->counters[SECRET_NOMEM]++;
 		return CLAIM_NOSPACE;
 	}
-	*zero = spb__pb_claim_locked(s, (unsigned)i, npb, cls, mode);
+	*zero = spb__pb_claim_locked(s, (unsigned)i, npb, cls, mode, flags);
 	*out = s;
 	*idx = (unsigned)i;
 	return CLAIM_OK;
@@ -313,14 +313,14 @@ void *spb__capture_locked(struct spb *s, unsigned idx, unsigned cls, unsigned np
 		return NULL; /* the requester claims again, without */
 	bool zero;
 	if (npb == 1) {
-		spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_MULTI_HEAD);
+		spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_MULTI_HEAD, 0);
 		s->pb[idx].multi_npb = 1;
 		s->nr_used_pages += SPB_PAGES_PER_PB;
 		s->zone->counters[MULTI_ALLOC]++;
 		spb__spb_update_locked(s);
 		return spb__pb_addr(s, idx);
 	}
-	spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_RUNS);
+	spb__pb_claim_locked(s, idx, 1, cls, SPB_PB_MODE_RUNS, 0);
 	int at = spb__pb_run_alloc_locked(s, &s->pb[idx], npages, align, &zero);
 	if (at < 0)
 		return NULL; /* cannot be: the pageblock is whole and free */
@@ -411,7 +411,7 @@ void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
  * whichever side it comes from. */
 static void uncache_locked(struct spb_pageblock *pb, unsigned pg, bool cached, const void *p)
 {
-	uint64_t bit = (uint64_t)1 << (pg & 63), *w = &pb->cached_map.w[pg >> 6];
+	uint64_t bit = (uint64_t)1 << (pg & 63), *w = &spb__pbm(pb)->cached_map.w[pg >> 6];
 	if (SPB_UNLIKELY(((__atomic_fetch_and(w, ~bit, __ATOMIC_ACQ_REL) & bit) != 0) != cached))
 		spb__fatal(cached ? "internal error: a cached run was not flagged cached"
 				  : "free(): double free detected", p);
@@ -493,9 +493,9 @@ size_t spb__usable_size(const void *p)
 	spb__zone_lock(s->zone);
 	unsigned pg = (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) & (SPB_PAGES_PER_PB - 1));
 	if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1)) &&
-	    !(__atomic_load_n(&pb->cached_map.w[pg >> 6], __ATOMIC_RELAXED) &
+	    !(__atomic_load_n(&spb__pbm(pb)->cached_map.w[pg >> 6], __ATOMIC_RELAXED) &
 	      ((uint64_t)1 << (pg & 63)))) /* a cached run is free to the program */
-		n = (size_t)pb->run_len[pg] << SPB_PAGE_SHIFT;
+		n = (size_t)spb__run_len(pb)[pg] << SPB_PAGE_SHIFT;
 	else if (pb->mode == SPB_PB_MODE_MULTI_HEAD && !((uintptr_t)p & (SPB_PB_SIZE - 1)))
 		n = (size_t)pb->multi_npb << SPB_PB_SHIFT;
 	spb__zone_unlock(s->zone);
@@ -512,7 +512,7 @@ static bool multi_resize_locked(struct spb *s, unsigned i, unsigned npb_new)
 		if (i + npb_new > SPB_PB_PER_SPB ||
 		    !spb__map_range_all_set(&s->free_pb_map, i + npb, d))
 			return false;
-		spb__pb_claim_locked(s, i + npb, d, head->cls, SPB_PB_MODE_MULTI_TAIL);
+		spb__pb_claim_locked(s, i + npb, d, head->cls, SPB_PB_MODE_MULTI_TAIL, 0);
 		s->nr_used_pages += d * SPB_PAGES_PER_PB;
 	} else if (npb_new < npb) {
 		unsigned d = npb - npb_new;
@@ -543,7 +543,7 @@ size_t spb__resize_in_place(void *p, size_t bytes)
 	} else if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1))) {
 		unsigned pg = (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) & (SPB_PAGES_PER_PB - 1));
 		size_t n = (bytes + SPB_PAGE_SIZE - 1) >> SPB_PAGE_SHIFT;
-		if (pb->run_len[pg] && n < SPB_PAGES_PER_PB &&
+		if (spb__run_len(pb)[pg] && n < SPB_PAGES_PER_PB &&
 		    spb__pb_run_resize_locked(s, pb, pg, (unsigned)n))
 			got = n << SPB_PAGE_SHIFT;
 	} else if (pb->mode == SPB_PB_MODE_MULTI_HEAD && !((uintptr_t)p & (SPB_PB_SIZE - 1))) {

@@ -31,6 +31,8 @@
 
 #define SUBRELEASE_BATCH 8 /* pageblocks per round of system calls */
 #define SPB_DENSE_PCT 10    /* a split pageblock this full goes back on huge pages */
+#define LAZY_MIN_MS 10      /* bounds of the time between two looks at a lazy pageblock */
+#define LAZY_MAX_MS 10000
 
 static bool splittable(const struct spb_pageblock *pb)
 {
@@ -62,6 +64,15 @@ static void sparse_add(struct spb_zone *z, struct spb_pageblock *pb, uint64_t si
 		__atomic_store_n(&z->next_decay, due, __ATOMIC_RELAXED);
 }
 
+/* How long a lazy pageblock waits between two looks at its residency:
+ * the decay delay, within bounds (a 0 ms delay must not make the thread
+ * spin on mincore). */
+static uint64_t lazy_interval_ms(void)
+{
+	uint64_t d = (uint64_t)spb__opt(OPT_DECAY_MS);
+	return d < LAZY_MIN_MS ? LAZY_MIN_MS : d > LAZY_MAX_MS ? LAZY_MAX_MS : d;
+}
+
 void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
 {
 	if (pb->holding)
@@ -72,15 +83,28 @@ void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
 		    pb->nr_free < SPB_PAGES_PER_PB;
 	bool sparse = runs && pct && splittable(pb) &&
 		      resident_free * 100 >= pct * SPB_PAGES_PER_PB;
-	bool dense = runs && pb->nohuge && pb->nr_free * 100u <= SPB_DENSE_PCT * SPB_PAGES_PER_PB;
+	/* A split pageblock is dense again when its runs fill it; a lazy one
+	 * only when its pages are resident (the look, rehuge_locked): a
+	 * sparsely written buffer fills a pageblock with runs and little
+	 * memory. */
+	bool dense = runs && pb->nohuge &&
+		     (pb->lazy || pb->nr_free * 100u <= SPB_DENSE_PCT * SPB_PAGES_PER_PB);
 	if (sparse && pb->sparse != 1) {
 		sparse_del(pb);
 		sparse_add(z, pb, spb__os_now_ms());
-	} else if (dense && pb->sparse != 2) {
+	} else if (!sparse && dense && pb->sparse != 2) {
 		sparse_del(pb);
 		pb->sparse = 2;
-		pb->sparse_since = spb__os_now_ms();
-		spb__list_add_tail(&z->dense, &pb->sparse_link);
+		/* On the dense list sparse_since is when it is due: a split
+		 * pageblock at once (at the head), a lazy one after the
+		 * interval (at the tail: the list stays in due order). */
+		if (pb->lazy) {
+			pb->sparse_since = spb__os_now_ms() + lazy_interval_ms();
+			spb__list_add_tail(&z->dense, &pb->sparse_link);
+		} else {
+			pb->sparse_since = spb__os_now_ms();
+			spb__list_add_head(&z->dense, &pb->sparse_link);
+		}
 		if (pb->sparse_since < z->next_decay)
 			__atomic_store_n(&z->next_decay, pb->sparse_since, __ATOMIC_RELAXED);
 	} else if (!sparse && !dense) {
@@ -92,9 +116,9 @@ void spb__sparse_run_taken_locked(struct spb_zone *z, struct spb_pageblock *pb,
 				  unsigned pg, unsigned n)
 {
 	if (pb->nr_released) {
-		unsigned r = spb__map_count_range(&pb->released_map, pg, n);
+		unsigned r = spb__map_count_range(&spb__pbm(pb)->released_map, pg, n);
 		if (r) {
-			spb__map_clear_range(&pb->released_map, pg, n);
+			spb__map_clear_range(&spb__pbm(pb)->released_map, pg, n);
 			pb->nr_released = (uint16_t)(pb->nr_released - r);
 			z->released_pages -= r;
 			z->counters[SUBRELEASE_REUSE] += r;
@@ -106,9 +130,10 @@ void spb__sparse_run_taken_locked(struct spb_zone *z, struct spb_pageblock *pb,
 void spb__sparse_reset_locked(struct spb_zone *z, struct spb_pageblock *pb)
 {
 	sparse_del(pb);
+	pb->subrel_gen++; /* a look or advice under way is about its old life */
 	z->released_pages -= pb->nr_released;
 	pb->nr_released = 0;
-	memset(&pb->released_map, 0, sizeof pb->released_map);
+	memset(&spb__pbm(pb)->released_map, 0, sizeof spb__pbm(pb)->released_map);
 }
 
 static uint64_t sparse_due(const struct spb_zone *z)
@@ -131,23 +156,36 @@ uint64_t spb__subrelease_due(const struct spb_zone *z)
 }
 
 /* The dense list: MADV_HUGEPAGE again on split pageblocks that filled up,
- * at most *budget calls. Nothing is held: advice does not touch the data.
- * A pageblock that was split again meanwhile (subrel_gen moved) keeps
- * its flag: its MADV_NOHUGEPAGE may have come after this advice. */
-static void rehuge_locked(struct spb_zone *z, uint32_t *budget)
+ * and a look at the residency of lazy ones (mincore), MADV_HUGEPAGE and
+ * MADV_COLLAPSE on those SPBMALLOC_DENSE_PCT resident, what is due by
+ * now, at most *budget pageblocks. Nothing is held: neither touches the
+ * data. A pageblock that was split again or changed hands meanwhile
+ * (subrel_gen moved) keeps its flags: its MADV_NOHUGEPAGE may have come
+ * after this advice. A lazy one not dense yet is looked at again after
+ * the interval. */
+static void rehuge_locked(struct spb_zone *z, uint64_t now, uint32_t *budget)
 {
 	struct spb_pageblock *batch[SUBRELEASE_BATCH];
 	uint8_t gen[SUBRELEASE_BATCH];
-	bool ok[SUBRELEASE_BATCH];
+	bool lazy[SUBRELEASE_BATCH], ok[SUBRELEASE_BATCH];
+	int res[SUBRELEASE_BATCH];
+	struct spb_link again; /* lazy ones not dense yet (sparse = 3) */
+	spb__list_init(&again);
+	const int need = (spb__opt(OPT_DENSE_PCT) * SPB_PAGES_PER_PB + 99) / 100;
 	while (*budget && !z->fork_pending && !spb__list_empty(&z->dense)) {
 		unsigned n = 0;
 		while (n < SUBRELEASE_BATCH && n < *budget && !spb__list_empty(&z->dense)) {
 			struct spb_pageblock *pb = spb__container_of(
 				z->dense.next, struct spb_pageblock, sparse_link);
+			if (pb->sparse_since > now)
+				break;
 			sparse_del(pb);
 			gen[n] = pb->subrel_gen;
+			lazy[n] = pb->lazy;
 			batch[n++] = pb;
 		}
+		if (n == 0)
+			break;
 		*budget -= n;
 		uint64_t local[SPB_NR_COUNTERS] = {0};
 		z->nr_windows++;
@@ -155,20 +193,40 @@ static void rehuge_locked(struct spb_zone *z, uint32_t *budget)
 		for (unsigned k = 0; k < n; k++) {
 			struct spb *s = batch[k]->owner;
 			void *a = spb__pb_addr(s, spb__pb_index(s, batch[k]));
+			bool collapse = spb__opt(OPT_COLLAPSE);
+			res[k] = 0;
+			if (lazy[k]) {
+				local[PB_LAZY_CHECK]++;
+				res[k] = spb__os_resident_pages(a, SPB_PB_SIZE);
+				if (res[k] < 0)
+					local[PB_LAZY_FAIL]++;
+				ok[k] = false;
+				if (res[k] < need)
+					continue;
+				collapse = true; /* its pages are 4 KiB ones until collapsed */
+			}
 			ok[k] = spb__os_advise_hugepage(a, SPB_PB_SIZE);
 			if (!ok[k])
 				local[THP_ADVISE_FAIL]++;
-			else if (spb__opt(OPT_COLLAPSE) && !spb__os_collapse(a, SPB_PB_SIZE))
-				local[PB_COLLAPSE_FAIL]++;
+			else if (collapse)
+				local[spb__os_collapse(a, SPB_PB_SIZE) ? PB_COLLAPSE : PB_COLLAPSE_FAIL]++;
 		}
 		spb__zone_lock(z);
 		spb__zone_window_close_locked(z);
 		for (unsigned k = 0; k < n; k++) {
 			struct spb_pageblock *pb = batch[k];
-			if (!ok[k] || pb->subrel_gen != gen[k] || !pb->nohuge)
+			if (pb->subrel_gen != gen[k] || !pb->nohuge || pb->lazy != lazy[k])
 				continue;
+			if (!ok[k]) {
+				if (lazy[k] && !pb->sparse) { /* not dense yet: looked at again */
+					pb->sparse = 3;
+					spb__list_add_tail(&again, &pb->sparse_link);
+				}
+				continue;
+			}
 			pb->nohuge = 0;
-			z->counters[SUBRELEASE_REHUGE]++;
+			pb->lazy = 0;
+			z->counters[lazy[k] ? PB_LAZY_HUGE : SUBRELEASE_REHUGE]++;
 			if (pb->rung == SPB_RUNG_4K) {
 				z->pb_by_rung[SPB_RUNG_4K]--;
 				z->pb_by_rung[SPB_RUNG_THP]++;
@@ -179,6 +237,15 @@ static void rehuge_locked(struct spb_zone *z, uint32_t *budget)
 		for (int c = 0; c < SPB_NR_COUNTERS; c++)
 			z->counters[c] += local[c];
 	}
+	/* After the interval, not within this pass (spb_trim's "now" is far
+	 * ahead). An update meanwhile (the lock was dropped) took some off
+	 * this list already: sparse_del knows state 3. */
+	while (!spb__list_empty(&again)) {
+		struct spb_pageblock *pb =
+			spb__container_of(again.next, struct spb_pageblock, sparse_link);
+		sparse_del(pb);
+		spb__sparse_update_locked(z, pb);
+	}
 }
 
 /* Take pb's resident free pages out of its free map: they are held until
@@ -188,14 +255,14 @@ static void hold_locked(struct spb_pageblock *pb)
 	struct spb *s = pb->owner;
 	unsigned held = 0;
 	for (unsigned w = 0; w < SPB_MAP_WORDS; w++) {
-		pb->held_map.w[w] = pb->free_map.w[w] & ~pb->released_map.w[w];
-		pb->free_map.w[w] &= ~pb->held_map.w[w];
-		held += (unsigned)__builtin_popcountll(pb->held_map.w[w]);
+		spb__pbm(pb)->held_map.w[w] = spb__pbm(pb)->free_map.w[w] & ~spb__pbm(pb)->released_map.w[w];
+		spb__pbm(pb)->free_map.w[w] &= ~spb__pbm(pb)->held_map.w[w];
+		held += (unsigned)__builtin_popcountll(spb__pbm(pb)->held_map.w[w]);
 	}
 	pb->holding = 1;
 	pb->nr_free = (uint16_t)(pb->nr_free - held);
 	s->nr_partial_free[pb->cls] -= held;
-	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
+	pb->longest = (uint16_t)spb__map_longest_run(&spb__pbm(pb)->free_map);
 	if (pb->nr_free == 0)
 		spb__partial_del(s, pb);
 }
@@ -216,7 +283,7 @@ static bool give_back(struct spb_pageblock *pb, spb_map512_t *given, uint64_t *c
 			counters[SUBRELEASE_FAIL]++;
 	}
 	unsigned pos = 0, start;
-	while (*budget && (start = spb__map_next_run(&pb->held_map, &pos)) < SPB_PAGES_PER_PB) {
+	while (*budget && (start = spb__map_next_run(&spb__pbm(pb)->held_map, &pos)) < SPB_PAGES_PER_PB) {
 		unsigned n = pos - start;
 		--*budget;
 		if (spb__os_dontneed(base + ((size_t)start << SPB_PAGE_SHIFT),
@@ -239,10 +306,10 @@ static bool unhold_locked(struct spb_zone *z, struct spb_pageblock *pb, unsigned
 	struct spb *s = pb->owner;
 	unsigned given = 0;
 	for (unsigned w = 0; w < SPB_MAP_WORDS; w++) {
-		pb->free_map.w[w] |= pb->held_map.w[w];
-		pb->released_map.w[w] |= ok->w[w];
+		spb__pbm(pb)->free_map.w[w] |= spb__pbm(pb)->held_map.w[w];
+		spb__pbm(pb)->released_map.w[w] |= ok->w[w];
 		given += (unsigned)__builtin_popcountll(ok->w[w]);
-		pb->held_map.w[w] = 0;
+		spb__pbm(pb)->held_map.w[w] = 0;
 	}
 	if (pb->nr_free == 0)
 		spb__partial_add(s, pb);
@@ -271,7 +338,7 @@ static bool unhold_locked(struct spb_zone *z, struct spb_pageblock *pb, unsigned
 		spb__pb_unclaim_locked(s, spb__pb_index(s, pb), 1);
 		return false;
 	}
-	pb->longest = (uint16_t)spb__map_longest_run(&pb->free_map);
+	pb->longest = (uint16_t)spb__map_longest_run(&spb__pbm(pb)->free_map);
 	spb__spb_update_locked(s);
 	return given < held;
 }
@@ -285,7 +352,7 @@ void spb__subrelease_due_locked(struct spb_zone *z, uint64_t now, uint32_t max_c
 	struct spb_link refused;
 	bool in_window = false;
 	spb__list_init(&refused);
-	rehuge_locked(z, &max_calls);
+	rehuge_locked(z, now, &max_calls);
 	while (max_calls && !z->fork_pending && !spb__list_empty(&z->sparse)) {
 		unsigned n = 0;
 		while (n < SUBRELEASE_BATCH && !spb__list_empty(&z->sparse)) {
@@ -313,8 +380,13 @@ void spb__subrelease_due_locked(struct spb_zone *z, uint64_t now, uint32_t max_c
 			nohuge[k] = give_back(batch[k], &ok[k], local, &max_calls);
 		spb__zone_lock(z);
 		for (unsigned k = 0; k < n; k++)
-			if (unhold_locked(z, batch[k], held[k], &ok[k], nohuge[k]))
+			if (unhold_locked(z, batch[k], held[k], &ok[k], nohuge[k]) &&
+			    !batch[k]->sparse) {
+				/* state 3: an update while the lock is dropped for
+				 * the next batch takes it off this list properly */
+				batch[k]->sparse = 3;
 				spb__list_add_tail(&refused, &batch[k]->sparse_link);
+			}
 		for (int c = 0; c < SPB_NR_COUNTERS; c++)
 			z->counters[c] += local[c];
 	}
@@ -323,8 +395,8 @@ void spb__subrelease_due_locked(struct spb_zone *z, uint64_t now, uint32_t max_c
 	while (!spb__list_empty(&refused)) {
 		struct spb_pageblock *pb =
 			spb__container_of(refused.next, struct spb_pageblock, sparse_link);
-		spb__list_del(&pb->sparse_link);
-		if (!pb->sparse && pb->cls < SPB_NR_CLASSES && pb->mode == SPB_PB_MODE_RUNS)
+		sparse_del(pb);
+		if (pb->cls < SPB_NR_CLASSES && pb->mode == SPB_PB_MODE_RUNS)
 			sparse_add(z, pb, spb__os_now_ms());
 	}
 	if (in_window)

@@ -99,7 +99,8 @@ static void put_named(struct out *o, const char *const *names, const uint64_t *v
 	}
 }
 
-static void print_pageblocks(struct out *o, const struct spb_stats_gauges *g)
+static void print_pageblocks(struct out *o, const struct spb_stats_gauges *g,
+			     const uint64_t *c)
 {
 	line_start(o, "pageblocks   ");
 	put_named(o, class_names, g->pb_by_class, SPB_STATS_NR_ROWS);
@@ -107,6 +108,18 @@ static void print_pageblocks(struct out *o, const struct spb_stats_gauges *g)
 	line_start(o, "backing rung ");
 	put_named(o, spb__rung_names, g->pb_by_rung, SPB_NR_RUNGS);
 	put(o, " (pageblocks)\n");
+	/* pageblock.c's choice at claim, and the background thread's looks */
+	line_start(o, "claimed      huge ");
+	put_u64(o, c[PB_BACK_THP]);
+	put(o, "; 4k until dense: small heap ");
+	put_u64(o, c[PB_LAZY_SMALL]);
+	put(o, ", sparse use ");
+	put_u64(o, c[PB_LAZY_SPARSE]);
+	put(o, "; looks ");
+	put_u64(o, c[PB_LAZY_CHECK]);
+	put(o, ", made huge ");
+	put_u64(o, c[PB_LAZY_HUGE]);
+	put(o, "\n");
 }
 
 void spb__stats_print_summary(int fd)
@@ -156,7 +169,7 @@ void spb__stats_print_summary(int fd)
 	put(&o, ", releases ");
 	put_u64(&o, c[PB_RELEASE]);
 	put(&o, "\n");
-	print_pageblocks(&o, &g);
+	print_pageblocks(&o, &g, c);
 	line_start(&o, "huge pages   ");
 	put_bytes(&o, g.anon_huge_bytes);
 	put(&o, " of ");

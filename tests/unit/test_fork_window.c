@@ -107,7 +107,7 @@ static void free_everything(void)
 							victim = spb__pb_addr(s, i);
 						if (pb->mode == SPB_PB_MODE_RUNS)
 							for (unsigned g = 0; g < SPB_PAGES_PER_PB; g++)
-								if (pb->run_len[g]) {
+								if (spb__run_len(pb)[g]) {
 									victim = (char *)spb__pb_addr(s, i) + g * PG;
 									break;
 								}

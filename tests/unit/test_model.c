@@ -175,7 +175,7 @@ static void check_placement(const struct alloc *a)
 	} else {
 		unsigned pg = (unsigned)(((uintptr_t)a->p >> SPB_PAGE_SHIFT) & 511);
 		CHECK(pb->mode == SPB_PB_MODE_RUNS && pb->cls == a->cls);
-		CHECK(pb->run_len[pg] == a->npages);
+		CHECK(spb__run_len(pb)[pg] == a->npages);
 	}
 	spb__zone_unlock(s->zone);
 }

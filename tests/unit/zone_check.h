@@ -44,8 +44,8 @@ static uint32_t zc_runs_pb(struct zc *c, struct spb *s, unsigned i)
 	/* Subrelease (subrelease.c): given-back pages are free pages; pages
 	 * held for a release in progress are out of the free map, in no run. */
 	for (unsigned g = 0; g < SPB_PAGES_PER_PB; g++) {
-		bool fr = zc_bit(&pb->free_map, g), rel = zc_bit(&pb->released_map, g);
-		bool held = zc_bit(&pb->held_map, g);
+		bool fr = zc_bit(&spb__pbm(pb)->free_map, g), rel = zc_bit(&spb__pbm(pb)->released_map, g);
+		bool held = zc_bit(&spb__pbm(pb)->held_map, g);
 		released += rel;
 		if (rel && !fr)
 			ZC_FAIL(c, "pb %u page %u: given back but not free", i, g);
@@ -59,7 +59,7 @@ static uint32_t zc_runs_pb(struct zc *c, struct spb *s, unsigned i)
 		ZC_FAIL(c, "pb %u: pages given back on rung %u", i, pb->rung);
 	c->released += released;
 	for (unsigned g = 0; g < SPB_PAGES_PER_PB; g++) {
-		if (zc_bit(&pb->free_map, g)) {
+		if (zc_bit(&spb__pbm(pb)->free_map, g)) {
 			nfree++;
 			cur++;
 			longest = cur > longest ? cur : longest;
@@ -76,26 +76,26 @@ static uint32_t zc_runs_pb(struct zc *c, struct spb *s, unsigned i)
 	if (pb->zero_hwm > SPB_PAGES_PER_PB)
 		ZC_FAIL(c, "pb %u: zero_hwm %u", i, pb->zero_hwm);
 	for (unsigned g = 0; g < SPB_PAGES_PER_PB;) {
-		if (zc_bit(&pb->held_map, g)) {
+		if (zc_bit(&spb__pbm(pb)->held_map, g)) {
 			g++;
 			continue;
 		}
-		if (zc_bit(&pb->free_map, g)) {
-			if (pb->run_len[g])
-				ZC_FAIL(c, "pb %u page %u: free but run_len %u", i, g, pb->run_len[g]);
+		if (zc_bit(&spb__pbm(pb)->free_map, g)) {
+			if (spb__run_len(pb)[g])
+				ZC_FAIL(c, "pb %u page %u: free but run_len %u", i, g, spb__run_len(pb)[g]);
 			g++;
 			continue;
 		}
-		unsigned n = pb->run_len[g];
+		unsigned n = spb__run_len(pb)[g];
 		if (n == 0 || g + n > SPB_PAGES_PER_PB) {
 			ZC_FAIL(c, "pb %u page %u: used page not the start of a run (len %u)", i, g, n);
 			g++;
 			continue;
 		}
 		for (unsigned k = g; k < g + n; k++) {
-			if (zc_bit(&pb->free_map, k))
+			if (zc_bit(&spb__pbm(pb)->free_map, k))
 				ZC_FAIL(c, "pb %u: run at %u covers free page %u", i, g, k);
-			if (k > g && pb->run_len[k])
+			if (k > g && spb__run_len(pb)[k])
 				ZC_FAIL(c, "pb %u: run at %u has interior run_len at %u", i, g, k);
 		}
 		if (g + n > pb->zero_hwm)
@@ -158,6 +158,10 @@ static void zc_spb(struct zc *c, struct spb *s, unsigned cat, unsigned full)
 				pb->mode, pb->nr_released, pb->sparse, pb->holding);
 		if (pb->sparse && pb->holding)
 			ZC_FAIL(c, "pb %u: on the sparse FIFO while held", i);
+		if (pb->lazy && (!pb->nohuge || pb->rung != SPB_RUNG_4K ||
+				 pb->mode != SPB_PB_MODE_RUNS))
+			ZC_FAIL(c, "pb %u: lazy but nohuge %u rung %u mode %u", i, pb->nohuge,
+				pb->rung, pb->mode);
 		if (pb->owner != s)
 			ZC_FAIL(c, "pb %u: owner wrong", i);
 		if (zc_bit(&s->free_pb_map, i) != (pb->cls == SPB_PB_FREE))

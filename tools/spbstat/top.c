@@ -208,8 +208,19 @@ static void draw(const struct snap *s, const uint64_t *prev, double dt)
 		 (unsigned long long)snap_counter(s, "pressure_events"),
 		 (unsigned long long)snap_counter(s, "pressure_released"));
 	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
+	snprintf(cl, sizeof cl,
+		 "huge pages: at claim %llu; 4k until dense: small heap %llu, sparse use %llu, "
+		 "looks %llu, made huge %llu; collapse %llu ok %llu refused",
+		 (unsigned long long)snap_counter(s, "pb_back_thp"),
+		 (unsigned long long)snap_counter(s, "pb_lazy_small"),
+		 (unsigned long long)snap_counter(s, "pb_lazy_sparse"),
+		 (unsigned long long)snap_counter(s, "pb_lazy_check"),
+		 (unsigned long long)snap_counter(s, "pb_lazy_huge"),
+		 (unsigned long long)snap_counter(s, "pb_collapse"),
+		 (unsigned long long)snap_counter(s, "pb_collapse_fail"));
+	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
 	fputs("\033[K\n", stdout);
-	int used = 9;
+	int used = 10;
 	int crow = rows - used - 4 - (int)(s->nr_spbs < 8 ? s->nr_spbs : 8);
 	used += draw_counters(s, prev, dt, cols, crow > 4 ? crow : 4);
 	fputs("\033[K\n", stdout);
