@@ -65,8 +65,10 @@ struct spb_pageblock {
 	uint16_t longest;    /* RUNS: longest free run (pages) */
 	uint16_t nr_released; /* RUNS: free pages given back to the OS (subrelease.c) */
 	uint8_t nohuge;      /* MADV_NOHUGEPAGE since a subrelease, or a lazy claim */
-	uint8_t lazy;        /* RUNS: claimed on 4 KiB pages (small zone, sparse-prone
-				use): huge pages once resident enough (subrelease.c) */
+	uint8_t lazy;        /* RUNS: claimed on 4 KiB pages (1: small zone, 2: a sparse-
+				prone run, 3: a span of big blocks): huge pages once
+				resident enough (subrelease.c) */
+	uint8_t lazy_looked; /* lazy 2: the early look was taken (subrelease.c) */
 	uint8_t holding;     /* RUNS: free pages held out of free_map for a subrelease */
 	uint8_t sparse;      /* RUNS: 1 on the zone's sparse FIFO, 2 on its dense list,
 				3 on a pass's local list (subrelease.c) */
@@ -173,6 +175,12 @@ struct spb_zone {
 	uint8_t defrag_shift;       /* failures in a row, capped: skip 2^shift - 1 */
 	uint8_t shrink_armed;       /* shrink.c: triggers count (set by spb-shrink, read here) */
 	uint8_t shrink_want;        /* a trigger fired: unlock_signal calls spb__shrink_hook */
+	/* What the looks at sparse-prone lazy pageblocks found lately: > 0,
+	 * dense (their runs are written whole: new ones are claimed huge,
+	 * but for one in 32 that keeps the zone looking); <= 0,
+	 * sparse (pageblock.c, subrelease.c). */
+	int8_t lazy_learn;
+	uint8_t lazy_explore;
 	uint64_t next_decay;        /* ms: earliest pending release, or UINT64_MAX */
 	struct spb_link lists[SPB_NR_CATS][SPB_NR_FULLNESS];
 	struct spb_link dirty;      /* free pageblocks holding memory, oldest first */
@@ -229,6 +237,7 @@ void *spb__capture_locked(struct spb *s, unsigned idx, unsigned cls, unsigned np
  * a pageblock claimed for it starts on 4 KiB pages (SPBMALLOC_SPARSE_4K). */
 #define SPB_F_NO_DEFRAG 0x100u
 #define SPB_F_SPARSE 0x200u
+#define SPB_F_SPAN 0x400u /* with SPB_F_SPARSE: for a span (pb->lazy 3, not 2) */
 
 /* ---- spbmap.c ---- */
 extern struct spb_region *_Atomic spb__map[SPB_MAP_SLOTS] SPB_HIDDEN;
@@ -357,6 +366,11 @@ void spb__subrelease_due_locked(struct spb_zone *z, uint64_t now, uint32_t max_c
 void spb__subrelease_all_locked(struct spb_zone *z) SPB_HIDDEN;
 /* ms when the next sparse or dense pageblock is due (UINT64_MAX: none). */
 uint64_t spb__subrelease_due(const struct spb_zone *z) SPB_HIDDEN;
+/* A sparse-prone lazy pageblock the calling thread just filled with runs,
+ * while its zone has not learnt they are written whole: looked at
+ * (mincore) by spb__lazy_look_now once the zone lock is dropped. */
+extern SPB_TLS struct spb_pageblock *spb__lazy_look SPB_HIDDEN;
+void spb__lazy_look_now(struct spb_zone *z) SPB_HIDDEN;
 /* ---- steer.c ---- */
 /* was_zero (may be NULL): set when the run is known to read as zero. */
 void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,

@@ -63,8 +63,15 @@ static enum spb_counter lazy_reason(struct spb_zone *z, const struct spb *s,
 	    pb->secret || spb__opt(OPT_HUGETLB_2M) || !spb__opt(OPT_BG) ||
 	    (pb->rung != SPB_RUNG_NONE && !(pb->rung == SPB_RUNG_4K && pb->nohuge)))
 		return SPB_NR_COUNTERS;
-	if ((flags & SPB_F_SPARSE) && spb__opt(OPT_SPARSE_4K))
+	if ((flags & SPB_F_SPARSE) && spb__opt(OPT_SPARSE_4K)) {
+		/* The zone's recent looks found such pageblocks written whole:
+		 * huge at claim, but one in 32 still lazy, to keep learning. */
+		if (z->lazy_learn > 0 && (++z->lazy_explore & 31)) {
+			z->counters[PB_LAZY_LEARNED]++;
+			return SPB_NR_COUNTERS;
+		}
 		return PB_LAZY_SPARSE;
+	}
 	if (zone_claimed_pb(z) * SPB_PB_SIZE < ((uint64_t)spb__opt(OPT_SMALL_HEAP_MB) << 20))
 		return PB_LAZY_SMALL;
 	return SPB_NR_COUNTERS;
@@ -73,14 +80,18 @@ static enum spb_counter lazy_reason(struct spb_zone *z, const struct spb *s,
 /* Claim pageblock j on 4 KiB pages for the lazy policy; false when the
  * kernel refused MADV_NOHUGEPAGE (counted: claimed as usual). */
 static bool claim_lazy_locked(struct spb_zone *z, struct spb *s, struct spb_pageblock *pb,
-			      unsigned j, enum spb_counter why)
+			      unsigned j, enum spb_counter why, unsigned flags)
 {
 	if (!pb->nohuge && !spb__os_advise_nohugepage(spb__pb_addr(s, j), SPB_PB_SIZE)) {
 		z->counters[PB_LAZY_FAIL]++;
 		return false;
 	}
 	pb->nohuge = 1;
-	pb->lazy = 1;
+	/* 2: for a direct run, whose look teaches the zone (subrelease.c); a
+	 * span's pages are touched as its blocks go out, which says nothing
+	 * of how its blocks are written (3). */
+	pb->lazy = why != PB_LAZY_SPARSE ? 1 : (flags & SPB_F_SPAN) ? 3 : 2;
+	pb->lazy_looked = 0;
 	z->pb_by_rung[pb->rung]--;
 	z->pb_by_rung[SPB_RUNG_4K]++;
 	pb->rung = SPB_RUNG_4K;
@@ -105,7 +116,7 @@ bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
 		if (SPB_UNLIKELY(pb->secret) && cls != SPB_SECRET)
 			spb__secret_unflip_locked(s, j);
 		enum spb_counter why = lazy_reason(z, s, pb, cls, mode, flags);
-		if (why == SPB_NR_COUNTERS || !claim_lazy_locked(z, s, pb, j, why)) {
+		if (why == SPB_NR_COUNTERS || !claim_lazy_locked(z, s, pb, j, why, flags)) {
 			if (pb->rung == SPB_RUNG_NONE) {
 				pb->rung = spb__backing_claim_pb(spb__pb_addr(s, j), s->rung,
 								 z->counters);

@@ -111,7 +111,7 @@ struct spb_span *spb__span_new(struct spb_heap *h, unsigned bin)
 	bool zero = false;
 	/* Blocks over a page are often written in part (a buffer): their
 	 * pageblock is sparse-prone (pageblock.c, "4 KiB until dense"). */
-	unsigned flags = spb__bin_size[bin] > SPB_PAGE_SIZE ? SPB_F_SPARSE : 0;
+	unsigned flags = spb__bin_size[bin] > SPB_PAGE_SIZE ? SPB_F_SPARSE | SPB_F_SPAN : 0;
 	void *mem = spb__alloc_pages(h->zone, npages, 1, h->cls, flags, &zero);
 	if (!mem) {
 		desc_free_one(s);

@@ -363,7 +363,9 @@ void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
 		highwater_check(z, p);
 	if (was_zero)
 		*was_zero = zero;
-	return finish(z, p, res, zero, npages << SPB_PAGE_SHIFT, flags);
+	p = finish(z, p, res, zero, npages << SPB_PAGE_SHIFT, flags);
+	spb__lazy_look_now(z);
+	return p;
 }
 
 void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,

@@ -73,6 +73,24 @@ static uint64_t lazy_interval_ms(void)
 	return d < LAZY_MIN_MS ? LAZY_MIN_MS : d > LAZY_MAX_MS ? LAZY_MAX_MS : d;
 }
 
+SPB_TLS struct spb_pageblock *spb__lazy_look;
+static SPB_TLS uint8_t lazy_look_gen;
+
+/* A sparse-prone lazy pageblock with at least LAZY_LEARN_PAGES handed
+ * out, res of its pages resident: its runs written whole (half of what
+ * was handed out resident: the newest run may not be written yet, and
+ * there is rounding and tails) or sparsely (a buffer written at its
+ * start: a page in tens). The zone's score moves by one. */
+#define LAZY_LEARN_PAGES 192
+static void lazy_learn_locked(struct spb_zone *z, const struct spb_pageblock *pb, int res)
+{
+	unsigned out = SPB_PAGES_PER_PB - pb->nr_free;
+	if (out < LAZY_LEARN_PAGES)
+		return;
+	int l = z->lazy_learn + ((unsigned)res * 2 >= out ? 1 : -1);
+	z->lazy_learn = (int8_t)(l > 8 ? 8 : l < -8 ? -8 : l);
+}
+
 void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
 {
 	if (pb->holding)
@@ -107,14 +125,58 @@ void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
 		}
 		if (pb->sparse_since < z->next_decay)
 			__atomic_store_n(&z->next_decay, pb->sparse_since, __ATOMIC_RELAXED);
+	} else if (!sparse && dense && pb->lazy && pb->sparse_since > spb__os_now_ms() &&
+		   pb->nr_free * 100u <= (100u - (unsigned)spb__opt(OPT_DENSE_PCT)) *
+						 SPB_PAGES_PER_PB) {
+		/* Lazy and now full of runs: looked at at once (written whole,
+		 * or only at their starts, the look says which). */
+		sparse_del(pb);
+		pb->sparse = 2;
+		pb->sparse_since = spb__os_now_ms();
+		spb__list_add_head(&z->dense, &pb->sparse_link);
+		if (pb->lazy == 2 && z->lazy_learn <= 0) {
+			spb__lazy_look = pb;
+			lazy_look_gen = pb->subrel_gen;
+		}
+		if (pb->sparse_since < z->next_decay)
+			__atomic_store_n(&z->next_decay, pb->sparse_since, __ATOMIC_RELAXED);
 	} else if (!sparse && !dense) {
 		sparse_del(pb);
 	}
 }
 
+/* Learn at once from a pageblock that just filled (the background thread
+ * looks later, and collapses): a heap whose big blocks are written whole
+ * stops claiming them on 4 KiB pages after one pageblock, not after every
+ * pageblock of its build. One mincore, outside the lock. */
+void spb__lazy_look_now(struct spb_zone *z)
+{
+	struct spb_pageblock *pb = spb__lazy_look;
+	if (!pb)
+		return;
+	spb__lazy_look = NULL;
+	struct spb *s = pb->owner;
+	int res = spb__os_resident_pages(spb__pb_addr(s, spb__pb_index(s, pb)), SPB_PB_SIZE);
+	spb__zone_lock(z);
+	z->counters[PB_LAZY_CHECK]++;
+	if (res < 0) {
+		z->counters[PB_LAZY_FAIL]++;
+	} else if (pb->subrel_gen == lazy_look_gen && pb->lazy == 2) {
+		lazy_learn_locked(z, pb, res);
+	}
+	spb__zone_unlock(z);
+}
+
 void spb__sparse_run_taken_locked(struct spb_zone *z, struct spb_pageblock *pb,
 				  unsigned pg, unsigned n)
 {
+	/* The early look: a few runs in, while the zone has not learnt. */
+	if (pb->lazy == 2 && !pb->lazy_looked && z->lazy_learn <= 0 &&
+	    SPB_PAGES_PER_PB - pb->nr_free >= LAZY_LEARN_PAGES) {
+		pb->lazy_looked = 1;
+		spb__lazy_look = pb;
+		lazy_look_gen = pb->subrel_gen;
+	}
 	if (pb->nr_released) {
 		unsigned r = spb__map_count_range(&spb__pbm(pb)->released_map, pg, n);
 		if (r) {
@@ -167,7 +229,8 @@ static void rehuge_locked(struct spb_zone *z, uint64_t now, uint32_t *budget)
 {
 	struct spb_pageblock *batch[SUBRELEASE_BATCH];
 	uint8_t gen[SUBRELEASE_BATCH];
-	bool lazy[SUBRELEASE_BATCH], ok[SUBRELEASE_BATCH];
+	uint8_t lazy[SUBRELEASE_BATCH];
+	bool ok[SUBRELEASE_BATCH];
 	int res[SUBRELEASE_BATCH];
 	struct spb_link again; /* lazy ones not dense yet (sparse = 3) */
 	spb__list_init(&again);
@@ -217,6 +280,10 @@ static void rehuge_locked(struct spb_zone *z, uint64_t now, uint32_t *budget)
 			struct spb_pageblock *pb = batch[k];
 			if (pb->subrel_gen != gen[k] || !pb->nohuge || pb->lazy != lazy[k])
 				continue;
+			/* A sparse-prone one full of runs teaches the zone: dense
+			 * or not (pageblock.c, lazy_reason). */
+			if (lazy[k] == 2 && res[k] >= 0)
+				lazy_learn_locked(z, pb, res[k]);
 			if (!ok[k]) {
 				if (lazy[k] && !pb->sparse) { /* not dense yet: looked at again */
 					pb->sparse = 3;

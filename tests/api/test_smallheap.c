@@ -17,6 +17,9 @@
  *    refuses MADV_COLLAPSE (no free huge page).
  * 4. Past SPBMALLOC_SMALL_HEAP_MB, new pageblocks of small objects are on
  *    huge pages at claim (pb_back_thp), as before.
+ * 5. Runs of 240 KiB written whole as they come: the zone's looks find
+ *    them dense and its next sparse-prone pageblocks are claimed huge
+ *    (pb_lazy_learned) rather than on 4 KiB pages.
  * Without THP (or with it "never") the whole test is skipped, saying so.
  */
 #include <sys/mman.h>
@@ -181,6 +184,28 @@ int main(void)
 	REQUIRE(vma_of((uintptr_t)objs[NOBJ - 1], &v));
 	CHECK(!v.nohuge);
 	CHECK(v.huge_kb >= 2048);
+
+	/* ---- 5. big blocks written whole teach the zone (lazy_learn) ---- */
+	enum { NRUN = 64 }; /* 15 MiB of 240 KiB runs, each written at once */
+	char *runs[NRUN];
+	uint64_t learned0 = mt_counter("pb_lazy_learned"), sparse0 = mt_counter("pb_lazy_sparse");
+	uint64_t claim0 = mt_counter("pb_claim");
+	for (int i = 0; i < NRUN; i++) {
+		runs[i] = T_MALLOC(240 * 1024);
+		REQUIRE(runs[i]);
+		memset(runs[i], 9, 240 * 1024);
+	}
+	uint64_t learned = mt_counter("pb_lazy_learned") - learned0;
+	uint64_t lazy = mt_counter("pb_lazy_sparse") - sparse0;
+	printf("# part 5: %" PRIu64 " pageblocks claimed, %" PRIu64 " lazy, %" PRIu64
+	       " huge at claim (learnt)\n", mt_counter("pb_claim") - claim0, lazy, learned);
+	CHECK(learned >= 2);
+	/* The score first climbs back from parts 2 and 3 (sparse looks), then
+	 * the last pageblocks are huge at claim. */
+	REQUIRE(vma_of((uintptr_t)runs[NRUN - 1], &v));
+	CHECK(!v.nohuge);
+	for (int i = 0; i < NRUN; i++)
+		T_FREE(runs[i]);
 
 	for (int i = 0; i < NOBJ; i++)
 		T_FREE(objs[i]);
