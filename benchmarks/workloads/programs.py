@@ -8,6 +8,8 @@ benchmark time; peak RSS and huge-page coverage are sampled from
 /proc/<pid> of the server.
 sqlite: sqlite3 on an in-memory database running a generated SQL script;
 throughput is statements over sqlite3's wall time.
+smallprog: one short-lived program on a tiny input (SMALL_PROGRAMS), started
+several times; peak RSS of the median start, wall time per start.
 Each run_* returns a dict: rc, wall_s, user_s, sys_s, maxrss_kb, kv (the
 workload's key=value figures), stderr, and optionally status and note.
 Only the Python standard library is used.
@@ -16,7 +18,9 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -316,4 +320,69 @@ def run_sqlite(ctx, lib, argv):
     if res["rc"] == 0 and res["stderr"].strip():
         res["rc"] = 1
     res["kv"] = kv
+    return res
+
+
+# smallprog: short-lived programs on tiny inputs ({oneline}: a file of one
+# line), and the Debian package that brings each when it is missing.
+SMALL_PROGRAMS = [("python3", ["python3", "-c", "pass"], "python3"),
+                  ("perl", ["perl", "-e", "1"], "perl"),
+                  ("git", ["git", "--version"], "git"),
+                  ("sort", ["sort", "{oneline}"], "coreutils"),
+                  ("sqlite3", ["sqlite3", ":memory:", "select 1;"], "sqlite3")]
+
+
+def is_elf(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def find_small_program(name):
+    """The program itself, not a wrapper script in front of it (a pyenv
+    shim would measure bash): PATH first, then /usr/bin, then (python3)
+    the interpreter running this script."""
+    cands = [shutil.which(name), "/usr/bin/" + name]
+    if name == "python3":
+        cands.append(sys.executable)
+    for c in cands:
+        if c and is_elf(os.path.realpath(c)):
+            return os.path.realpath(c)
+    return None
+
+
+def run_smallprog(ctx, lib, argv):
+    """Start one short-lived program `starts` times through wl_exec (its
+    own wait4 ru_maxrss, not the runner's: Linux keeps maxrss across
+    exec); peak RSS is the median start's, time the median wall time."""
+    name, a = argv[0], dict(x.split("=", 1) for x in argv[1:])
+    exe = ctx.small_exe.get(name)
+    if not exe:
+        return {"status": "skipped", "note": ctx.small_skip[name]}
+    words = [cmd for n, cmd, _pkg in SMALL_PROGRAMS if n == name][0][1:]
+    cmd = [exe] + [x.format(oneline=ctx.oneline) for x in words]
+    pre = glibc_lib_for(exe, lib)
+    rss, walls, user, sys_ = [], [], [], []
+    for _ in range(int(a.get("starts", "5"))):
+        res = run_wrapped(ctx, cmd, pre)
+        if res["rc"] != 0 or not str(res["maxrss_kb"]).isdigit():
+            res["note"] = "%s failed" % " ".join(cmd)
+            return res
+        rss.append(int(res["maxrss_kb"]))
+        walls.append(res["wall_s"])
+        user.append(res["user_s"])
+        sys_.append(res["sys_s"])
+    res["kv"] = {"ops": str(len(walls)), "seconds": "%.6g" % sum(walls),
+                 "ops_per_s": "%.6g" % (len(walls) / sum(walls)),
+                 "peak_rss_kb": "%d" % statistics.median(rss),
+                 "rss_min_kb": str(min(rss)), "rss_max_kb": str(max(rss)),
+                 "wall_ms": "%.3f" % (1000 * statistics.median(walls)),
+                 "cpu_ms": "%.3f" % (1000 * statistics.median(
+                     [u + s for u, s in zip(user, sys_)])),
+                 "program": exe}
+    res["wall_s"], res["user_s"], res["sys_s"] = sum(walls), sum(user), \
+        sum(sys_)
+    res["maxrss_kb"] = max(rss)
     return res
