@@ -370,7 +370,7 @@ uint64_t spb__subrelease_due(const struct spb_zone *z) SPB_HIDDEN;
  * while its zone has not learnt they are written whole: looked at
  * (mincore) by spb__lazy_look_now once the zone lock is dropped. */
 extern SPB_TLS struct spb_pageblock *spb__lazy_look SPB_HIDDEN;
-void spb__lazy_look_now(struct spb_zone *z) SPB_HIDDEN;
+void spb__lazy_look_now(void) SPB_HIDDEN;
 /* ---- steer.c ---- */
 /* was_zero (may be NULL): set when the run is known to read as zero. */
 void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,

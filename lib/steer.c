@@ -364,7 +364,7 @@ void *spb__alloc_pages(struct spb_zone *z, size_t npages, size_t align_pages,
 	if (was_zero)
 		*was_zero = zero;
 	p = finish(z, p, res, zero, npages << SPB_PAGE_SHIFT, flags);
-	spb__lazy_look_now(z);
+	spb__lazy_look_now();
 	return p;
 }
 

@@ -149,13 +149,17 @@ void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
  * looks later, and collapses): a heap whose big blocks are written whole
  * stops claiming them on 4 KiB pages after one pageblock, not after every
  * pageblock of its build. One mincore, outside the lock. */
-void spb__lazy_look_now(struct spb_zone *z)
+void spb__lazy_look_now(void)
 {
 	struct spb_pageblock *pb = spb__lazy_look;
 	if (!pb)
 		return;
 	spb__lazy_look = NULL;
+	/* Set on any path that took a run (a capture, an in-place resize):
+	 * the pageblock's own zone, and its generation says whether it is
+	 * still the one that was filled. */
 	struct spb *s = pb->owner;
+	struct spb_zone *z = s->zone;
 	int res = spb__os_resident_pages(spb__pb_addr(s, spb__pb_index(s, pb)), SPB_PB_SIZE);
 	spb__zone_lock(z);
 	z->counters[PB_LAZY_CHECK]++;
