@@ -68,7 +68,7 @@ struct spb_pageblock {
 	uint8_t lazy;        /* RUNS: claimed on 4 KiB pages (1: small zone, 2: a sparse-
 				prone run, 3: a span of big blocks): huge pages once
 				resident enough (subrelease.c) */
-	uint8_t lazy_looked; /* lazy 2: the early look was taken (subrelease.c) */
+	uint8_t lazy_looked; /* lazy: looks armed since the claim (subrelease.c) */
 	uint8_t holding;     /* RUNS: free pages held out of free_map for a subrelease */
 	uint8_t sparse;      /* RUNS: 1 on the zone's sparse FIFO, 2 on its dense list,
 				3 on a pass's local list (subrelease.c) */
@@ -369,7 +369,7 @@ uint64_t spb__subrelease_due(const struct spb_zone *z) SPB_HIDDEN;
 /* A sparse-prone lazy pageblock the calling thread just filled with runs,
  * while its zone has not learnt they are written whole: looked at
  * (mincore) by spb__lazy_look_now once the zone lock is dropped. */
-extern SPB_TLS struct spb_pageblock *spb__lazy_look SPB_HIDDEN;
+extern SPB_TLS void *spb__lazy_look SPB_HIDDEN; /* the pageblock's address */
 void spb__lazy_look_now(void) SPB_HIDDEN;
 /* ---- steer.c ---- */
 /* was_zero (may be NULL): set when the run is known to read as zero. */

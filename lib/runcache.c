@@ -139,14 +139,15 @@ unsigned spb__runcache_take(struct spb_runcache *rc, bool all, void **out, unsig
 	for (unsigned b = 0; b < SPB_RC_BINS; b++)
 		for (unsigned d = 0; d < SPB_RC_DEPTH && n < max; d++) {
 			void *p = __atomic_load_n(&rc->slot[b][d], __ATOMIC_RELAXED);
-			void *seen = rc->seen[b][d];
-			rc->seen[b][d] = p;
-			if (!p || (!all && p != seen))
-				continue; /* empty, or used since the last look */
-			if (!__atomic_compare_exchange_n(&rc->slot[b][d], &p, NULL, false,
-							 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+			if (!all) { /* seen is the background stealer's (heaps_lock) */
+				void *seen = rc->seen[b][d];
+				rc->seen[b][d] = p;
+				if (p != seen)
+					continue; /* used since the last look */
+			}
+			if (!p || !__atomic_compare_exchange_n(&rc->slot[b][d], &p, NULL, false,
+							       __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
 				continue;
-			rc->seen[b][d] = NULL;
 			/* Still flagged cached: spb__free_cached clears the flag
 			 * under the zone lock, with the free. */
 			struct spb_pageblock *pb = spb__pb_of((struct spb *)spb__region_of(p), p);

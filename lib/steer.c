@@ -414,6 +414,9 @@ void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
 static void uncache_locked(struct spb_pageblock *pb, unsigned pg, bool cached, const void *p)
 {
 	uint64_t bit = (uint64_t)1 << (pg & 63), *w = &spb__pbm(pb)->cached_map.w[pg >> 6];
+	/* A plain load for the common case (not cached, and not flagged). */
+	if (!cached && !(__atomic_load_n(w, __ATOMIC_RELAXED) & bit))
+		return;
 	if (SPB_UNLIKELY(((__atomic_fetch_and(w, ~bit, __ATOMIC_ACQ_REL) & bit) != 0) != cached))
 		spb__fatal(cached ? "internal error: a cached run was not flagged cached"
 				  : "free(): double free detected", p);

@@ -73,8 +73,19 @@ static uint64_t lazy_interval_ms(void)
 	return d < LAZY_MIN_MS ? LAZY_MIN_MS : d > LAZY_MAX_MS ? LAZY_MAX_MS : d;
 }
 
-SPB_TLS struct spb_pageblock *spb__lazy_look;
+#define LOOKED_EARLY 1 /* pb->lazy_looked: the early look was armed */
+#define LOOKED_FULL 2  /* and the one when it first filled */
+
+SPB_TLS void *spb__lazy_look;
 static SPB_TLS uint8_t lazy_look_gen;
+
+/* Arm the look at pageblock pb (lock held): its address and generation,
+ * not a pointer to trust later (see spb__lazy_look_now). */
+static void lazy_look_arm(struct spb_pageblock *pb)
+{
+	spb__lazy_look = spb__pb_addr(pb->owner, spb__pb_index(pb->owner, pb));
+	lazy_look_gen = pb->subrel_gen;
+}
 
 /* A sparse-prone lazy pageblock with at least LAZY_LEARN_PAGES handed
  * out, res of its pages resident: its runs written whole (half of what
@@ -125,19 +136,20 @@ void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
 		}
 		if (pb->sparse_since < z->next_decay)
 			__atomic_store_n(&z->next_decay, pb->sparse_since, __ATOMIC_RELAXED);
-	} else if (!sparse && dense && pb->lazy && pb->sparse_since > spb__os_now_ms() &&
+	} else if (!sparse && dense && pb->lazy && !(pb->lazy_looked & LOOKED_FULL) &&
 		   pb->nr_free * 100u <= (100u - (unsigned)spb__opt(OPT_DENSE_PCT)) *
-						 SPB_PAGES_PER_PB) {
-		/* Lazy and now full of runs: looked at at once (written whole,
-		 * or only at their starts, the look says which). */
+						 SPB_PAGES_PER_PB &&
+		   pb->sparse_since > spb__os_now_ms()) {
+		/* Lazy and full of runs for the first time since its claim:
+		 * looked at at once (written whole, or only at their starts,
+		 * the look says which); later looks keep the interval. */
+		pb->lazy_looked |= LOOKED_FULL;
 		sparse_del(pb);
 		pb->sparse = 2;
 		pb->sparse_since = spb__os_now_ms();
 		spb__list_add_head(&z->dense, &pb->sparse_link);
-		if (pb->lazy == 2 && z->lazy_learn <= 0) {
-			spb__lazy_look = pb;
-			lazy_look_gen = pb->subrel_gen;
-		}
+		if (pb->lazy == 2 && z->lazy_learn <= 0)
+			lazy_look_arm(pb);
 		if (pb->sparse_since < z->next_decay)
 			__atomic_store_n(&z->next_decay, pb->sparse_since, __ATOMIC_RELAXED);
 	} else if (!sparse && !dense) {
@@ -151,22 +163,33 @@ void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
  * pageblock of its build. One mincore, outside the lock. */
 void spb__lazy_look_now(void)
 {
-	struct spb_pageblock *pb = spb__lazy_look;
-	if (!pb)
+	void *addr = spb__lazy_look;
+	if (!addr)
 		return;
 	spb__lazy_look = NULL;
-	/* Set on any path that took a run (a capture, an in-place resize):
-	 * the pageblock's own zone, and its generation says whether it is
-	 * still the one that was filled. */
-	struct spb *s = pb->owner;
-	struct spb_zone *z = s->zone;
-	int res = spb__os_resident_pages(spb__pb_addr(s, spb__pb_index(s, pb)), SPB_PB_SIZE);
+	/* Armed on whatever path took or freed a run (an in-place resize, a
+	 * free, a capture), and looked at by this thread's next allocation
+	 * from the engine, maybe much later: the pageblock may have gone free
+	 * and its SPB unmapped (its descriptor zeroed) meanwhile. Everything
+	 * is found again from the address and checked under the lock. */
+	struct spb_region *r = spb__region_of(addr);
+	if (!r || r->kind != SPB_REGION_SPB)
+		return;
+	struct spb *s = (struct spb *)r;
+	struct spb_zone *z = __atomic_load_n(&s->zone, __ATOMIC_RELAXED);
+	if (!z) /* being zeroed by an unmap */
+		return;
+	int res = spb__os_resident_pages(addr, SPB_PB_SIZE); /* reads nothing */
 	spb__zone_lock(z);
-	z->counters[PB_LAZY_CHECK]++;
-	if (res < 0) {
-		z->counters[PB_LAZY_FAIL]++;
-	} else if (pb->subrel_gen == lazy_look_gen && pb->lazy == 2) {
-		lazy_learn_locked(z, pb, res);
+	struct spb_pageblock *pb = spb__pb_of(s, addr);
+	/* Still in the address map under this zone's lock: not being
+	 * unmapped (an unmap leaves the map before it drops the lock). */
+	if (spb__region_of(addr) == r && s->zone == z && !s->dead && pb->owner == s) {
+		z->counters[PB_LAZY_CHECK]++;
+		if (res < 0)
+			z->counters[PB_LAZY_FAIL]++;
+		else if (pb->subrel_gen == lazy_look_gen && pb->lazy == 2)
+			lazy_learn_locked(z, pb, res);
 	}
 	spb__zone_unlock(z);
 }
@@ -175,11 +198,10 @@ void spb__sparse_run_taken_locked(struct spb_zone *z, struct spb_pageblock *pb,
 				  unsigned pg, unsigned n)
 {
 	/* The early look: a few runs in, while the zone has not learnt. */
-	if (pb->lazy == 2 && !pb->lazy_looked && z->lazy_learn <= 0 &&
+	if (pb->lazy == 2 && !(pb->lazy_looked & LOOKED_EARLY) && z->lazy_learn <= 0 &&
 	    SPB_PAGES_PER_PB - pb->nr_free >= LAZY_LEARN_PAGES) {
-		pb->lazy_looked = 1;
-		spb__lazy_look = pb;
-		lazy_look_gen = pb->subrel_gen;
+		pb->lazy_looked |= LOOKED_EARLY;
+		lazy_look_arm(pb);
 	}
 	if (pb->nr_released) {
 		unsigned r = spb__map_count_range(&spb__pbm(pb)->released_map, pg, n);
