@@ -210,17 +210,27 @@ static void draw(const struct snap *s, const uint64_t *prev, double dt)
 	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
 	snprintf(cl, sizeof cl,
 		 "huge pages: at claim %llu; 4k until dense: small heap %llu, sparse use %llu, "
-		 "looks %llu, made huge %llu; collapse %llu ok %llu refused",
+		 "learnt huge %llu, looks %llu, made huge %llu; collapse %llu ok %llu refused",
 		 (unsigned long long)snap_counter(s, "pb_back_thp"),
 		 (unsigned long long)snap_counter(s, "pb_lazy_small"),
 		 (unsigned long long)snap_counter(s, "pb_lazy_sparse"),
+		 (unsigned long long)snap_counter(s, "pb_lazy_learned"),
 		 (unsigned long long)snap_counter(s, "pb_lazy_check"),
 		 (unsigned long long)snap_counter(s, "pb_lazy_huge"),
 		 (unsigned long long)snap_counter(s, "pb_collapse"),
 		 (unsigned long long)snap_counter(s, "pb_collapse_fail"));
 	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
+	snprintf(cl, sizeof cl,
+		 "run cache (128-256 KiB): hits %llu, misses %llu, kept %llu, full %llu, "
+		 "given back %llu",
+		 (unsigned long long)snap_counter(s, "runcache_hit"),
+		 (unsigned long long)snap_counter(s, "runcache_miss"),
+		 (unsigned long long)snap_counter(s, "runcache_put"),
+		 (unsigned long long)snap_counter(s, "runcache_full"),
+		 (unsigned long long)snap_counter(s, "runcache_drained"));
+	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
 	fputs("\033[K\n", stdout);
-	int used = 10;
+	int used = 11;
 	int crow = rows - used - 4 - (int)(s->nr_spbs < 8 ? s->nr_spbs : 8);
 	used += draw_counters(s, prev, dt, cols, crow > 4 ? crow : 4);
 	fputs("\033[K\n", stdout);
