@@ -115,10 +115,24 @@ static void print_pageblocks(struct out *o, const struct spb_stats_gauges *g,
 	put_u64(o, c[PB_LAZY_SMALL]);
 	put(o, ", sparse use ");
 	put_u64(o, c[PB_LAZY_SPARSE]);
+	put(o, ", learnt huge ");
+	put_u64(o, c[PB_LAZY_LEARNED]);
 	put(o, "; looks ");
 	put_u64(o, c[PB_LAZY_CHECK]);
 	put(o, ", made huge ");
 	put_u64(o, c[PB_LAZY_HUGE]);
+	put(o, "\n");
+	/* runcache.c: 128-256 KiB runs kept by the threads that freed them */
+	line_start(o, "run cache    hits ");
+	put_u64(o, c[RUNCACHE_HIT]);
+	put(o, ", misses ");
+	put_u64(o, c[RUNCACHE_MISS]);
+	put(o, "; kept ");
+	put_u64(o, c[RUNCACHE_PUT]);
+	put(o, ", full ");
+	put_u64(o, c[RUNCACHE_FULL]);
+	put(o, ", given back ");
+	put_u64(o, c[RUNCACHE_DRAINED]);
 	put(o, "\n");
 }
 
