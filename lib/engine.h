@@ -152,6 +152,15 @@ static inline uint16_t *spb__run_len(const struct spb_pageblock *pb)
 	return pb->owner->run_len[pb - pb->owner->pb];
 }
 
+/* The word of pb's cached_map holding page pg's flag, and its bit (the run
+ * cache's flag: runcache.c sets and clears it, steer.c checks it). */
+static inline uint64_t *spb__cached_word(const struct spb_pageblock *pb, unsigned pg,
+					 uint64_t *bit)
+{
+	*bit = (uint64_t)1 << (pg & 63);
+	return &spb__pbm(pb)->cached_map.w[pg >> 6];
+}
+
 struct spb_zone {
 	pthread_mutex_t lock;
 	int node;

@@ -18,7 +18,6 @@
  * background round (about a second) go back to the engine, as do all of
  * them at spb_trim and at thread exit.
  */
-#include <errno.h>
 
 #include "heap.h"
 
@@ -38,25 +37,24 @@ static unsigned run_bin(unsigned n)
 	return (n >> (RC_CLASS_SHIFT - SPB_PAGE_SHIFT)) - 9;
 }
 
-static uint64_t *cached_word(struct spb_pageblock *pb, unsigned pg, uint64_t *bit)
-{
-	*bit = (uint64_t)1 << (pg & 63);
-	return &spb__pbm(pb)->cached_map.w[pg >> 6];
-}
-
 static unsigned page_in_pb(const void *p)
 {
 	return (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) & (SPB_PAGES_PER_PB - 1));
+}
+
+/* The pageblock of a cached run (it stays allocated: its SPB is mapped). */
+static struct spb_pageblock *run_pb(const void *p)
+{
+	return spb__pb_of((struct spb *)spb__region_of(p), p);
 }
 
 /* The run at p leaves the cache for the program: its flag cleared;
  * returns its pages. */
 static unsigned uncache(void *p)
 {
-	struct spb *s = (struct spb *)spb__region_of(p);
-	struct spb_pageblock *pb = spb__pb_of(s, p);
+	struct spb_pageblock *pb = run_pb(p);
 	unsigned pg = page_in_pb(p);
-	uint64_t bit, *w = cached_word(pb, pg, &bit);
+	uint64_t bit, *w = spb__cached_word(pb, pg, &bit);
 	if (SPB_UNLIKELY(!(__atomic_fetch_and(w, ~bit, __ATOMIC_ACQ_REL) & bit)))
 		spb__fatal("internal error: a cached run was not flagged cached", p);
 	return __atomic_load_n(&spb__run_len(pb)[pg], __ATOMIC_RELAXED);
@@ -99,7 +97,7 @@ bool spb__runcache_put(struct spb *s, void *p, size_t *bytes)
 	    __atomic_load_n(&pb->mode, __ATOMIC_RELAXED) != SPB_PB_MODE_RUNS)
 		return false;
 	unsigned pg = page_in_pb(p);
-	uint64_t bit, *w = cached_word(pb, pg, &bit);
+	uint64_t bit, *w = spb__cached_word(pb, pg, &bit);
 	if (SPB_UNLIKELY(__atomic_load_n(w, __ATOMIC_RELAXED) & bit))
 		spb__fatal("free(): double free detected", p);
 	unsigned n = __atomic_load_n(&spb__run_len(pb)[pg], __ATOMIC_RELAXED);
@@ -150,8 +148,8 @@ unsigned spb__runcache_take(struct spb_runcache *rc, bool all, void **out, unsig
 				continue;
 			/* Still flagged cached: spb__free_cached clears the flag
 			 * under the zone lock, with the free. */
-			struct spb_pageblock *pb = spb__pb_of((struct spb *)spb__region_of(p), p);
-			unsigned pages = __atomic_load_n(&spb__run_len(pb)[page_in_pb(p)], __ATOMIC_RELAXED);
+			unsigned pages = __atomic_load_n(&spb__run_len(run_pb(p))[page_in_pb(p)],
+							 __ATOMIC_RELAXED);
 			__atomic_fetch_sub(&rc->bytes, (size_t)pages << SPB_PAGE_SHIFT,
 					   __ATOMIC_RELAXED);
 			out[n++] = p;

@@ -413,7 +413,7 @@ void *spb__alloc_pageblocks(struct spb_zone *z, size_t npb, size_t align_pb,
  * whichever side it comes from. */
 static void uncache_locked(struct spb_pageblock *pb, unsigned pg, bool cached, const void *p)
 {
-	uint64_t bit = (uint64_t)1 << (pg & 63), *w = &spb__pbm(pb)->cached_map.w[pg >> 6];
+	uint64_t bit, *w = spb__cached_word(pb, pg, &bit);
 	/* A plain load for the common case (not cached, and not flagged). */
 	if (!cached && !(__atomic_load_n(w, __ATOMIC_RELAXED) & bit))
 		return;
@@ -497,9 +497,9 @@ size_t spb__usable_size(const void *p)
 	size_t n = 0;
 	spb__zone_lock(s->zone);
 	unsigned pg = (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) & (SPB_PAGES_PER_PB - 1));
+	uint64_t bit, *cw = spb__cached_word(pb, pg, &bit);
 	if (pb->mode == SPB_PB_MODE_RUNS && !((uintptr_t)p & (SPB_PAGE_SIZE - 1)) &&
-	    !(__atomic_load_n(&spb__pbm(pb)->cached_map.w[pg >> 6], __ATOMIC_RELAXED) &
-	      ((uint64_t)1 << (pg & 63)))) /* a cached run is free to the program */
+	    !(__atomic_load_n(cw, __ATOMIC_RELAXED) & bit)) /* a cached run is free to the program */
 		n = (size_t)spb__run_len(pb)[pg] << SPB_PAGE_SHIFT;
 	else if (pb->mode == SPB_PB_MODE_MULTI_HEAD && !((uintptr_t)p & (SPB_PB_SIZE - 1)))
 		n = (size_t)pb->multi_npb << SPB_PB_SHIFT;
