@@ -102,6 +102,21 @@ static void lazy_learn_locked(struct spb_zone *z, const struct spb_pageblock *pb
 	z->lazy_learn = (int8_t)(l > 8 ? 8 : l < -8 ? -8 : l);
 }
 
+/* On the dense list, where sparse_since is when it is due (after ms): due
+ * now at the head, later at the tail, so the list stays in due order. */
+static void dense_add(struct spb_zone *z, struct spb_pageblock *pb, uint64_t ms)
+{
+	sparse_del(pb);
+	pb->sparse = 2;
+	pb->sparse_since = spb__os_now_ms() + ms;
+	if (ms)
+		spb__list_add_tail(&z->dense, &pb->sparse_link);
+	else
+		spb__list_add_head(&z->dense, &pb->sparse_link);
+	if (pb->sparse_since < z->next_decay)
+		__atomic_store_n(&z->next_decay, pb->sparse_since, __ATOMIC_RELAXED);
+}
+
 void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
 {
 	if (pb->holding)
@@ -122,20 +137,8 @@ void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
 		sparse_del(pb);
 		sparse_add(z, pb, spb__os_now_ms());
 	} else if (!sparse && dense && pb->sparse != 2) {
-		sparse_del(pb);
-		pb->sparse = 2;
-		/* On the dense list sparse_since is when it is due: a split
-		 * pageblock at once (at the head), a lazy one after the
-		 * interval (at the tail: the list stays in due order). */
-		if (pb->lazy) {
-			pb->sparse_since = spb__os_now_ms() + lazy_interval_ms();
-			spb__list_add_tail(&z->dense, &pb->sparse_link);
-		} else {
-			pb->sparse_since = spb__os_now_ms();
-			spb__list_add_head(&z->dense, &pb->sparse_link);
-		}
-		if (pb->sparse_since < z->next_decay)
-			__atomic_store_n(&z->next_decay, pb->sparse_since, __ATOMIC_RELAXED);
+		/* A split pageblock at once, a lazy one after the interval. */
+		dense_add(z, pb, pb->lazy ? lazy_interval_ms() : 0);
 	} else if (!sparse && dense && pb->lazy && !(pb->lazy_looked & LOOKED_FULL) &&
 		   pb->nr_free * 100u <= (100u - (unsigned)spb__opt(OPT_DENSE_PCT)) *
 						 SPB_PAGES_PER_PB &&
@@ -144,14 +147,9 @@ void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
 		 * looked at at once (written whole, or only at their starts,
 		 * the look says which); later looks keep the interval. */
 		pb->lazy_looked |= LOOKED_FULL;
-		sparse_del(pb);
-		pb->sparse = 2;
-		pb->sparse_since = spb__os_now_ms();
-		spb__list_add_head(&z->dense, &pb->sparse_link);
+		dense_add(z, pb, 0);
 		if (pb->lazy == 2 && z->lazy_learn <= 0)
 			lazy_look_arm(pb);
-		if (pb->sparse_since < z->next_decay)
-			__atomic_store_n(&z->next_decay, pb->sparse_since, __ATOMIC_RELAXED);
 	} else if (!sparse && !dense) {
 		sparse_del(pb);
 	}
