@@ -99,6 +99,24 @@ static void put_named(struct out *o, const char *const *names, const uint64_t *v
 	}
 }
 
+/* A line of counters, each after its label (the first label starts the
+ * line). */
+struct counted {
+	const char *label;
+	enum spb_counter c;
+};
+static void put_counted_line(struct out *o, const struct counted *v, size_t n,
+			     const uint64_t *c)
+{
+	line_start(o, v[0].label);
+	put_u64(o, c[v[0].c]);
+	for (size_t i = 1; i < n; i++) {
+		put(o, v[i].label);
+		put_u64(o, c[v[i].c]);
+	}
+	put(o, "\n");
+}
+
 static void print_pageblocks(struct out *o, const struct spb_stats_gauges *g,
 			     const uint64_t *c)
 {
@@ -109,31 +127,19 @@ static void print_pageblocks(struct out *o, const struct spb_stats_gauges *g,
 	put_named(o, spb__rung_names, g->pb_by_rung, SPB_NR_RUNGS);
 	put(o, " (pageblocks)\n");
 	/* pageblock.c's choice at claim, and the background thread's looks */
-	line_start(o, "claimed      huge ");
-	put_u64(o, c[PB_BACK_THP]);
-	put(o, "; 4k until dense: small heap ");
-	put_u64(o, c[PB_LAZY_SMALL]);
-	put(o, ", sparse use ");
-	put_u64(o, c[PB_LAZY_SPARSE]);
-	put(o, ", learnt huge ");
-	put_u64(o, c[PB_LAZY_LEARNED]);
-	put(o, "; looks ");
-	put_u64(o, c[PB_LAZY_CHECK]);
-	put(o, ", made huge ");
-	put_u64(o, c[PB_LAZY_HUGE]);
-	put(o, "\n");
+	static const struct counted claimed[] = {
+		{"claimed      huge ", PB_BACK_THP}, {"; 4k until dense: small heap ", PB_LAZY_SMALL},
+		{", sparse use ", PB_LAZY_SPARSE}, {", learnt huge ", PB_LAZY_LEARNED},
+		{"; looks ", PB_LAZY_CHECK}, {", made huge ", PB_LAZY_HUGE},
+	};
+	put_counted_line(o, claimed, sizeof claimed / sizeof claimed[0], c);
 	/* runcache.c: 128-256 KiB runs kept by the threads that freed them */
-	line_start(o, "run cache    hits ");
-	put_u64(o, c[RUNCACHE_HIT]);
-	put(o, ", misses ");
-	put_u64(o, c[RUNCACHE_MISS]);
-	put(o, "; kept ");
-	put_u64(o, c[RUNCACHE_PUT]);
-	put(o, ", full ");
-	put_u64(o, c[RUNCACHE_FULL]);
-	put(o, ", given back ");
-	put_u64(o, c[RUNCACHE_DRAINED]);
-	put(o, "\n");
+	static const struct counted runs[] = {
+		{"run cache    hits ", RUNCACHE_HIT}, {", misses ", RUNCACHE_MISS},
+		{"; kept ", RUNCACHE_PUT}, {", full ", RUNCACHE_FULL},
+		{", given back ", RUNCACHE_DRAINED},
+	};
+	put_counted_line(o, runs, sizeof runs / sizeof runs[0], c);
 }
 
 void spb__stats_print_summary(int fd)
@@ -148,15 +154,11 @@ void spb__stats_print_summary(int fd)
 	put(&o, ", ran ");
 	put_dec1(&o, spb__os_now_ms() - armed_at_ms, 1000);
 	put(&o, " s\n");
-	line_start(&o, "allocations  ");
-	put_u64(&o, c[MALLOC_ALLOC]);
-	put(&o, " served, ");
-	put_u64(&o, c[MALLOC_FREE]);
-	put(&o, " freed; page runs ");
-	put_u64(&o, c[RUN_ALLOC]);
-	put(&o, ", pageblock runs ");
-	put_u64(&o, c[MULTI_ALLOC]);
-	put(&o, "\n");
+	static const struct counted allocs[] = {
+		{"allocations  ", MALLOC_ALLOC}, {" served, ", MALLOC_FREE},
+		{" freed; page runs ", RUN_ALLOC}, {", pageblock runs ", MULTI_ALLOC},
+	};
+	put_counted_line(&o, allocs, sizeof allocs / sizeof allocs[0], c);
 	line_start(&o, "bytes        current ");
 	put_bytes(&o, g.live_bytes);
 	put(&o, ", peak ");

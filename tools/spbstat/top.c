@@ -145,6 +145,29 @@ static int draw_counters(const struct snap *s, const uint64_t *prev, double dt, 
 	return nrow + 1;
 }
 
+/* One screen line: cut to the width. */
+static void screen_line(const char *line, int cols)
+{
+	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, line);
+}
+
+/* A screen line of counters, each after its label, then tail. */
+struct counted {
+	const char *label, *name;
+};
+static void counted_line(const struct snap *s, int cols, const struct counted *v, size_t n,
+			 const char *tail)
+{
+	char line[256];
+	size_t len = 0;
+	for (size_t i = 0; i < n && len < sizeof line; i++)
+		len += (size_t)snprintf(line + len, sizeof line - len, "%s%llu", v[i].label,
+					(unsigned long long)snap_counter(s, v[i].name));
+	if (len < sizeof line)
+		snprintf(line + len, sizeof line - len, "%s", tail);
+	screen_line(line, cols);
+}
+
 static void draw(const struct snap *s, const uint64_t *prev, double dt)
 {
 	int rows, cols;
@@ -185,50 +208,35 @@ static void draw(const struct snap *s, const uint64_t *prev, double dt)
 		 (unsigned long long)snap_counter(s, "compact_ctl_stop"),
 		 (unsigned long long)snap_counter(s, "compact_direct_captured"),
 		 (unsigned long long)snap_counter(s, "compact_direct_stall"));
-	/* One screen line: cut to the width. */
-	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
-	snprintf(cl, sizeof cl,
-		 "secret: pageblocks memfd_secret %llu, mlock fallback %llu, released %llu, "
-		 "ENOMEM %llu, skipped 1G SPBs %llu",
-		 (unsigned long long)snap_counter(s, "secret_pb_memfd"),
-		 (unsigned long long)snap_counter(s, "secret_pb_anon"),
-		 (unsigned long long)snap_counter(s, "secret_unflip"),
-		 (unsigned long long)snap_counter(s, "secret_nomem"),
-		 (unsigned long long)snap_counter(s, "secret_skip_1g"));
-	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
-	snprintf(cl, sizeof cl,
-		 "shrink: triggers demand %llu supply %llu high-water %llu, passes %llu, freed %llu "
-		 "objects %llu pb; pressure %llu events, %llu released",
-		 (unsigned long long)snap_counter(s, "shrink_trigger_demand"),
-		 (unsigned long long)snap_counter(s, "shrink_trigger_supply"),
-		 (unsigned long long)snap_counter(s, "shrink_trigger_highwater"),
-		 (unsigned long long)snap_counter(s, "shrink_ran"),
-		 (unsigned long long)snap_counter(s, "shrink_freed"),
-		 (unsigned long long)snap_counter(s, "shrink_pb_recovered"),
-		 (unsigned long long)snap_counter(s, "pressure_events"),
-		 (unsigned long long)snap_counter(s, "pressure_released"));
-	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
-	snprintf(cl, sizeof cl,
-		 "huge pages: at claim %llu; 4k until dense: small heap %llu, sparse use %llu, "
-		 "learnt huge %llu, looks %llu, made huge %llu; collapse %llu ok %llu refused",
-		 (unsigned long long)snap_counter(s, "pb_back_thp"),
-		 (unsigned long long)snap_counter(s, "pb_lazy_small"),
-		 (unsigned long long)snap_counter(s, "pb_lazy_sparse"),
-		 (unsigned long long)snap_counter(s, "pb_lazy_learned"),
-		 (unsigned long long)snap_counter(s, "pb_lazy_check"),
-		 (unsigned long long)snap_counter(s, "pb_lazy_huge"),
-		 (unsigned long long)snap_counter(s, "pb_collapse"),
-		 (unsigned long long)snap_counter(s, "pb_collapse_fail"));
-	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
-	snprintf(cl, sizeof cl,
-		 "run cache (128-256 KiB): hits %llu, misses %llu, kept %llu, full %llu, "
-		 "given back %llu",
-		 (unsigned long long)snap_counter(s, "runcache_hit"),
-		 (unsigned long long)snap_counter(s, "runcache_miss"),
-		 (unsigned long long)snap_counter(s, "runcache_put"),
-		 (unsigned long long)snap_counter(s, "runcache_full"),
-		 (unsigned long long)snap_counter(s, "runcache_drained"));
-	printf("%.*s\033[K\n", cols > 1 ? cols - 1 : 1, cl);
+	screen_line(cl, cols);
+	static const struct counted secret[] = {
+		{"secret: pageblocks memfd_secret ", "secret_pb_memfd"},
+		{", mlock fallback ", "secret_pb_anon"}, {", released ", "secret_unflip"},
+		{", ENOMEM ", "secret_nomem"}, {", skipped 1G SPBs ", "secret_skip_1g"},
+	};
+	counted_line(s, cols, secret, sizeof secret / sizeof secret[0], "");
+	static const struct counted shrink[] = {
+		{"shrink: triggers demand ", "shrink_trigger_demand"},
+		{" supply ", "shrink_trigger_supply"}, {" high-water ", "shrink_trigger_highwater"},
+		{", passes ", "shrink_ran"}, {", freed ", "shrink_freed"},
+		{" objects ", "shrink_pb_recovered"}, {" pb; pressure ", "pressure_events"},
+		{" events, ", "pressure_released"},
+	};
+	counted_line(s, cols, shrink, sizeof shrink / sizeof shrink[0], " released");
+	static const struct counted huge[] = {
+		{"huge pages: at claim ", "pb_back_thp"},
+		{"; 4k until dense: small heap ", "pb_lazy_small"},
+		{", sparse use ", "pb_lazy_sparse"}, {", learnt huge ", "pb_lazy_learned"},
+		{", looks ", "pb_lazy_check"}, {", made huge ", "pb_lazy_huge"},
+		{"; collapse ", "pb_collapse"}, {" ok ", "pb_collapse_fail"},
+	};
+	counted_line(s, cols, huge, sizeof huge / sizeof huge[0], " refused");
+	static const struct counted runs[] = {
+		{"run cache (128-256 KiB): hits ", "runcache_hit"}, {", misses ", "runcache_miss"},
+		{", kept ", "runcache_put"}, {", full ", "runcache_full"},
+		{", given back ", "runcache_drained"},
+	};
+	counted_line(s, cols, runs, sizeof runs / sizeof runs[0], "");
 	fputs("\033[K\n", stdout);
 	int used = 11;
 	int crow = rows - used - 4 - (int)(s->nr_spbs < 8 ? s->nr_spbs : 8);
