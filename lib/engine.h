@@ -209,6 +209,18 @@ struct spb_zone {
 	uint64_t large_bytes;
 };
 
+/* Pageblock pb (of zone z) now on rung r: the zone's count by rung
+ * follows (lock held). */
+static inline void spb__pb_set_rung_locked(struct spb_zone *z, struct spb_pageblock *pb,
+					   uint8_t r)
+{
+	if (pb->rung != r) {
+		z->pb_by_rung[pb->rung]--;
+		z->pb_by_rung[r]++;
+		pb->rung = r;
+	}
+}
+
 /* A hook the compaction thread of a later layer installs: called (without
  * the zone lock) when a zone's tainted reserve is crossed. */
 extern void (*spb__evac_hook)(struct spb_zone *z) SPB_HIDDEN;

@@ -28,11 +28,7 @@ static void readvise_huge_locked(struct spb_zone *z, struct spb *s,
 	} else {
 		z->counters[THP_ADVISE_FAIL]++;
 	}
-	if (r != pb->rung) {
-		z->pb_by_rung[pb->rung]--;
-		z->pb_by_rung[r]++;
-		pb->rung = r;
-	}
+	spb__pb_set_rung_locked(z, pb, r);
 }
 
 /* Pageblocks of the zone that hold a class (its heap, in pageblocks). */
@@ -92,9 +88,7 @@ static bool claim_lazy_locked(struct spb_zone *z, struct spb *s, struct spb_page
 	 * of how its blocks are written (3). */
 	pb->lazy = why != PB_LAZY_SPARSE ? 1 : (flags & SPB_F_SPAN) ? 3 : 2;
 	pb->lazy_looked = 0;
-	z->pb_by_rung[pb->rung]--;
-	z->pb_by_rung[SPB_RUNG_4K]++;
-	pb->rung = SPB_RUNG_4K;
+	spb__pb_set_rung_locked(z, pb, SPB_RUNG_4K);
 	z->counters[why]++;
 	return true;
 }
@@ -117,12 +111,9 @@ bool spb__pb_claim_locked(struct spb *s, unsigned i, unsigned n, unsigned cls,
 			spb__secret_unflip_locked(s, j);
 		enum spb_counter why = lazy_reason(z, s, pb, cls, mode, flags);
 		if (why == SPB_NR_COUNTERS || !claim_lazy_locked(z, s, pb, j, why, flags)) {
-			if (pb->rung == SPB_RUNG_NONE) {
-				pb->rung = spb__backing_claim_pb(spb__pb_addr(s, j), s->rung,
-								 z->counters);
-				z->pb_by_rung[SPB_RUNG_NONE]--;
-				z->pb_by_rung[pb->rung]++;
-			}
+			if (pb->rung == SPB_RUNG_NONE)
+				spb__pb_set_rung_locked(z, pb, spb__backing_claim_pb(
+							spb__pb_addr(s, j), s->rung, z->counters));
 			if (pb->nohuge)
 				readvise_huge_locked(z, s, pb, j);
 		}

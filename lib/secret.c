@@ -39,15 +39,6 @@
  * atfork handler has nothing to do while it is 0. */
 static uint32_t nr_backed;
 
-static void set_rung_locked(struct spb_zone *z, struct spb_pageblock *pb, uint8_t r)
-{
-	if (pb->rung != r) {
-		z->pb_by_rung[pb->rung]--;
-		z->pb_by_rung[r]++;
-		pb->rung = r;
-	}
-}
-
 bool spb__secret_flip_locked(struct spb *s, unsigned i, unsigned n)
 {
 	struct spb_zone *z = s->zone;
@@ -60,7 +51,7 @@ bool spb__secret_flip_locked(struct spb *s, unsigned i, unsigned n)
 			return false;
 		__atomic_store_n(&pb->secret, b, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&nr_backed, 1, __ATOMIC_RELAXED);
-		set_rung_locked(z, pb, SPB_RUNG_4K);
+		spb__pb_set_rung_locked(z, pb, SPB_RUNG_4K);
 		pb->zero = 1;
 		pb->nohuge = 0;
 		/* It holds memory now: released after the delay unless the
@@ -79,7 +70,7 @@ void spb__secret_unflip_locked(struct spb *s, unsigned j)
 		spb__fatal("cannot map a free secret pageblock back as plain memory",
 			   spb__pb_addr(s, j));
 	spb__secret_released_locked(pb);
-	set_rung_locked(z, pb, SPB_RUNG_NONE);
+	spb__pb_set_rung_locked(z, pb, SPB_RUNG_NONE);
 	pb->zero = 1;
 }
 
@@ -165,7 +156,7 @@ static void child_fixup_pb(struct spb_zone *z, struct spb *s, unsigned j)
 	if (pb->cls == SPB_PB_FREE) {
 		spb__zone_pb_undirty_locked(z, pb);
 		pb->secret = SPB_SECRET_NONE;
-		set_rung_locked(z, pb, SPB_RUNG_NONE);
+		spb__pb_set_rung_locked(z, pb, SPB_RUNG_NONE);
 		pb->zero = 1;
 		return;
 	}

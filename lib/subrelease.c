@@ -318,11 +318,8 @@ static void rehuge_locked(struct spb_zone *z, uint64_t now, uint32_t *budget)
 			pb->nohuge = 0;
 			pb->lazy = 0;
 			z->counters[lazy[k] ? PB_LAZY_HUGE : SUBRELEASE_REHUGE]++;
-			if (pb->rung == SPB_RUNG_4K) {
-				z->pb_by_rung[SPB_RUNG_4K]--;
-				z->pb_by_rung[SPB_RUNG_THP]++;
-				pb->rung = SPB_RUNG_THP;
-			}
+			if (pb->rung == SPB_RUNG_4K)
+				spb__pb_set_rung_locked(z, pb, SPB_RUNG_THP);
 			spb__sparse_update_locked(z, pb);
 		}
 		for (int c = 0; c < SPB_NR_COUNTERS; c++)
@@ -410,11 +407,8 @@ static bool unhold_locked(struct spb_zone *z, struct spb_pageblock *pb, unsigned
 	z->released_pages += given;
 	if (nohuge && !pb->nohuge) {
 		pb->nohuge = 1;
-		if (pb->rung == SPB_RUNG_THP) {
-			z->pb_by_rung[SPB_RUNG_THP]--;
-			z->pb_by_rung[SPB_RUNG_4K]++;
-			pb->rung = SPB_RUNG_4K;
-		}
+		if (pb->rung == SPB_RUNG_THP)
+			spb__pb_set_rung_locked(z, pb, SPB_RUNG_4K);
 	}
 	pb->holding = 0;
 	if (given) {

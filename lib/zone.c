@@ -245,11 +245,7 @@ static void unbusy_locked(struct spb_zone *z, struct spb_pageblock *pb, uint8_t 
 {
 	struct spb *s = pb->owner;
 	unsigned i = spb__pb_index(s, pb);
-	if (rung != pb->rung) {
-		z->pb_by_rung[pb->rung]--;
-		z->pb_by_rung[rung]++;
-	}
-	pb->rung = rung;
+	spb__pb_set_rung_locked(z, pb, rung);
 	pb->cls = SPB_PB_FREE;
 	pb->zero = rung == SPB_RUNG_NONE;
 	if (rung == SPB_RUNG_NONE && pb->secret)
