@@ -99,9 +99,8 @@ void spb_secret_free(void *p);
  * compact memory. Its address is good only inside a read section
  * (spb_hget) or while pinned (spb_hpin). A stale handle (freed, or never
  * allocated) passed to any call ends the process with one line naming it.
- * Status: the table, the calls, the read side and a synchronous
- * spb_compact() are here; the background compaction thread is not yet
- * (README, Status). */
+ * The compaction thread (spb-compact) moves them in the background (README,
+ * Status and "Compaction"). */
 typedef uint64_t spb_handle_t; /* 0 is never a valid handle */
 /* A new object of size bytes (SPB_F_ZERO: zeroed); 0 and errno on failure. */
 spb_handle_t spb_halloc(size_t size, unsigned flags);
@@ -118,13 +117,39 @@ size_t spb_hsize(spb_handle_t h);
  * through such an address are safe while the compactor runs. */
 void spb_read_lock(void);
 void spb_read_unlock(void);
-/* The object's address, valid until spb_read_unlock(). */
+/* The object's address, valid until spb_read_unlock(). Inline below:
+ * (spb_hget)(h) or &spb_hget is the same as a call. */
 void *spb_hget(spb_handle_t h);
 /* The object's address, valid (and the object never moved) until the
  * matching spb_hunpin(): for long access, system calls, and code that
  * knows nothing of handles. Pins nest (up to 65535). */
 void *spb_hpin(spb_handle_t h);
 void spb_hunpin(spb_handle_t h);
+/* spb_hget's common path, inline: the table entry (the object's address,
+ * when no move is under way) and the object's header (its handle: is h
+ * still live?), two plain loads; anything else goes to spb__hget_slow.
+ * Internal names, here for the inline only; define SPB_NO_INLINE_HGET for
+ * a plain call. */
+#define SPB_HANDLE_MAX_PUBLIC (1u << 26)
+extern uint64_t *spb__hwords;
+void *spb__hget_slow(spb_handle_t h);
+static inline void *spb__hget_inline(spb_handle_t h)
+{
+	uint32_t i = (uint32_t)h;
+	const uint64_t *t = __atomic_load_n(&spb__hwords, __ATOMIC_RELAXED);
+	if (__builtin_expect(t != 0 && i - 1u < SPB_HANDLE_MAX_PUBLIC - 1u, 1)) {
+		uint64_t w = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE);
+		if (__builtin_expect((w & 0xf) == 0 && w != 0, 1)) {
+			char *p = (char *)(uintptr_t)(w & 0x0000fffffffffff0ull);
+			if (__builtin_expect(*(const uint64_t *)(void *)(p - 16) == h, 1))
+				return p;
+		}
+	}
+	return spb__hget_slow(h);
+}
+#ifndef SPB_NO_INLINE_HGET
+#define spb_hget(h) spb__hget_inline(h)
+#endif
 /* Compact now, synchronously, on the calling thread: move the handle
  * objects of spans at most half live into denser places. Returns bytes
  * moved. flags: 0. Inside a read section it cannot wait for the grace

@@ -296,8 +296,9 @@ static size_t run_batch(struct move *b, unsigned n)
 				continue;
 			}
 		}
-		uint64_t idx = (uint64_t)(m->e - spb__htab);
-		__atomic_store_n((uint64_t *)nb, idx, __ATOMIC_RELAXED);
+		/* The header (the handle) and the contents. */
+		__atomic_store_n((uint64_t *)nb, *(const uint64_t *)(m->from - SPB_HANDLE_HDR),
+				 __ATOMIC_RELAXED);
 		memcpy(nb + SPB_HANDLE_HDR, m->from, real - SPB_HANDLE_HDR);
 		__atomic_store_n(&m->e->word,
 				 (uint64_t)(uintptr_t)(nb + SPB_HANDLE_HDR) | SPB_HS_NORMAL,
@@ -422,7 +423,7 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 			if (sp && !peek_live(sp, off))
 				continue;
 			char *blk = (char *)sn.start + off;
-			uint64_t idx = peek_word(blk);
+			uint32_t idx = spb__h_index(peek_word(blk)); /* the header: a handle */
 			if (idx == 0 || idx > hwm)
 				continue;
 			struct spb_hentry *e = &spb__htab[idx];

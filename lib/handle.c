@@ -3,14 +3,18 @@
  * spb_h* calls (include/spbmalloc.h).
  *
  * A handle is (generation << 32) | index. Entry `index` of one table,
- * reserved once (SPB_HANDLE_MAX entries of 16 bytes, touched as used),
- * holds the generation and one word: the object's address, its state in
- * the low 4 bits and its pin count in the top 16. Objects are MOVABLE-class
- * blocks with a 16-byte header in front that names their index, so the
- * mover can go from a block back to its entry.
+ * reserved once (SPB_HANDLE_MAX entries of 8 bytes, touched as used), is
+ * one word: the object's address, its state in the low 4 bits and its pin
+ * count in the top 16; a free entry's word keeps the generation its next
+ * handle gets and the free list's link instead. Objects are MOVABLE-class
+ * blocks with a 16-byte header in front that holds their handle, so the
+ * mover can go from a block back to its entry, and a handle is checked
+ * against the object it names (a stale one whose index was reused differs).
  *
  * The protocol between readers and the mover (lib/compact.c):
- *   NORMAL   the address is good; spb_hget returns it with two loads.
+ *   NORMAL   the address is good; spb_hget (inline, include/spbmalloc.h)
+ *            returns it after two plain loads: the word, and the header
+ *            it names, which must hold h.
  *   MOVING   the mover has chosen the object and waits for a grace period
  *            (synchronize_rcu): readers that loaded the address before are
  *            leaving their read sections. A reader, pinner, resizer or
@@ -26,6 +30,11 @@
  * The old place is freed after the store. Pins keep the mover off (it
  * takes NORMAL with no pins only). The rare cancel is the only atomic
  * read-modify-write a reader ever does.
+ *
+ * The other calls work inside a read section of their own: once a call
+ * has seen the word at NORMAL there, the place it names cannot be copied
+ * and freed by the mover before the section ends, so the header can be
+ * read (is this h's object?) before the call's CAS commits.
  */
 #include <errno.h>
 #include <sched.h>
@@ -37,7 +46,10 @@
 
 #define HDR SPB_HANDLE_HDR
 
+_Static_assert(SPB_HANDLE_MAX == SPB_HANDLE_MAX_PUBLIC, "spbmalloc.h's inline spb_hget bound");
+
 struct spb_hentry *spb__htab;
+SPB_EXPORT uint64_t *spb__hwords;    /* the same table, for the inline spb_hget */
 static uint32_t htab_hwm;            /* indices handed out at least once */
 static uint32_t hfree_head;          /* global free list of indices (0 = none) */
 static pthread_mutex_t hlock = PTHREAD_MUTEX_INITIALIZER;
@@ -47,9 +59,37 @@ static pthread_once_t htab_once = PTHREAD_ONCE_INIT;
 static SPB_TLS uint32_t hcache[HCACHE];
 static SPB_TLS unsigned hcache_n;
 
+#define HTAB_BYTES ((size_t)SPB_HANDLE_MAX * sizeof(struct spb_hentry))
+#define HTAB_REGION_ENTRIES ((uint32_t)(SPB_PB_SIZE / sizeof(struct spb_hentry)))
+/* The table's nth 2 MiB boundary (the table is 2 MiB-aligned). */
+static char *htab_region(unsigned n) { return (char *)spb__htab + (size_t)n * SPB_PB_SIZE; }
+static char *htab_end(void) { return (char *)spb__htab + HTAB_BYTES; }
+
 static void htab_init(void)
 {
-	spb__htab = spb__os_meta_alloc((size_t)SPB_HANDLE_MAX * sizeof(struct spb_hentry));
+	/* Reserved (nothing touched) with a 2 MiB margin, used 2 MiB-aligned. */
+	char *raw = spb__os_meta_alloc(HTAB_BYTES + SPB_PB_SIZE);
+	if (!raw)
+		return;
+	spb__htab = (struct spb_hentry *)(((uintptr_t)raw + SPB_PB_SIZE - 1) &
+					  ~(uintptr_t)(SPB_PB_SIZE - 1));
+	/* The table is used densely from its start (fresh indices in order,
+	 * free ones reused first): past its first 2 MiB (256 Ki handles, on
+	 * 4 KiB pages so that a few handles cost a few pages) it is on huge
+	 * pages, and the first 2 MiB is collapsed once the handles fill it:
+	 * spb_hget's entry load then rarely misses the TLB. */
+	if (!spb__os_advise_hugepage(htab_region(1), (size_t)(htab_end() - htab_region(1))))
+		spb__heap_count(HANDLE_TABLE_4K, 1);
+	__atomic_store_n(&spb__hwords, (uint64_t *)spb__htab, __ATOMIC_RELEASE);
+}
+
+/* Index i (its word FREE) onto the global free list. */
+static void push_free_locked(uint32_t i)
+{
+	uint64_t w = __atomic_load_n(&spb__htab[i].word, __ATOMIC_RELAXED);
+	__atomic_store_n(&spb__htab[i].word, spb__h_free_word(spb__h_free_gen(w), hfree_head),
+			 __ATOMIC_RELAXED);
+	hfree_head = i;
 }
 
 /* Refill the thread's cache of free indices from the global list, then
@@ -60,20 +100,33 @@ static bool hcache_refill(void)
 	if (!spb__htab)
 		return false;
 	pthread_mutex_lock(&hlock);
+	uint32_t hwm_before = htab_hwm;
 	while (hcache_n < HCACHE / 2) {
 		uint32_t i = hfree_head;
 		if (i) {
-			hfree_head = spb__htab[i].next_free;
+			hfree_head = spb__h_free_next(
+				__atomic_load_n(&spb__htab[i].word, __ATOMIC_RELAXED));
 		} else if (htab_hwm + 1 < SPB_HANDLE_MAX) {
 			i = htab_hwm + 1;
-			__atomic_store_n(&spb__htab[i].gen, 1, __ATOMIC_RELAXED);
+			__atomic_store_n(&spb__htab[i].word, spb__h_free_word(1, 0),
+					 __ATOMIC_RELAXED);
 			__atomic_store_n(&htab_hwm, i, __ATOMIC_RELEASE);
 		} else {
 			break;
 		}
 		hcache[hcache_n++] = i;
 	}
+	uint32_t hwm_after = htab_hwm;
 	pthread_mutex_unlock(&hlock);
+	/* The handles have filled the table up to its first huge page's end:
+	 * the 4 KiB pages below go to one huge page (once; counted). */
+	if (hwm_before < HTAB_REGION_ENTRIES && hwm_after >= HTAB_REGION_ENTRIES) {
+		if (spb__os_advise_hugepage(htab_region(0), SPB_PB_SIZE) &&
+		    spb__os_collapse(htab_region(0), SPB_PB_SIZE))
+			spb__heap_count(HANDLE_TABLE_COLLAPSED, 1);
+		else
+			spb__heap_count(HANDLE_TABLE_4K, 1);
+	}
 	/* No lock of ours held: the thread's creation may allocate. */
 	spb__compactd_maybe_start();
 	return hcache_n > 0;
@@ -83,11 +136,8 @@ static void hcache_put(uint32_t idx)
 {
 	if (hcache_n == HCACHE) {
 		pthread_mutex_lock(&hlock);
-		while (hcache_n > HCACHE / 2) {
-			uint32_t i = hcache[--hcache_n];
-			spb__htab[i].next_free = hfree_head;
-			hfree_head = i;
-		}
+		while (hcache_n > HCACHE / 2)
+			push_free_locked(hcache[--hcache_n]);
 		pthread_mutex_unlock(&hlock);
 	}
 	hcache[hcache_n++] = idx;
@@ -98,11 +148,8 @@ void spb__handle_thread_exit(void)
 	if (!hcache_n)
 		return;
 	pthread_mutex_lock(&hlock);
-	while (hcache_n) {
-		uint32_t i = hcache[--hcache_n];
-		spb__htab[i].next_free = hfree_head;
-		hfree_head = i;
-	}
+	while (hcache_n)
+		push_free_locked(hcache[--hcache_n]);
 	pthread_mutex_unlock(&hlock);
 }
 
@@ -117,15 +164,43 @@ __attribute__((noreturn, cold, noinline)) void spb__handle_fault(const char *wha
 	spb__fatal(what, (const void *)(uintptr_t)h);
 }
 
-/* The entry of h, or death with one line naming h. */
-static struct spb_hentry *entry_of(spb_handle_t h, const char *call)
+/* The word back at NORMAL, cancelling a move in progress (waiting for a
+ * copy under way), and naming h's object; death with one line naming h if
+ * h is stale (freed, its index reused, or never handed out). Called in a
+ * read section, so the address stays h's object's until it ends. */
+static uint64_t settle(spb_handle_t h, const char *call)
 {
 	uint32_t idx = spb__h_index(h);
 	if (SPB_UNLIKELY(!spb__htab || idx == 0 ||
-			 idx > __atomic_load_n(&htab_hwm, __ATOMIC_ACQUIRE) ||
-			 __atomic_load_n(&spb__htab[idx].gen, __ATOMIC_RELAXED) != spb__h_gen(h)))
+			 idx > __atomic_load_n(&htab_hwm, __ATOMIC_ACQUIRE)))
 		spb__handle_fault(call, h);
-	return &spb__htab[idx];
+	struct spb_hentry *e = &spb__htab[idx];
+	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+	for (unsigned spins = 0;; spins++) {
+		unsigned st = (unsigned)(w & SPB_HS_MASK);
+		if (st == SPB_HS_NORMAL)
+			break;
+		if (st == SPB_HS_FREE)
+			spb__handle_fault(call, h);
+		if (st == SPB_HS_COPYING) { /* the mover's store comes soon */
+			if (spins < 1000)
+				__builtin_ia32_pause();
+			else
+				sched_yield();
+			w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+			continue;
+		}
+		uint64_t nw = (w & ~(uint64_t)SPB_HS_MASK) | SPB_HS_NORMAL;
+		if (__atomic_compare_exchange_n(&e->word, &w, nw, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE)) {
+			spb__heap_count(COMPACT_CANCELLED, 1);
+			w = nw;
+			break;
+		}
+	}
+	if (SPB_UNLIKELY(*(const uint64_t *)(spb__h_addr(w) - HDR) != h))
+		spb__handle_fault(call, h); /* the index now names another handle */
+	return w;
 }
 
 /* A block of the thread's MOVABLE heap, allocated inside a read section:
@@ -154,7 +229,9 @@ SPB_EXPORT spb_handle_t spb_halloc(size_t size, unsigned flags)
 		return 0; /* errno from the allocation */
 	uint32_t idx = hcache[--hcache_n];
 	struct spb_hentry *e = &spb__htab[idx];
-	*(uint64_t *)base = idx;
+	uint32_t gen = spb__h_free_gen(__atomic_load_n(&e->word, __ATOMIC_RELAXED));
+	spb_handle_t h = (spb_handle_t)gen << 32 | idx;
+	*(uint64_t *)base = h;
 	if (flags & SPB_F_ZERO)
 		memset(base + HDR, 0, size);
 	/* Release: a reader in another thread that got h from us sees the
@@ -162,59 +239,20 @@ SPB_EXPORT spb_handle_t spb_halloc(size_t size, unsigned flags)
 	__atomic_store_n(&e->word, (uint64_t)(uintptr_t)(base + HDR) | SPB_HS_NORMAL,
 			 __ATOMIC_RELEASE);
 	spb__heap_count_one(HANDLE_ALLOC);
-	return ((spb_handle_t)__atomic_load_n(&e->gen, __ATOMIC_RELAXED) << 32) | idx;
+	return h;
 }
 
-/* Take the word back to NORMAL, cancelling a move in progress; returns
- * the word as it is after. Death if the entry is free. */
-uint64_t spb__h_settle(struct spb_hentry *e, spb_handle_t h, const char *call)
+/* The inline spb_hget's way out: a move to cancel or wait for, a handle
+ * out of range, stale or 0 (death). */
+SPB_EXPORT __attribute__((noinline)) void *spb__hget_slow(spb_handle_t h)
 {
-	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-	for (unsigned spins = 0;; spins++) {
-		unsigned st = (unsigned)(w & SPB_HS_MASK);
-		if (st == SPB_HS_NORMAL)
-			return w;
-		if (st == SPB_HS_FREE)
-			spb__handle_fault(call, h);
-		if (st == SPB_HS_COPYING) { /* the mover's store comes soon */
-			if (spins < 1000)
-				__builtin_ia32_pause();
-			else
-				sched_yield();
-			w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-			continue;
-		}
-		uint64_t nw = (w & ~(uint64_t)SPB_HS_MASK) | SPB_HS_NORMAL;
-		if (__atomic_compare_exchange_n(&e->word, &w, nw, false, __ATOMIC_ACQ_REL,
-						__ATOMIC_ACQUIRE)) {
-			spb__heap_count(COMPACT_CANCELLED, 1);
-			return nw;
-		}
-	}
+	return spb__h_addr(settle(h, "spb_hget(): stale or invalid handle"));
 }
 
-static __attribute__((noinline)) void *hget_slow(spb_handle_t h)
-{
-	static const char why[] = "spb_hget(): stale or invalid handle";
-	return spb__h_addr(spb__h_settle(entry_of(h, why), h, why));
-}
-
-/* Two plain loads on the common path: the generation (is h live?) and
- * the word (NORMAL: the address). Anything else, including a handle out
- * of range, takes the slow path, which cancels a move or dies. */
+#undef spb_hget
 SPB_EXPORT void *spb_hget(spb_handle_t h)
 {
-	uint32_t idx = spb__h_index(h);
-	struct spb_hentry *t = spb__htab;
-	if (SPB_LIKELY(t && idx - 1 < SPB_HANDLE_MAX - 1)) {
-		struct spb_hentry *e = &t[idx];
-		uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-		if (SPB_LIKELY((w & SPB_HS_MASK) == SPB_HS_NORMAL &&
-			       __atomic_load_n(&e->gen, __ATOMIC_RELAXED) == spb__h_gen(h) &&
-			       w))
-			return spb__h_addr(w);
-	}
-	return hget_slow(h);
+	return spb__hget_inline(h);
 }
 
 SPB_EXPORT void spb_hfree(spb_handle_t h)
@@ -222,83 +260,77 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 	if (!h)
 		return;
 	static const char why[] = "spb_hfree(): stale or invalid handle (double free?)";
-	struct spb_hentry *e = entry_of(h, why);
-	uint64_t w = spb__h_settle(e, h, why);
-	for (;;) {
-		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
-			spb__handle_fault(why, h);
+	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
+	uint32_t next_gen = spb__h_gen(h) + 1 ? spb__h_gen(h) + 1 : 1;
+	spb_read_lock();
+	uint64_t w;
+	do {
+		w = settle(h, why);
 		if (spb__h_pins(w))
 			spb__handle_fault("spb_hfree(): handle is pinned", h);
-		if ((w & SPB_HS_MASK) == SPB_HS_COPYING) {
-			w = spb__h_settle(e, h, why);
-			continue;
-		}
-		/* FREE from NORMAL or MOVING: a chosen move fails its CAS. */
-		if (__atomic_compare_exchange_n(&e->word, &w, (uint64_t)SPB_HS_FREE, false,
-						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-			break;
-	}
-	uint32_t g = __atomic_load_n(&e->gen, __ATOMIC_RELAXED) + 1;
-	__atomic_store_n(&e->gen, g ? g : 1, __ATOMIC_RELAXED); /* 0 is never valid */
+		/* FREE, and the index's next generation (0 is never valid); a
+		 * move chosen meanwhile fails its CAS to COPYING. */
+	} while (!__atomic_compare_exchange_n(&e->word, &w, spb__h_free_word(next_gen, 0), false,
+					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+	spb_read_unlock();
 	spb__free_ptr(spb__h_addr(w) - HDR);
 	spb__heap_count_one(HANDLE_FREE);
 	hcache_put(spb__h_index(h));
 }
 
-SPB_EXPORT size_t spb_hsize(spb_handle_t h)
+static void *pin(spb_handle_t h, const char *why)
 {
-	entry_of(h, "spb_hsize(): stale or invalid handle");
-	/* Pinned for the look: a move could free the place it names. */
-	char *p = spb_hpin(h);
-	size_t n = spb__usable(p - HDR) - HDR;
-	spb_hunpin(h);
-	return n;
+	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
+	spb_read_lock();
+	uint64_t w;
+	do {
+		w = settle(h, why);
+		if (spb__h_pins(w) == SPB_HS_PINS_MAX)
+			spb__handle_fault("spb_hpin(): too many pins on one handle", h);
+	} while (!__atomic_compare_exchange_n(&e->word, &w, w + SPB_HS_PIN_ONE, false,
+					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+	spb_read_unlock();
+	return spb__h_addr(w);
+}
+
+static void unpin(spb_handle_t h, const char *why)
+{
+	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
+	spb_read_lock();
+	uint64_t w;
+	do {
+		w = settle(h, why);
+		if (!spb__h_pins(w))
+			spb__handle_fault("spb_hunpin(): handle is not pinned", h);
+	} while (!__atomic_compare_exchange_n(&e->word, &w, w - SPB_HS_PIN_ONE, false,
+					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+	spb_read_unlock();
 }
 
 SPB_EXPORT void *spb_hpin(spb_handle_t h)
 {
-	static const char why[] = "spb_hpin(): stale or invalid handle";
-	struct spb_hentry *e = entry_of(h, why);
-	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-	for (;;) {
-		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
-			spb__handle_fault(why, h);
-		if ((w & SPB_HS_MASK) == SPB_HS_COPYING) {
-			w = spb__h_settle(e, h, why);
-			continue;
-		}
-		if (spb__h_pins(w) == SPB_HS_PINS_MAX)
-			spb__handle_fault("spb_hpin(): too many pins on one handle", h);
-		uint64_t nw = ((w & ~(uint64_t)SPB_HS_MASK) | SPB_HS_NORMAL) + SPB_HS_PIN_ONE;
-		if (__atomic_compare_exchange_n(&e->word, &w, nw, false, __ATOMIC_ACQ_REL,
-						__ATOMIC_ACQUIRE)) {
-			if ((w & SPB_HS_MASK) != SPB_HS_NORMAL)
-				spb__heap_count(COMPACT_CANCELLED, 1);
-			return spb__h_addr(nw);
-		}
-	}
+	return pin(h, "spb_hpin(): stale or invalid handle");
 }
 
 SPB_EXPORT void spb_hunpin(spb_handle_t h)
 {
-	static const char why[] = "spb_hunpin(): stale or invalid handle";
-	struct spb_hentry *e = entry_of(h, why);
-	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-	for (;;) {
-		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
-			spb__handle_fault(why, h);
-		if (!spb__h_pins(w))
-			spb__handle_fault("spb_hunpin(): handle is not pinned", h);
-		if (__atomic_compare_exchange_n(&e->word, &w, w - SPB_HS_PIN_ONE, false,
-						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-			return;
-	}
+	unpin(h, "spb_hunpin(): stale or invalid handle");
+}
+
+SPB_EXPORT size_t spb_hsize(spb_handle_t h)
+{
+	/* Pinned for the look: a move could free the place it names. */
+	static const char why[] = "spb_hsize(): stale or invalid handle";
+	char *p = pin(h, why);
+	size_t n = spb__usable(p - HDR) - HDR;
+	unpin(h, why);
+	return n;
 }
 
 SPB_EXPORT int spb_hrealloc(spb_handle_t h, size_t size)
 {
 	/* Pinned for the call: the mover keeps off while the data is copied. */
-	char *old = spb_hpin(h);
+	char *old = pin(h, "spb_hrealloc(): stale or invalid handle");
 	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
 	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
 	if (spb__h_pins(w) != 1) {
@@ -317,7 +349,7 @@ SPB_EXPORT int spb_hrealloc(spb_handle_t h, size_t size)
 		errno = ENOMEM;
 		return -1;
 	}
-	*(uint64_t *)base = spb__h_index(h);
+	*(uint64_t *)base = h;
 	memcpy(base + HDR, old, size < have ? size : have);
 	uint64_t nw = (uint64_t)(uintptr_t)(base + HDR) | SPB_HS_NORMAL;
 	if (!__atomic_compare_exchange_n(&e->word, &w, nw, false, __ATOMIC_ACQ_REL,

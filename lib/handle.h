@@ -8,10 +8,13 @@
 #include "heap.h"
 #include "spbmalloc.h"
 
-#define SPB_HANDLE_MAX ((uint32_t)1 << 26) /* entries in the table (1 GiB reserved) */
-#define SPB_HANDLE_HDR 16 /* object header: its entry index; data 16-byte aligned */
+#define SPB_HANDLE_MAX ((uint32_t)1 << 26) /* entries in the table (512 MiB reserved) */
+#define SPB_HANDLE_HDR 16 /* object header: its handle; data 16-byte aligned */
 
-/* The word: address | state (low 4 bits) | pins (top 16 bits). */
+/* An entry is one word. Live: address | state (low 4 bits) | pins (top 16
+ * bits). FREE: the generation the index's next handle gets (top 32 bits)
+ * and the free list's next index (bits 4-31). The object's header holds
+ * its whole handle (generation << 32 | index). */
 enum { SPB_HS_NORMAL = 0, SPB_HS_MOVING = 1, SPB_HS_COPYING = 2, SPB_HS_FREE = 3 };
 #define SPB_HS_MASK 0xfull
 #define SPB_HS_PIN_SHIFT 48
@@ -19,10 +22,10 @@ enum { SPB_HS_NORMAL = 0, SPB_HS_MOVING = 1, SPB_HS_COPYING = 2, SPB_HS_FREE = 3
 #define SPB_HS_PINS_MAX 0xffffu
 
 struct spb_hentry {
-	uint64_t word;      /* atomic */
-	uint32_t gen;       /* atomic (relaxed): the live handle's generation */
-	uint32_t next_free; /* free list link, under the table lock */
+	uint64_t word; /* atomic */
 };
+_Static_assert(sizeof(struct spb_hentry) == 8, "8-byte handle table entries");
+_Static_assert(SPB_HANDLE_MAX <= ((uint32_t)1 << 28), "a FREE word's next index has 28 bits");
 
 extern struct spb_hentry *spb__htab SPB_HIDDEN;
 
@@ -33,9 +36,13 @@ static inline char *spb__h_addr(uint64_t w)
 	return (char *)(uintptr_t)(w & ((SPB_HS_PIN_ONE - 1) & ~SPB_HS_MASK));
 }
 static inline unsigned spb__h_pins(uint64_t w) { return (unsigned)(w >> SPB_HS_PIN_SHIFT); }
+static inline uint64_t spb__h_free_word(uint32_t gen, uint32_t next)
+{
+	return (uint64_t)gen << 32 | (uint64_t)next << 4 | SPB_HS_FREE;
+}
+static inline uint32_t spb__h_free_gen(uint64_t w) { return (uint32_t)(w >> 32); }
+static inline uint32_t spb__h_free_next(uint64_t w) { return (uint32_t)(w >> 4) & 0x0fffffffu; }
 
-/* The word back at NORMAL (a move in progress cancelled); death if free. */
-uint64_t spb__h_settle(struct spb_hentry *e, spb_handle_t h, const char *call) SPB_HIDDEN;
 __attribute__((noreturn, cold)) void spb__handle_fault(const char *what, spb_handle_t h) SPB_HIDDEN;
 /* Indices handed out so far (entries above are unused). */
 uint32_t spb__handle_hwm(void) SPB_HIDDEN;

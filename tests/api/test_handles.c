@@ -31,6 +31,7 @@ static bool stamped(const char *p, size_t n, unsigned v)
 static spb_handle_t victim;
 
 static void do_hget(void *a) { (void)a; spb_read_lock(); (void)spb_hget(victim); }
+static void do_hget_call(void *a) { (void)a; spb_read_lock(); (void)(spb_hget)(victim); }
 static void do_hfree(void *a) { (void)a; spb_hfree(victim); }
 static void do_hsize(void *a) { (void)a; (void)spb_hsize(victim); }
 static void do_hpin(void *a) { (void)a; (void)spb_hpin(victim); }
@@ -167,14 +168,18 @@ int main(void)
 	spb_hfree(h);
 	spb_handle_t h2 = spb_halloc(64, 0);
 	CHECK(h2 != h);
-	victim = h; /* freed: stale even if its index is h2's */
+	/* The thread's cache of free indices is LIFO: h2 reuses h's index, so
+	 * only the generation (in the object's header) tells them apart. */
+	CHECK_EQ((uint32_t)h2, (uint32_t)h);
+	victim = h; /* freed: stale although its index is h2's */
 	static const struct death deaths[] = {
 		{"hget stale", do_hget, "spb_hget(): stale or invalid handle"},
+		{"hget stale, out of line", do_hget_call, "spb_hget(): stale or invalid handle"},
 		{"hfree stale (double free)", do_hfree, "spb_hfree(): stale or invalid handle"},
 		{"hsize stale", do_hsize, "spb_hsize(): stale or invalid handle"},
 		{"hpin stale", do_hpin, "spb_hpin(): stale or invalid handle"},
 		{"hunpin stale", do_hunpin, "spb_hunpin(): stale or invalid handle"},
-		{"hrealloc stale", do_hrealloc, "spb_hpin(): stale or invalid handle"},
+		{"hrealloc stale", do_hrealloc, "spb_hrealloc(): stale or invalid handle"},
 	};
 	for (size_t i = 0; i < sizeof deaths / sizeof deaths[0]; i++)
 		expect_death(&deaths[i]);
@@ -207,6 +212,29 @@ int main(void)
 	CHECK(a > 4);
 	CHECK_EQ(a, f); /* every handle freed */
 	CHECK(mt_counter("rcu_register") >= NT + 1);
-	printf("test_handles: %" PRIu64 " handles allocated and freed\n", a);
+
+	/* ---- the table's first 2 MiB goes to one huge page once full ---- */
+	CHECK_EQ(mt_counter("handle_table_collapsed") + mt_counter("handle_table_4k"), 0);
+	enum { MANY = 300000 }; /* > 256 Ki entries of 8 bytes */
+	spb_handle_t *many = malloc(MANY * sizeof *many);
+	REQUIRE(many);
+	for (unsigned i = 0; i < MANY; i++) {
+		many[i] = spb_halloc(16, 0);
+		REQUIRE(many[i]);
+		spb_read_lock();
+		*(uint32_t *)spb_hget(many[i]) = i;
+		spb_read_unlock();
+	}
+	/* Once, collapsed or refused (the kernel may have no huge page). */
+	CHECK_EQ(mt_counter("handle_table_collapsed") + mt_counter("handle_table_4k"), 1);
+	spb_read_lock();
+	for (unsigned i = 0; i < MANY; i++)
+		CHECK_EQ(*(uint32_t *)spb_hget(many[i]), i);
+	spb_read_unlock();
+	for (unsigned i = 0; i < MANY; i++)
+		spb_hfree(many[i]);
+	free(many);
+	printf("test_handles: %" PRIu64 " handles allocated and freed; table collapsed: %" PRIu64 "\n",
+	       a, mt_counter("handle_table_collapsed"));
 	return check_done("test_handles");
 }
