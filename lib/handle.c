@@ -31,10 +31,9 @@
  * takes NORMAL with no pins only). The rare cancel is the only atomic
  * read-modify-write a reader ever does.
  *
- * The other calls work inside a read section of their own: once a call
- * has seen the word at NORMAL there, the place it names cannot be copied
- * and freed by the mover before the section ends, so the header can be
- * read (is this h's object?) before the call's CAS commits.
+ * The other calls check the header (is this h's object, or a later one
+ * of the same index?) once their CAS from a NORMAL word has succeeded:
+ * from then on no move of that place can complete (check_header).
  */
 #include <errno.h>
 #include <sched.h>
@@ -164,10 +163,10 @@ __attribute__((noreturn, cold, noinline)) void spb__handle_fault(const char *wha
 	spb__fatal(what, (const void *)(uintptr_t)h);
 }
 
-/* The word back at NORMAL, cancelling a move in progress (waiting for a
- * copy under way), and naming h's object; death with one line naming h if
- * h is stale (freed, its index reused, or never handed out). Called in a
- * read section, so the address stays h's object's until it ends. */
+/* The word of h's index back at NORMAL, cancelling a move in progress
+ * (waiting for a copy under way); death with one line naming h if the
+ * index is free or was never handed out. Whether the object there is h's
+ * (not a later handle's of the same index) is check_header's. */
 static uint64_t settle(spb_handle_t h, const char *call)
 {
 	uint32_t idx = spb__h_index(h);
@@ -198,9 +197,19 @@ static uint64_t settle(spb_handle_t h, const char *call)
 			break;
 		}
 	}
+	return w;
+}
+
+/* Is the object at w's address h's? Read only where that place cannot be
+ * moved and freed meanwhile: inside a read section after the word was
+ * seen NORMAL, or after the caller's own CAS from that word succeeded
+ * (to FREE, or changing the pins: no move can complete from there). A
+ * stale handle whose index names a later object dies here; what the CAS
+ * did to that object no longer matters then. */
+static void check_header(uint64_t w, spb_handle_t h, const char *call)
+{
 	if (SPB_UNLIKELY(*(const uint64_t *)(spb__h_addr(w) - HDR) != h))
 		spb__handle_fault(call, h); /* the index now names another handle */
-	return w;
 }
 
 /* A block of the thread's MOVABLE heap, allocated inside a read section:
@@ -246,7 +255,11 @@ SPB_EXPORT spb_handle_t spb_halloc(size_t size, unsigned flags)
  * out of range, stale or 0 (death). */
 SPB_EXPORT __attribute__((noinline)) void *spb__hget_slow(spb_handle_t h)
 {
-	return spb__h_addr(settle(h, "spb_hget(): stale or invalid handle"));
+	static const char why[] = "spb_hget(): stale or invalid handle";
+	/* In the caller's read section: the place stays put until it ends. */
+	uint64_t w = settle(h, why);
+	check_header(w, h, why);
+	return spb__h_addr(w);
 }
 
 #undef spb_hget
@@ -262,17 +275,18 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 	static const char why[] = "spb_hfree(): stale or invalid handle (double free?)";
 	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
 	uint32_t next_gen = spb__h_gen(h) + 1 ? spb__h_gen(h) + 1 : 1;
-	spb_read_lock();
 	uint64_t w;
 	do {
 		w = settle(h, why);
-		if (spb__h_pins(w))
+		if (spb__h_pins(w)) {
+			check_header(w, h, why); /* pinned: the place stays */
 			spb__handle_fault("spb_hfree(): handle is pinned", h);
+		}
 		/* FREE, and the index's next generation (0 is never valid); a
 		 * move chosen meanwhile fails its CAS to COPYING. */
 	} while (!__atomic_compare_exchange_n(&e->word, &w, spb__h_free_word(next_gen, 0), false,
 					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-	spb_read_unlock();
+	check_header(w, h, why);
 	spb__free_ptr(spb__h_addr(w) - HDR);
 	spb__heap_count_one(HANDLE_FREE);
 	hcache_put(spb__h_index(h));
@@ -281,30 +295,36 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 static void *pin(spb_handle_t h, const char *why)
 {
 	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
-	spb_read_lock();
 	uint64_t w;
 	do {
 		w = settle(h, why);
-		if (spb__h_pins(w) == SPB_HS_PINS_MAX)
+		if (spb__h_pins(w) == SPB_HS_PINS_MAX) {
+			check_header(w, h, why); /* pinned: the place stays */
 			spb__handle_fault("spb_hpin(): too many pins on one handle", h);
+		}
 	} while (!__atomic_compare_exchange_n(&e->word, &w, w + SPB_HS_PIN_ONE, false,
 					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-	spb_read_unlock();
+	check_header(w, h, why);
 	return spb__h_addr(w);
 }
 
 static void unpin(spb_handle_t h, const char *why)
 {
 	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
-	spb_read_lock();
 	uint64_t w;
 	do {
 		w = settle(h, why);
-		if (!spb__h_pins(w))
+		if (!spb__h_pins(w)) {
+			/* Not pinned: is it h's at all? Looked at in a read
+			 * section (a move may be chosen meanwhile). */
+			spb_read_lock();
+			check_header(settle(h, why), h, why);
+			spb_read_unlock();
 			spb__handle_fault("spb_hunpin(): handle is not pinned", h);
+		}
 	} while (!__atomic_compare_exchange_n(&e->word, &w, w - SPB_HS_PIN_ONE, false,
 					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-	spb_read_unlock();
+	check_header(w, h, why);
 }
 
 SPB_EXPORT void *spb_hpin(spb_handle_t h)
