@@ -258,7 +258,7 @@ static mhd_result handler(void *cls, struct MHD_Connection *c, const char *url,
 
 /* [ADDR:]PORT, ADDR a numeric IPv4 or [IPv6] address or a host name;
  * without ADDR, 127.0.0.1. */
-static bool parse_spec(const char *spec, struct sockaddr_storage *ss, socklen_t *sl)
+static bool parse_spec(const char *spec, struct sockaddr_storage *ss)
 {
 	char host[256];
 	const char *port = spec, *colon = strrchr(spec, ':');
@@ -286,7 +286,6 @@ static bool parse_spec(const char *spec, struct sockaddr_storage *ss, socklen_t 
 	if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
 		return false;
 	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-	*sl = ai->ai_addrlen;
 	freeaddrinfo(ai);
 	return true;
 }
@@ -294,13 +293,11 @@ static bool parse_spec(const char *spec, struct sockaddr_storage *ss, socklen_t 
 int listen_run(const char *spec)
 {
 	struct sockaddr_storage ss;
-	socklen_t sl = 0;
-	if (!parse_spec(spec, &ss, &sl)) {
+	if (!parse_spec(spec, &ss)) {
 		fprintf(stderr, "spbstat: --listen '%s': expected [ADDR:]PORT, e.g. 9464, "
 				"127.0.0.1:9464, 0.0.0.0:9464 or [::1]:9464\n", spec);
 		return 2;
 	}
-	(void)sl;
 	bool v6 = ss.ss_family == AF_INET6;
 	uint16_t port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 				 : ((struct sockaddr_in *)&ss)->sin_port);

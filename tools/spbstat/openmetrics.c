@@ -280,8 +280,10 @@ static int counter_index(const struct snap *s, const char *name, uint32_t i)
 	return -1;
 }
 
-/* A counter in ms, us or ns is exported in seconds, as Prometheus wants
- * base units: compact_cpu_us -> spbmalloc_compact_cpu_seconds_total. */
+/* The family name of a counter. One in ms, us or ns is exported in
+ * seconds, as Prometheus wants base units (compact_cpu_us ->
+ * spbmalloc_compact_cpu_seconds_total); returns the decimals of a second
+ * its value has, 0 for a counter exported as it is. */
 static int time_digits(const char *name, char *out, size_t cap)
 {
 	static const struct {
@@ -294,7 +296,12 @@ static int time_digits(const char *name, char *out, size_t cap)
 				 (int)(strlen(name) - strlen(t[i].sfx)), name);
 			return t[i].digits;
 		}
-	snprintf(out, cap, "spbmalloc_%s", name);
+	/* a name that ends in _total already: the family is named without it,
+	 * its samples as the segment names it */
+	size_t len = strlen(name);
+	if (ends_with(name, "_total"))
+		len -= strlen("_total");
+	snprintf(out, cap, "spbmalloc_%.*s", (int)len, name);
 	return 0;
 }
 
