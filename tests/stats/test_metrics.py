@@ -19,6 +19,9 @@ Cases:
            And a segment whose sequence stays odd (a writer that died
            mid-update, pid alive) is left out and counted, while the other
            processes are still exported.
+  perms    (root) spbstat as root exports a process of user nobody too;
+           spbstat run as nobody exports nobody's only, and counts root's
+           segments as refused.
 Exit 0 pass, 1 fail, 77 skip.
 """
 import errno
@@ -65,12 +68,12 @@ class Server:
     """spbstat --listen SPEC; SPEC may hold {port}, filled with a free port
     (retried if another program takes it first)."""
 
-    def __init__(self, spbstat, spec="127.0.0.1:{port}"):
+    def __init__(self, spbstat, spec="127.0.0.1:{port}", **popen):
         for _ in range(5):
             self.port = free_port()
             self.p = subprocess.Popen([spbstat, "--listen", spec.format(port=self.port)],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True)
+                                      text=True, **popen)
             line = self.p.stdout.readline()
             if line.startswith("spbstat: serving http://"):
                 self.line = line.strip()
@@ -526,6 +529,63 @@ def case_bind(spbstat, helper, lib):
               "--listen %r: exit 2, usage" % bad)
 
 
+def case_perms(spbstat, helper, lib):
+    """Root exports everyone's processes; another user only its own, the
+    others' segments counted as refused."""
+    if os.geteuid() != 0:
+        print("SKIP: needs root to run processes as another user")
+        sys.exit(77)
+    import pwd
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        print("SKIP: no user nobody")
+        sys.exit(77)
+    as_nobody = dict(user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
+    try:
+        theirs = subprocess.Popen([helper], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, **as_nobody,
+                                  env=dict(os.environ, SPBMALLOC_STATSEG_DELAY_MS="0",
+                                           SPBMALLOC_DECAY_MS="600000"))
+    except PermissionError:
+        print("SKIP: user nobody cannot run %s (a build directory it cannot reach?)" % helper)
+        sys.exit(77)
+    mine = Helper(helper)
+    srv = srv_n = None
+    try:
+        first = theirs.stdout.readline().split()
+        if len(first) != 2 or first[0] != "ready":
+            fail("helper as nobody did not start: %r" % first)
+        tpid = int(first[1])
+        st = os.stat(SHM + str(tpid))
+        check(st.st_uid == nobody.pw_uid, "nobody's helper %d has its own segment" % tpid)
+        srv = Server(spbstat)
+        _, _, body = curl("http://127.0.0.1:%d/metrics" % srv.port)
+        pids = pids_in(parse_exposition(body, om=False))
+        check({mine.pid, tpid} <= pids, "spbstat as root exports root's and nobody's process")
+        srv.stop()
+        srv = None
+        srv_n = Server(spbstat, **as_nobody)
+        check(True, "spbstat --listen as nobody")
+        _, _, body = curl("http://127.0.0.1:%d/metrics" % srv_n.port)
+        fams = parse_exposition(body, om=False)
+        pids = pids_in(fams)
+        check(tpid in pids and mine.pid not in pids,
+              "spbstat as nobody exports nobody's process only (pids %s)" % sorted(pids))
+        refused = [v for _, lb, v in fams["spbstat_segments"]["samples"]
+                   if lb["outcome"] == "refused"]
+        check(refused and refused[0] >= 1, "root's segments counted as refused (%s)" % refused)
+    finally:
+        for s_ in (srv, srv_n):
+            if s_:
+                s_.stop()
+        stop_helper(mine)
+        if theirs.poll() is None:
+            theirs.stdin.write("exit\n")
+            theirs.stdin.flush()
+            theirs.wait(timeout=20)
+
+
 CHURN = r"""
 import os, sys, time
 print(os.getpid(), flush=True)
@@ -578,17 +638,20 @@ os.unlink(path)
 
 def check_real_snapshot(mine, n):
     """A real process's figures come from one snapshot: the live bytes the
-    writer derived from its counters, pageblocks by class and by rung."""
+    writer derived from its counters, and the peak it derived from them.
+    (Pageblocks by class and by rung need not add up: an SPB off the
+    zone's lists, being made or given back, is in the one and not the
+    other.)"""
     alloc = mine[("spbmalloc_malloc_alloc_bytes_total", ())]
     free = mine[("spbmalloc_malloc_free_bytes_total", ())]
     live = mine[("spbmalloc_live_bytes", ())]
     if live != max(alloc - free, 0):
         fail("scrape %d: live_bytes %d but alloc - free = %d: a torn snapshot"
              % (n, live, alloc - free))
-    pbs = sum(v for (nm, _), v in mine.items() if nm == "spbmalloc_pageblocks")
-    rungs = sum(v for (nm, _), v in mine.items() if nm == "spbmalloc_pageblocks_by_rung")
-    if pbs != rungs:
-        fail("scrape %d: %d pageblocks by class, %d by rung: a torn snapshot" % (n, pbs, rungs))
+    peak = mine[("spbmalloc_peak_live_bytes", ())]
+    if peak < live:
+        fail("scrape %d: peak_live_bytes %d below live_bytes %d: a torn snapshot"
+             % (n, peak, live))
 
 
 def case_torn(spbstat, helper, lib):
@@ -629,19 +692,31 @@ def case_torn(spbstat, helper, lib):
         forge(forged, bytes(set_pid(data, sleeper.pid, off)))
         srv = Server(spbstat)
         url = "http://127.0.0.1:%d/metrics" % srv.port
-        publishes, wpublishes, n = set(), set(), 0
+        publishes, wpublishes, n, unsettled = set(), set(), 0, 0
         while n < 30 and (churn or writer).poll() is None:
             st, _, body = curl(url, "-H", "Accept: " + PROM_ACCEPT)
             fams = parse_exposition(body, om=True)
+            pids = pids_in(fams)
+            inc = [v for _, lb, v in fams["spbstat_segments"]["samples"]
+                   if lb["outcome"] == "inconsistent"]
+            # A writer descheduled with its sequence odd for longer than the
+            # reader retries (200 ms, a loaded machine) is left out of that
+            # scrape and counted as inconsistent: correct, and rare.
+            missing = [p for p in ((cpid,) if churn else ()) + (wpid,) if p not in pids]
+            if missing:
+                if (churn and churn.poll() is not None) or writer.poll() is not None:
+                    break  # it has finished
+                if not inc or inc[0] < 1 + len(missing):
+                    fail("scrape %d: pid %s neither exported nor counted inconsistent"
+                         % (n, missing))
+                unsettled += 1
+                n += 1
+                continue
             if churn:
                 mine = by_pid(fams, cpid)
-                if not mine:
-                    break  # it has finished
                 check_real_snapshot(mine, n)
                 publishes.add(mine[("spbmalloc_publishes_total", ())])
             w = by_pid(fams, wpid)
-            if not w:
-                fail("scrape %d: the slow writer's segment is not exported" % n)
             k = w[("spbmalloc_publishes_total", ())]
             if (w[("spbmalloc_live_bytes", ())] != 4096 * k or
                     w[("spbmalloc_malloc_alloc_bytes_total", ())] != 4096 * k or
@@ -650,19 +725,18 @@ def case_torn(spbstat, helper, lib):
                      % (n, k, w[("spbmalloc_live_bytes", ())],
                         w[("spbmalloc_malloc_alloc_bytes_total", ())]))
             wpublishes.add(k)
-            pids = pids_in(fams)
             if sleeper.pid in pids or a.pid not in pids:
                 fail("scrape %d: pids %s: the odd-sequence segment exported, or A missing"
                      % (n, sorted(pids)))
-            inc = [v for _, lb, v in fams["spbstat_segments"]["samples"]
-                   if lb["outcome"] == "inconsistent"]
             if not inc or inc[0] < 1:
                 fail("scrape %d: inconsistent segments %s, not >= 1" % (n, inc))
             n += 1
+        print("%d scrapes, %d with a writer left out as unsettled" % (n, unsettled))
+        check(unsettled <= n // 3, "writers left out of %d scrapes of %d at most" % (unsettled, n))
         check(n >= 10, "%d scrapes while the process allocated and published" % n)
         if churn:
             check(len(publishes) >= 3, "across %d different snapshots" % len(publishes))
-            check(True, "each: live_bytes == alloc - free bytes, pageblocks by class == by rung")
+            check(True, "each: live_bytes == alloc - free bytes <= peak_live_bytes")
         check(len(wpublishes) >= 10, "the slow writer (seq odd 0.2 ms of every 0.7 ms): "
               "%d different snapshots, none torn" % len(wpublishes))
         check(True, "the segment with an odd sequence: left out, counted as inconsistent; "
