@@ -8,12 +8,12 @@
 # On a system without dpkg it prints what to install and lets the build try.
 
 # What building and testing needs.
-SPB_BUILD_PKGS=(cmake make gcc g++ pkg-config python3 libnuma-dev liburcu-dev libhwloc-dev libbenchmark-dev)
+SPB_BUILD_PKGS=(cmake make gcc g++ pkg-config python3 libnuma-dev liburcu-dev libhwloc-dev libbenchmark-dev libmicrohttpd-dev)
 # What the benchmarks compare against and the tools around them use.
 SPB_PEER_PKGS=(libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev tmux python3 sqlite3)
 # What the test suite drives besides the build: the real programs run under
 # LD_PRELOAD, the live-view check (tmux), the comparison smoke test.
-SPB_TEST_PKGS=(tmux python3 perl git sqlite3 xz-utils libmimalloc-dev redis-server redis-tools gnuplot-nox spin)
+SPB_TEST_PKGS=(tmux python3 perl git sqlite3 xz-utils libmimalloc-dev redis-server redis-tools gnuplot-nox spin curl)
 
 spb_deps_missing()
 {

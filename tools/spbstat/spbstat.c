@@ -8,6 +8,7 @@
  *   spbstat --text PID            the same snapshot as text
  *   spbstat --openmetrics PID     the same snapshot as OpenMetrics
  *   spbstat --gc                  remove segments whose process is gone
+ *   spbstat --listen [ADDR:]PORT  serve all processes' OpenMetrics at /metrics
  *
  * Exit codes: 0 fine; 1 no segment, permission denied, refused or garbled
  * segment, inconsistent snapshot; 2 unknown layout version or bad usage.
@@ -25,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "openmetrics.h"
 #include "spbstat.h"
 
 #define SHM_DIR "/dev/shm"
@@ -36,7 +38,9 @@ static void usage(FILE *f)
 	      "       spbstat PID [INTERVAL [COUNT]]  a line per interval (seconds)\n"
 	      "       spbstat -t PID                  live view (q quits)\n"
 	      "       spbstat --json|--text|--openmetrics PID   one snapshot\n"
-	      "       spbstat --gc                    remove segments of dead processes\n",
+	      "       spbstat --gc                    remove segments of dead processes\n"
+	      "       spbstat --listen [ADDR:]PORT    serve /metrics (OpenMetrics) of every\n"
+	      "                                       process; ADDR defaults to 127.0.0.1\n",
 	      f);
 }
 
@@ -247,6 +251,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(a, "--gc") && argc == 2)
 		return cmd_gc();
+	if (!strcmp(a, "--listen") && argc == 3)
+		return listen_run(argv[2]);
 	if (argc == 3) {
 		int pid = parse_pid(argv[2]);
 		enum emit_fmt fmt = EMIT_TEXT;
