@@ -153,7 +153,8 @@ static inline void *spb__hget_inline(spb_handle_t h)
 /* Compact now, synchronously, on the calling thread: move the handle
  * objects of spans at most half live into denser places. Returns bytes
  * moved. flags: 0. Inside a read section it cannot wait for the grace
- * period: 0 with errno EDEADLK. Objects of 2 MiB and more are not moved. */
+ * period: 0 with errno EDEADLK. Objects of 2 MiB and more move only out
+ * of an SPB that can then go back (drained) or out of a tainted one. */
 size_t spb_compact(unsigned flags);
 
 /* Cooperative defragmentation for plain pointers (programs that own their

@@ -32,8 +32,9 @@
  * read-modify-write a reader ever does.
  *
  * The other calls check the header (is this h's object, or a later one
- * of the same index?) once their CAS from a NORMAL word has succeeded:
- * from then on no move of that place can complete (check_header).
+ * of the same index?) only where that place cannot move meanwhile: after
+ * their own CAS to FREE or to one more pin, or, unpinning, before their
+ * CAS while still pinned (check_header).
  */
 #include <errno.h>
 #include <sched.h>
@@ -202,8 +203,9 @@ static uint64_t settle(spb_handle_t h, const char *call)
 
 /* Is the object at w's address h's? Read only where that place cannot be
  * moved and freed meanwhile: inside a read section after the word was
- * seen NORMAL, or after the caller's own CAS from that word succeeded
- * (to FREE, or changing the pins: no move can complete from there). A
+ * seen NORMAL, while the word is pinned, or after the caller's own CAS
+ * from that word to FREE or to more pins succeeded (no move can complete
+ * from there; unpinning checks before its CAS, still pinned). A
  * stale handle whose index names a later object dies here; what the CAS
  * did to that object no longer matters then. */
 static void check_header(uint64_t w, spb_handle_t h, const char *call)
@@ -322,9 +324,11 @@ static void unpin(spb_handle_t h, const char *why)
 			spb_read_unlock();
 			spb__handle_fault("spb_hunpin(): handle is not pinned", h);
 		}
+		/* Checked while still pinned: once the pins reach 0 the
+		 * mover may take the place and free it. */
+		check_header(w, h, why);
 	} while (!__atomic_compare_exchange_n(&e->word, &w, w - SPB_HS_PIN_ONE, false,
 					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-	check_header(w, h, why);
 }
 
 SPB_EXPORT void *spb_hpin(spb_handle_t h)

@@ -14,8 +14,9 @@
  *     increment of the counter at that place as two steps (load, store);
  *     spb_read_unlock. OPS increments each.
  *   - A pinner: spb_hpin (settle as above, then CAS pins + 1 on a NORMAL
- *     word), an increment outside any read section, spb_hunpin (CAS pins
- *     - 1).
+ *     word, then a read of the object's header: is it h's?), an increment
+ *     outside any read section, spb_hunpin (the header read while still
+ *     pinned, then CAS pins - 1).
  *   - The mover: CAS NORMAL with no pins -> MOVING; a grace period (it
  *     waits, for every writer inside a section when it starts, until that
  *     writer has left that section); CAS MOVING -> COPYING (fails if
@@ -41,6 +42,9 @@
  *                  (a move without the read side): must fail.
  *   OLD_NO_CANCEL  readers that find MOVING use the place without
  *                  cancelling: must fail (they write during the copy).
+ *   OLD_UNPIN_LATE_CHECK  spb_hunpin reads the header after its CAS (a
+ *                  first draft): must fail (the pins at 0, the mover may
+ *                  move the object and free the place first).
  */
 #ifndef NW
 #define NW 2
@@ -117,8 +121,18 @@ proctype pinner()
 		:: atomic { state == MOVING -> state = NORMAL }
 		:: atomic { state == COPYING -> skip }
 		od;
+		/* after its CAS: the object's header at p (is it h's?) */
+		atomic { assert(!freed[p]) }
 		increment(p);
+		/* spb_hunpin: the header checked while still pinned, then
+		 * the CAS pins - 1 */
+#ifndef OLD_UNPIN_LATE_CHECK
+		atomic { assert(!freed[place]) }
 		atomic { pins-- }
+#else
+		atomic { pins--; p = place }
+		atomic { assert(!freed[p]) }
+#endif
 		n++
 	:: else -> break
 	od;
