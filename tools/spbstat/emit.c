@@ -196,25 +196,12 @@ static const struct gauge_field gauge_fields[] = {
 	G32(tainted_reserve, "reserve of free pageblocks kept in tainted SPBs"),
 };
 
-static uint64_t gauge_value(const struct spb_stats_gauges *g, const struct gauge_field *f)
-{
-	const char *p = (const char *)g + f->off;
-	if (f->u32) {
-		uint32_t v;
-		memcpy(&v, p, 4);
-		return v;
-	}
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
 static void emit_gauges(struct emitter *e, const struct snap *s)
 {
 	const struct spb_stats_gauges *g = &s->g;
 	em_push(e, "gauges", false);
 	for (size_t i = 0; i < sizeof gauge_fields / sizeof gauge_fields[0]; i++)
-		em_u64(e, gauge_fields[i].name, gauge_value(g, &gauge_fields[i]),
+		em_u64(e, gauge_fields[i].name, spbstat_gauge_at(g, gauge_fields[i].off, gauge_fields[i].u32),
 		       gauge_fields[i].help, false);
 	em_push(e, "spbs_by_category", false);
 	for (int c = 0; c < SPB_STATS_NR_CATS; c++)

@@ -137,19 +137,6 @@ static const struct gauge gauges[] = {
 };
 #define NR_GAUGES (sizeof gauges / sizeof gauges[0])
 
-static uint64_t field(const struct snap *s, const struct gauge *g)
-{
-	const char *p = (const char *)&s->g + g->off;
-	if (g->u32) {
-		uint32_t v;
-		memcpy(&v, p, 4);
-		return v;
-	}
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
 static void emit_gauge(struct om *o, const struct gauge *g)
 {
 	char name[96];
@@ -158,7 +145,7 @@ static void emit_gauge(struct om *o, const struct gauge *g)
 	bool counter = !strcmp(g->type, "counter");
 	for (size_t i = 0; i < o->n; i++) {
 		const struct snap *s = &o->s[i];
-		uint64_t v = field(s, g);
+		uint64_t v = spbstat_gauge_at(&s->g, g->off, g->u32);
 		switch (g->scale) {
 		case RAW:
 			sample_u64(o, name, counter ? "_total" : "", s, NULL, v);

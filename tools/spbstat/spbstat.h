@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "spbmalloc_stats.h"
 
@@ -65,5 +66,19 @@ void fmt_bytes(char *buf, size_t cap, uint64_t b);
 
 /* The live view; returns the exit code. */
 int top_run(int pid);
+
+/* A gauge of a snapshot by offset: 4 or 8 bytes (emit.c, openmetrics.c). */
+static inline uint64_t spbstat_gauge_at(const struct spb_stats_gauges *g, size_t off, bool u32)
+{
+	const char *p = (const char *)g + off;
+	if (u32) {
+		uint32_t v;
+		memcpy(&v, p, 4);
+		return v;
+	}
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
 
 #endif
