@@ -195,6 +195,9 @@ static void draw(const struct snap *s, const uint64_t *prev, double dt)
 		printf(" %s %llu", rung_names[r], (unsigned long long)g->pb_by_rung[r]);
 	fputs("\033[K\n", stdout);
 	char cl[256];
+	topo_summary(cl, sizeof cl, &g->topo, g->nr_zones);
+	printf("topology: ");
+	screen_line(cl, cols > 10 ? cols - 10 : cols);
 	snprintf(cl, sizeof cl,
 		 "compaction: moved %llu (%.1f MiB), %llu passes, freed %llu spans %llu pb, "
 		 "cpu %llu ms, ctl +%llu -%llu, direct %llu/%llu captured",
