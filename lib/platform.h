@@ -78,6 +78,10 @@ struct spb_os_inject {
 	/* Test-only: issue mbind even on a single-node machine, so the
 	 * binding call site can be exercised everywhere. */
 	bool mbind_always;
+	/* Test-only: hwloc's discovery fails (hwloc falls back to its own
+	 * discovery on a bad HWLOC_SYNTHETIC, so it cannot be made to fail
+	 * from the environment): the sysfs topology stays. */
+	bool hwloc_fail;
 };
 extern struct spb_os_inject spb__os_inject SPB_HIDDEN;
 /* Zero every knob, count and the hook. */

@@ -275,7 +275,8 @@ int spb__topo_discover(void)
 					 __ATOMIC_ACQUIRE))
 		return 0;
 	in_hwloc = true;
-	bool ok = spb__hwtopo_load(&hwloc_topo);
+	bool ok = !__atomic_load_n(&spb__os_inject.hwloc_fail, __ATOMIC_RELAXED) &&
+		  spb__hwtopo_load(&hwloc_topo);
 	in_hwloc = false;
 	if (ok)
 		__atomic_store_n(&cur, &hwloc_topo, __ATOMIC_RELEASE);
