@@ -1,9 +1,10 @@
 /*
- * hwtopo.c — the one caller of hwloc: load the machine's topology once and
- * copy what the allocator uses into the fixed-size struct spb_topo
- * (packages, NUMA nodes and their memory, caches, cores, PUs, the CPU ->
- * node map, node distances); the hwloc topology is destroyed before it
- * returns.
+ * hwtopo.c — the one caller of hwloc: the machine's topology, loaded once
+ * and copied into the fixed-size struct spb_topo.
+ *
+ * What is copied: packages, NUMA nodes and their memory, caches, cores,
+ * PUs, the CPU -> node map, node distances; the hwloc topology is
+ * destroyed before spb__hwtopo_load returns.
  *
  * hwloc allocates (through our malloc when we are the process's malloc):
  * topo.c calls this only from spb__topo_discover, which runs on the

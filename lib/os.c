@@ -1,8 +1,9 @@
 /*
  * os.c — the only file that calls mmap, munmap, madvise, mbind, mlock,
- * memfd_secret, get_mempolicy and move_pages (the last three through
- * libnuma's numaif wrappers: plain system calls, no allocation; nothing of
- * libnuma proper, whose numa_* functions allocate).
+ * memfd_secret, get_mempolicy and move_pages.
+ *
+ * The last three through libnuma's numaif wrappers: plain system calls,
+ * no allocation (nothing of libnuma proper: its numa_* functions allocate).
  *
  * Each call passes through the fault injection seam first (spb__os_inject,
  * platform.h): it is counted by kind, and a test can make the kernel

@@ -241,7 +241,7 @@ static void draw(const struct snap *s, const uint64_t *prev, double dt)
 	};
 	counted_line(s, cols, runs, sizeof runs / sizeof runs[0], "");
 	fputs("\033[K\n", stdout);
-	int used = 11;
+	int used = 12; /* the lines above */
 	int crow = rows - used - 4 - (int)(s->nr_spbs < 8 ? s->nr_spbs : 8);
 	used += draw_counters(s, prev, dt, cols, crow > 4 ? crow : 4);
 	fputs("\033[K\n", stdout);
