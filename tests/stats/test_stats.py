@@ -38,6 +38,9 @@ class Helper:
         e = dict(os.environ)
         e.setdefault("SPBMALLOC_DECAY_MS", "600000")  # no release mid-test
         e.setdefault("SPBMALLOC_STATSEG_DELAY_MS", "0")  # the segment at once
+        # No hwloc discovery unless a case asks (case_topology): it allocates
+        # on the background thread while a case compares two snapshots.
+        e.setdefault("SPBMALLOC_HWLOC", "0")
         e.update(env or {})
         self.p = subprocess.Popen([helper], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True, env=e)
@@ -578,7 +581,7 @@ def topo_snapshot(spbstat, h):
 def case_topology(spbstat, helper):
     kernel_nodes = len([d for d in os.listdir("/sys/devices/system/node")
                         if re.fullmatch(r"node\d+", d)]) or 1
-    h = Helper(helper)
+    h = Helper(helper, {"SPBMALLOC_HWLOC": "1"})
     try:
         snap = topo_snapshot(spbstat, h)
         t, c = snap["topology"], snap["counters"]
@@ -596,7 +599,7 @@ def case_topology(spbstat, helper):
         check(rc == 0 and ("summary                      hwloc: ") in out, "the text names it")
     finally:
         h.exit()
-    h = Helper(helper, {"HWLOC_SYNTHETIC": "pack:2 numa:2 core:1 pu:1"})
+    h = Helper(helper, {"SPBMALLOC_HWLOC": "1", "HWLOC_SYNTHETIC": "pack:2 numa:2 core:1 pu:1"})
     try:
         snap = topo_snapshot(spbstat, h)
         t, c = snap["topology"], snap["counters"]
