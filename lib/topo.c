@@ -129,26 +129,35 @@ static size_t node_path(char *buf, unsigned node, const char *leaf)
 	return n;
 }
 
-static void node_mark(unsigned node, void *arg)
+struct online {
+	uint8_t id[SPB_TOPO_MAX_NODES];
+	unsigned n;
+};
+
+static void add_online(unsigned node, void *arg)
 {
-	struct spb_topo *t = arg;
-	char path[128], buf[4096];
-	if (node >= SPB_TOPO_MAX_NODES)
-		return;
+	struct online *o = arg;
+	if (node < SPB_TOPO_MAX_NODES && o->n < SPB_TOPO_MAX_NODES)
+		o->id[o->n++] = (uint8_t)node;
+}
+
+static void read_node(struct spb_topo *t, unsigned node, const struct online *o)
+{
+	char path[128], buf[1024]; /* small: a first malloc may run on a small stack */
 	node_path(path, node, "/cpulist");
 	struct cpu_mark m = {t, node};
 	if (read_file(path, buf, sizeof buf) > 0)
 		parse_list(buf, mark_cpu, &m);
-	node_path(path, node, "/distance");
+	node_path(path, node, "/distance"); /* one column per online node, in order */
 	if (read_file(path, buf, sizeof buf) > 0) {
 		const char *s = buf;
-		for (unsigned j = 0; j < SPB_TOPO_MAX_NODES && *s; j++) {
+		for (unsigned j = 0; j < o->n && *s; j++) {
 			while (*s == ' ')
 				s++;
 			if (*s < '0' || *s > '9')
 				break;
 			uint64_t d = parse_u64(s);
-			t->dist[node][j] = (uint8_t)(d > 255 ? 255 : d);
+			t->dist[node][o->id[j]] = (uint8_t)(d > 255 ? 255 : d);
 			while (*s >= '0' && *s <= '9')
 				s++;
 		}
@@ -196,13 +205,16 @@ static void read_caches(struct spb_topo *t)
 
 static void read_sysfs(struct spb_topo *t)
 {
-	char buf[4096];
+	char buf[1024];
 	memset(t->cpu_node, SPB_TOPO_NO_NODE, sizeof t->cpu_node);
 	t->source = SPB_TOPO_SYSFS;
 	t->nr_nodes = 1;
 	if (read_file("/sys/devices/system/node/online", buf, sizeof buf) > 0) {
-		unsigned n = parse_list(buf, node_mark, t);
+		struct online o = {.n = 0};
+		unsigned n = parse_list(buf, add_online, &o);
 		t->nr_nodes = n < 1 ? 1 : n > SPB_TOPO_MAX_NODES ? SPB_TOPO_MAX_NODES : n;
+		for (unsigned i = 0; i < o.n; i++)
+			read_node(t, o.id[i], &o);
 	}
 	if (read_file("/sys/devices/system/cpu/online", buf, sizeof buf) > 0) {
 		parse_list(buf, count_one, &t->nr_pus);
@@ -299,8 +311,9 @@ enum spb_bind spb__topo_bind(void *p, size_t size, int node)
 	/* The call itself is os.c's (the fault injection seam); a test may
 	 * ask for it on a single-node machine too. */
 	if (!__atomic_load_n(&spb__os_inject.mbind_always, __ATOMIC_RELAXED) &&
-	    (spb__topo_nr_nodes() <= 1 || node < 0 || node >= SPB_TOPO_MAX_NODES))
-		return SPB_BIND_SKIPPED;
+	    (spb__topo_nr_nodes() <= 1 || !spb__opt(OPT_NUMA) || node < 0 ||
+	     node >= SPB_TOPO_MAX_NODES))
+		return SPB_BIND_SKIPPED; /* SPBMALLOC_NUMA=0: one zone, no node */
 	int pol = spb__topo_policy();
 	if (pol > 0 && pol != MPOL_LOCAL_MODE)
 		return SPB_BIND_KEPT; /* numactl --interleave/--membind/--preferred */
