@@ -227,9 +227,6 @@ int spb__topo_current_node(void) SPB_HIDDEN;
  * use afterwards. A second call, or a call from inside hwloc (the
  * thread-local guard), returns at once. */
 int spb__topo_discover(void) SPB_HIDDEN;
-/* True while the calling thread is inside hwloc (its mallocs are served
- * as usual; nothing may start another discovery). */
-bool spb__topo_in_hwloc(void) SPB_HIDDEN;
 /* In a forked child: a discovery the parent's background thread had
  * under way is not finished here (sysfs stays). */
 void spb__topo_atfork_child(void) SPB_HIDDEN;

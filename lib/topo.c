@@ -272,11 +272,6 @@ int spb__topo_current_node(void)
 	return (int)node;
 }
 
-bool spb__topo_in_hwloc(void)
-{
-	return in_hwloc;
-}
-
 int spb__topo_discover(void)
 {
 	spb__topo_get();
