@@ -13,6 +13,9 @@
  *              binding to a node the kernel has not is refused, counted and
  *              absorbed, remote frees go back to zone 1, a thread that moves
  *              follows its node at its next refill
+ *   xml        HWLOC_XMLFILE: a 2-node machine with node distances (the
+ *              test writes it with hwloc itself): distances and node
+ *              memory copied as hwloc gives them
  *   policy M   the process started under set_mempolicy(M) (as numactl
  *              --interleave / --membind would): the program re-executes
  *              itself under it; no binding overrides it (counted)
@@ -21,6 +24,7 @@
  * node the kernel has after all) is skipped with its reason.
  */
 #define _GNU_SOURCE
+#include <hwloc.h>
 #include <numaif.h>
 #include <pthread.h>
 #include <sched.h>
@@ -358,6 +362,60 @@ static int mode_synth(int want)
 	return check_done("test_topo synth");
 }
 
+/* ---- xml: HWLOC_XMLFILE, with distances ---- */
+
+/* A 2-node synthetic machine with NUMA distances 10/21, written as XML by
+ * hwloc (this process's malloc is glibc's: the test may call hwloc). */
+static bool write_xml(const char *path)
+{
+	hwloc_topology_t t;
+	if (hwloc_topology_init(&t) || hwloc_topology_set_synthetic(t, "node:2(memory=2GB) core:1 pu:1") ||
+	    hwloc_topology_load(t))
+		return false;
+	hwloc_obj_t objs[2] = {hwloc_get_obj_by_type(t, HWLOC_OBJ_NUMANODE, 0),
+			       hwloc_get_obj_by_type(t, HWLOC_OBJ_NUMANODE, 1)};
+	hwloc_uint64_t v[4] = {10, 21, 21, 10};
+	hwloc_distances_add_handle_t h = hwloc_distances_add_create(
+		t, "test", HWLOC_DISTANCES_KIND_FROM_USER | HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0);
+	bool ok = h && objs[0] && objs[1] && hwloc_distances_add_values(t, h, 2, objs, v, 0) == 0 &&
+		  hwloc_distances_add_commit(t, h, 0) == 0 && hwloc_topology_export_xml(t, path, 0) == 0;
+	hwloc_topology_destroy(t);
+	return ok;
+}
+
+static int mode_xml(void)
+{
+	char path[] = "/tmp/spb-topo-XXXXXX";
+	int fd = mkstemp(path);
+	REQUIRE(fd >= 0);
+	close(fd);
+	bool ok = write_xml(path);
+	if (!ok) {
+		unlink(path);
+		printf("# SKIP this hwloc could not write a synthetic XML topology with distances\n");
+		return TAP_SKIP;
+	}
+	setenv("HWLOC_XMLFILE", path, 1);
+	unsetenv("HWLOC_SYNTHETIC");
+	setup();
+	CHECK_EQ(spb__engine_topo_discover(), 1);
+	unlink(path);
+	const struct spb_topo *t = spb__topo_get();
+	CHECK_EQ(t->source, SPB_TOPO_HWLOC);
+	CHECK_EQ(t->synthetic, 1);
+	CHECK_EQ(t->nr_nodes, 2);
+	CHECK_EQ(spb__nr_zones, 2);
+	CHECK_EQ(t->dist[0][0], 10);
+	CHECK_EQ(t->dist[0][1], 21);
+	CHECK_EQ(t->dist[1][0], 21);
+	CHECK_EQ(t->dist[1][1], 10);
+	CHECK_EQ(t->node_mem[0], 2000000000); /* hwloc: 2GB = 2e9 bytes */
+	CHECK_EQ(t->node_mem[1], 2000000000);
+	CHECK_EQ(t->cpu_node[0], 0);
+	CHECK_EQ(t->cpu_node[1], 1);
+	return check_done("test_topo xml");
+}
+
 /* ---- policy M: started under a memory policy ---- */
 
 static int mode_policy(int argc, char **argv)
@@ -405,8 +463,10 @@ int main(int argc, char **argv)
 		return mode_nohwloc();
 	if (strcmp(mode, "synth") == 0 && argc > 2)
 		return mode_synth(atoi(argv[2]));
+	if (strcmp(mode, "xml") == 0)
+		return mode_xml();
 	if (strcmp(mode, "policy") == 0 && argc > 2)
 		return mode_policy(argc, argv);
-	fprintf(stderr, "usage: test_topo [host|nohwloc|synth N|policy interleave|bind]\n");
+	fprintf(stderr, "usage: test_topo [host|nohwloc|synth N|xml|policy interleave|bind]\n");
 	return 2;
 }
