@@ -5,8 +5,7 @@
 #   HWLOC_FOUND, HWLOC_VERSION (when pkg-config knows it),
 #   HWLOC_INCLUDE_DIRS, HWLOC_LIBRARIES,
 #   HWLOC::hwloc — imported target.
-# Only the tools and benchmarks use hwloc; the allocator must not (it
-# allocates: see lib/topo.c).
+# The allocator runs it once, from its background thread (lib/hwtopo.c).
 
 find_package(PkgConfig QUIET)
 if(PKG_CONFIG_FOUND)

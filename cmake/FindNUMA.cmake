@@ -5,8 +5,7 @@
 #   NUMA_FOUND, NUMA_VERSION (when pkg-config knows it),
 #   NUMA_INCLUDE_DIRS, NUMA_LIBRARIES,
 #   NUMA::numa — imported target.
-# Only the tools and benchmarks use libnuma; the allocator must not (it
-# allocates: see lib/topo.c).
+# The allocator uses only its numaif system call wrappers (lib/os.c).
 
 find_package(PkgConfig QUIET)
 if(PKG_CONFIG_FOUND)

@@ -84,6 +84,28 @@ struct spb_stats_header {
 	uint64_t reserved[8];
 };
 
+/* The topology the zones were built for (lib/topo.c): first read from
+ * sysfs, then, once the background thread has run it, from hwloc. Node
+ * memory and distances for the first SPB_STATS_TOPO_NODES nodes. */
+#define SPB_STATS_TOPO_NODES 8
+struct spb_stats_topo {
+	uint32_t source;          /* 0 none, 1 sysfs, 2 hwloc */
+	uint32_t synthetic;       /* hwloc read HWLOC_SYNTHETIC / HWLOC_XMLFILE */
+	uint32_t nr_nodes;        /* NUMA nodes (highest number + 1) */
+	uint32_t nr_packages;     /* 0: unknown (sysfs does not say) */
+	uint32_t nr_cores;        /* 0: unknown */
+	uint32_t nr_pus;          /* logical CPUs */
+	int32_t mem_policy;       /* the process's get_mempolicy mode at start
+				     (0 default, 1 preferred, 2 bind,
+				     3 interleave, 4 local, ...; -1 unknown) */
+	uint32_t cache_line;      /* bytes */
+	uint64_t cache_l1d;       /* bytes, one instance (0: unknown) */
+	uint64_t cache_l2;
+	uint64_t cache_l3;
+	uint64_t node_mem[SPB_STATS_TOPO_NODES];  /* bytes local to the node */
+	uint8_t dist[SPB_STATS_TOPO_NODES][SPB_STATS_TOPO_NODES]; /* 0: unknown */
+};
+
 /* Everything in bytes unless the name says otherwise. */
 struct spb_stats_gauges {
 	uint64_t publish_count;    /* snapshots written so far */
@@ -111,6 +133,7 @@ struct spb_stats_gauges {
 	/* memory behind pageblocks (rung != none), by class row and rung */
 	uint64_t bytes_by_class_rung[SPB_STATS_NR_ROWS][SPB_STATS_NR_RUNGS];
 	uint64_t reserved[8];
+	struct spb_stats_topo topo;
 };
 
 /* One SPB of the map. */

@@ -102,6 +102,7 @@ static void *alloc_pages(struct spb_heap *h, size_t size, size_t align, unsigned
 	}
 	/* A direct page run is sparse-prone (pageblock.c): many programs
 	 * write a few bytes of a big buffer. */
+	spb__heap_follow_node(h); /* a run from the engine is a refill too */
 	p = spb__pages_alloc(h->zone, size, align, h->cls, flags | SPB_F_SPARSE);
 	if (p) {
 		/* A run below a pageblock is exactly the pages asked for (no

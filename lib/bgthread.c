@@ -8,10 +8,12 @@
  * Started lazily by spb__bg_maybe_start() (from a malloc slow path: the
  * thread is created with every signal blocked, named "spb-bg"), not
  * inherited by fork (spb__bg_atfork_child marks it stopped so the child
- * restarts its own). Inside the thread nothing allocates: it runs in a
- * process whose malloc is ours.
- * May call: the engine (spb_decay), statseg.c, os.c, libc's pthread
- * (pthread_create only in spb__bg_maybe_start).
+ * restarts its own). Inside the thread nothing allocates, with one
+ * exception: before its first round it runs hwloc's topology discovery
+ * once (spb__engine_topo_discover: hwloc allocates, through our malloc,
+ * which is ready by then; no allocator lock is held there).
+ * May call: the engine (spb_decay, the topology discovery), statseg.c,
+ * os.c, libc's pthread (pthread_create only in spb__bg_maybe_start).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -82,6 +84,7 @@ static void *bg_main(void *arg)
 {
 	(void)arg;
 	prctl(PR_SET_NAME, "spb-bg", 0, 0, 0);
+	spb__engine_topo_discover(); /* hwloc, once; sysfs until it is done */
 	spb__statseg_init();
 	uint64_t next_publish = 0;
 	for (;;) {
@@ -136,6 +139,7 @@ void spb__bg_maybe_start(void)
 
 void spb__bg_atfork_child(void)
 {
+	spb__topo_atfork_child(); /* a discovery under way was the thread's */
 	__atomic_store_n(&bg_futex, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&bg_state, BG_STOPPED, __ATOMIC_RELEASE);
 }

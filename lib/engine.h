@@ -276,7 +276,23 @@ void spb__map_unregister(uintptr_t base, size_t size) SPB_HIDDEN;
 extern struct spb_zone spb__zones[SPB_NR_ZONES_MAX] SPB_HIDDEN;
 extern int spb__nr_zones SPB_HIDDEN;
 void spb__engine_init(void) SPB_HIDDEN;
+/* The zone of the node the calling thread runs on now (zone 0 with one
+ * zone): heaps ask at creation and at each refill (heap.c). */
 struct spb_zone *spb__zone_current(void) SPB_HIDDEN;
+/* Run hwloc's discovery once (topo.c) where no allocator lock is held:
+ * counts the source, adds zones for nodes sysfs did not show. Returns
+ * spb__topo_discover's result (1 loaded now, -1 failed now, 0 nothing). */
+int spb__engine_topo_discover(void) SPB_HIDDEN;
+/* Count a binding's outcome (spb__topo_bind) into a counter array. */
+static inline void spb__count_bind(uint64_t *c, enum spb_bind b)
+{
+	if (b == SPB_BIND_DONE)
+		c[NUMA_BIND]++;
+	else if (b == SPB_BIND_KEPT)
+		c[NUMA_BIND_KEPT]++;
+	else if (b == SPB_BIND_REFUSED)
+		c[NUMA_BIND_FAIL]++;
+}
 void spb__zone_lock(struct spb_zone *z) SPB_HIDDEN;
 void spb__zone_unlock(struct spb_zone *z) SPB_HIDDEN;
 /* Free pageblocks the zone keeps in tainted SPBs for non-movable demand. */

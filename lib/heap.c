@@ -509,6 +509,7 @@ static void reclaim_sweep(struct spb_heap *h)
 
 struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 {
+	spb__heap_follow_node(h);
 	if (h->cls == SPB_MOVABLE)
 		return refill_movable(h, bin);
 	/* After a shrink pass: the thread's RECLAIMABLE heap, whichever of

@@ -261,6 +261,23 @@ struct spb_heap *spb__heap_get(void) SPB_HIDDEN;
 struct spb_heap *spb__heap_for_class(unsigned cls) SPB_HIDDEN;
 /* Make cls the class of the calling thread's plain malloc. */
 int spb__heap_set_default(unsigned cls) SPB_HIDDEN;
+/* A thread that moved to another node allocates from that node's zone
+ * from its next refill: new spans, adopted spans and page runs come from
+ * h->zone. The spans it holds stay its own (their blocks go back to their
+ * own zone when freed: a span knows its zone, a page run its SPB's). One
+ * zone: one load. Several: sched_getcpu (rseq, no system call) and the
+ * topology's CPU -> node map, on this slow path only. */
+static inline void spb__heap_follow_node(struct spb_heap *h)
+{
+	if (SPB_LIKELY(__atomic_load_n(&spb__nr_zones, __ATOMIC_RELAXED) <= 1))
+		return;
+	struct spb_zone *z = spb__zone_current();
+	if (SPB_UNLIKELY(z != h->zone)) {
+		h->zone = z;
+		h->counters[MALLOC_ZONE_MOVE]++;
+	}
+}
+
 /* Refill bin from the heap's spans, abandoned spans, or a new span. */
 struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin) SPB_HIDDEN;
 /* A span's last block came back (owner path). */

@@ -23,13 +23,19 @@ static void thread_exit_cb(void *h)
 	spb__heap_thread_exit(h);
 }
 
+/* Zones locked by prefork: the count is read after zone 0's lock is
+ * held (zones are added under it, zone.c), and postfork unlocks those. */
+static int fork_nr_zones;
+
 static void prefork(void)
 {
 	spb__rcu_prefork(); /* first: a grace period may wait for a reader in malloc */
 	spb__shrink_prefork();
 	spb__compact_prefork(); /* no handle left COPYING in the child */
 	spb__heap_prefork();
-	for (int i = 0; i < spb__nr_zones; i++) /* waits for unlocked windows */
+	spb__zone_prefork(&spb__zones[0]); /* waits for unlocked windows */
+	fork_nr_zones = __atomic_load_n(&spb__nr_zones, __ATOMIC_ACQUIRE);
+	for (int i = 1; i < fork_nr_zones; i++)
 		spb__zone_prefork(&spb__zones[i]);
 	spb__span_prefork();
 }
@@ -37,7 +43,7 @@ static void prefork(void)
 static void postfork_parent(void)
 {
 	spb__span_postfork(false);
-	for (int i = 0; i < spb__nr_zones; i++)
+	for (int i = 0; i < fork_nr_zones; i++)
 		spb__zone_postfork(&spb__zones[i], false);
 	spb__heap_postfork_parent();
 	spb__compact_postfork(false);
@@ -48,7 +54,7 @@ static void postfork_parent(void)
 static void postfork_child(void)
 {
 	spb__span_postfork(true);
-	for (int i = 0; i < spb__nr_zones; i++)
+	for (int i = 0; i < fork_nr_zones; i++)
 		spb__zone_postfork(&spb__zones[i], true);
 	spb__heap_postfork_child();
 	spb__secret_postfork_child(); /* after the heaps and zones are usable */

@@ -46,8 +46,8 @@ void *spb__large_alloc(struct spb_zone *z, size_t bytes, size_t align, unsigned 
 		else
 			local[THP_ADVISE_FAIL]++;
 	}
-	if (p && !spb__topo_bind(p, size, z->node))
-		local[NUMA_BIND_FAIL]++;
+	if (p)
+		spb__count_bind(local, spb__topo_bind(p, size, z->node));
 	if (p) {
 		lr->r.cls = (uint8_t)cls;
 		lr->r.rung = rung;

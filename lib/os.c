@@ -1,6 +1,9 @@
 /*
- * os.c — the only file that calls mmap, munmap, madvise, mbind, mlock and
- * memfd_secret.
+ * os.c — the only file that calls mmap, munmap, madvise, mbind, mlock,
+ * memfd_secret, get_mempolicy and move_pages.
+ *
+ * The last three through libnuma's numaif wrappers: plain system calls,
+ * no allocation (nothing of libnuma proper: its numa_* functions allocate).
  *
  * Each call passes through the fault injection seam first (spb__os_inject,
  * platform.h): it is counted by kind, and a test can make the kernel
@@ -10,6 +13,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <numaif.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -30,7 +34,6 @@
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif
-#define MPOL_PREFERRED 1
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18
 #endif
@@ -282,7 +285,20 @@ __attribute__((noinline)) bool spb__os_mbind(void *p, size_t size, int node)
 		return false;
 	unsigned long mask = 1ul << node;
 	/* Preferred, not bound: a full node spills instead of failing. */
-	return syscall(SYS_mbind, p, size, MPOL_PREFERRED, &mask, 64ul, 0u) == 0;
+	return mbind(p, size, MPOL_PREFERRED, &mask, 64ul, 0u) == 0;
+}
+
+int spb__os_get_mempolicy(void)
+{
+	int mode = 0;
+	if (get_mempolicy(&mode, NULL, 0, NULL, 0) != 0)
+		return -1;
+	return mode;
+}
+
+bool spb__os_page_nodes(void *const *pages, unsigned long n, int *status)
+{
+	return move_pages(0, n, (void **)(uintptr_t)pages, NULL, status, 0) == 0;
 }
 
 /* Move the mapping q (size bytes, set up) over p. mremap unmaps the target

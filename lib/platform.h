@@ -78,6 +78,10 @@ struct spb_os_inject {
 	/* Test-only: issue mbind even on a single-node machine, so the
 	 * binding call site can be exercised everywhere. */
 	bool mbind_always;
+	/* Test-only: hwloc's discovery fails (hwloc falls back to its own
+	 * discovery on a bad HWLOC_SYNTHETIC, so it cannot be made to fail
+	 * from the environment): the sysfs topology stays. */
+	bool hwloc_fail;
 };
 extern struct spb_os_inject spb__os_inject SPB_HIDDEN;
 /* Zero every knob, count and the hook. */
@@ -111,8 +115,15 @@ bool spb__os_meta_free(void *p, size_t size) SPB_HIDDEN;
  * else a fresh mapping over it, else (never failing) memset. Returns false
  * when the first way was refused (the caller counts it). */
 bool spb__os_meta_zero(void *p, size_t size) SPB_HIDDEN;
-/* mbind(MPOL_PREFERRED, node) of [p, p+size); false when refused. */
+/* mbind(MPOL_PREFERRED, node) of [p, p+size) (libnuma's numaif wrapper:
+ * a system call, no allocation); false when refused. */
 bool spb__os_mbind(void *p, size_t size, int node) SPB_HIDDEN;
+/* The calling thread's memory policy mode (get_mempolicy), or -1. */
+int spb__os_get_mempolicy(void) SPB_HIDDEN;
+/* The node of each of n pages (move_pages with nodes NULL: a query, it
+ * moves nothing): status[i] is a node, or a negative errno (-ENOENT: not
+ * faulted in). False when the call failed. */
+bool spb__os_page_nodes(void *const *pages, unsigned long n, int *status) SPB_HIDDEN;
 /* Secret memory (secret.c via backing.c). Both map the new memory away
  * from p first and move it over p only once it is set up (mremap), so a
  * refusal leaves the old mapping as it was. Both ranges are MADV_DONTFORK
@@ -179,13 +190,63 @@ bool spb__backing_unsecret_pb(void *pb, uint8_t spb_rung, uint64_t *counters) SP
 /* False when the kernel refused (the data area is still mapped). */
 bool spb__backing_unmap_spb(void *base, uint8_t rung) SPB_HIDDEN;
 
-/* ---- topo.c: topology (the only place that asks about NUMA) ---- */
+/* ---- topo.c, hwtopo.c: topology (the only places that ask about NUMA) ---- */
+#define SPB_TOPO_MAX_NODES 64   /* = SPB_NR_ZONES_MAX: a zone per node */
+#define SPB_TOPO_MAX_CPUS 1024
+#define SPB_TOPO_NO_NODE 0xffu
+enum spb_topo_source { SPB_TOPO_NONE = 0, SPB_TOPO_SYSFS, SPB_TOPO_HWLOC };
+/* The machine, in a fixed-size structure that never allocates: filled
+ * once from sysfs (at engine init), then once from hwloc (hwtopo.c, from
+ * the background thread), and published by pointer. Counts of 0 are
+ * unknown. Nodes are numbered by their OS index (hwloc's os_index, the
+ * kernel's node number): zone i serves node i. */
+struct spb_topo {
+	uint32_t source;        /* enum spb_topo_source */
+	uint32_t nr_nodes;      /* highest node number + 1 */
+	uint32_t nr_packages, nr_cores, nr_pus;
+	uint32_t nr_cpus;       /* entries of cpu_node: highest CPU number + 1 */
+	uint32_t synthetic;     /* hwloc read HWLOC_SYNTHETIC / HWLOC_XMLFILE:
+				   not this machine (its nodes need not exist) */
+	uint32_t cache_line;    /* bytes */
+	uint64_t cache_l1d, cache_l2, cache_l3; /* bytes, of one instance */
+	uint64_t node_mem[SPB_TOPO_MAX_NODES];  /* bytes local to each node */
+	uint8_t dist[SPB_TOPO_MAX_NODES][SPB_TOPO_MAX_NODES]; /* 0: unknown */
+	uint8_t cpu_node[SPB_TOPO_MAX_CPUS];    /* SPB_TOPO_NO_NODE: none */
+};
+/* The topology in use: hwloc's once it has run, else sysfs's (read on the
+ * first call: open/read only, no allocation). Never NULL. */
+const struct spb_topo *spb__topo_get(void) SPB_HIDDEN;
 int spb__topo_nr_nodes(void) SPB_HIDDEN;
-/* The NUMA node of the calling thread's CPU (0 when unknown). */
+/* The NUMA node of the calling thread's CPU (sched_getcpu, then the
+ * topology's CPU -> node map: hwloc's on a synthetic topology, so a test
+ * can present nodes the kernel does not have); 0 when unknown. */
 int spb__topo_current_node(void) SPB_HIDDEN;
-/* Prefer node for [p, p+size) (best effort): false when the kernel
- * refused (the memory is used unbound; the caller counts it). */
-bool spb__topo_bind(void *p, size_t size, int node) SPB_HIDDEN;
+/* Run hwloc once (SPBMALLOC_HWLOC=1), where no allocator lock is held
+ * and the allocator serves its own mallocs (the background thread, or a
+ * test): on success its topology replaces sysfs's. Returns the source in
+ * use afterwards. A second call, or a call from inside hwloc (the
+ * thread-local guard), returns at once. */
+int spb__topo_discover(void) SPB_HIDDEN;
+/* In a forked child: a discovery the parent's background thread had
+ * under way is not finished here (sysfs stays). */
+void spb__topo_atfork_child(void) SPB_HIDDEN;
+/* hwtopo.c: the one caller of hwloc. Fills *t; false when hwloc failed. */
+bool spb__hwtopo_load(struct spb_topo *t) SPB_HIDDEN;
+/* The memory policy the process was started with (get_mempolicy at
+ * engine init: MPOL_DEFAULT 0, PREFERRED 1, BIND 2, INTERLEAVE 3, LOCAL 4,
+ * ...); -1 when it could not be read. */
+int spb__topo_policy(void) SPB_HIDDEN;
+enum spb_bind {
+	SPB_BIND_SKIPPED,  /* one node (nothing to choose) or no node */
+	SPB_BIND_DONE,     /* mbind(MPOL_PREFERRED, node) */
+	SPB_BIND_KEPT,     /* the process runs under a policy of its own
+			      (numactl --interleave, --membind, ...): kept */
+	SPB_BIND_REFUSED,  /* the kernel said no (a node it has not: the
+			      memory is used unbound) */
+};
+/* Prefer node for [p, p+size), unless the process policy says otherwise;
+ * the caller counts the outcome. */
+enum spb_bind spb__topo_bind(void *p, size_t size, int node) SPB_HIDDEN;
 
 /* ---- options.c ---- */
 enum spb_option {

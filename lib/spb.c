@@ -143,8 +143,8 @@ struct spb *spb__spb_grow_locked(struct spb_zone *z)
 		s = spb__os_meta_alloc(sizeof *s);
 	if (s)
 		base = spb__backing_reserve_spb(&rung, local);
-	if (base && !spb__topo_bind(base, SPB_SPB_SIZE, z->node))
-		local[NUMA_BIND_FAIL]++;
+	if (base)
+		spb__count_bind(local, spb__topo_bind(base, SPB_SPB_SIZE, z->node));
 
 	spb__zone_window_exit(z);
 	z->nr_spbs_reserving--;

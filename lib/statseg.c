@@ -203,6 +203,27 @@ static uint32_t collect_zone(struct spb_zone *z, uint16_t zi,
 	return n;
 }
 
+static void collect_topo(struct spb_stats_topo *o)
+{
+	const struct spb_topo *t = spb__topo_get();
+	o->source = t->source;
+	o->synthetic = t->synthetic;
+	o->nr_nodes = t->nr_nodes;
+	o->nr_packages = t->nr_packages;
+	o->nr_cores = t->nr_cores;
+	o->nr_pus = t->nr_pus;
+	o->mem_policy = spb__topo_policy();
+	o->cache_line = t->cache_line;
+	o->cache_l1d = t->cache_l1d;
+	o->cache_l2 = t->cache_l2;
+	o->cache_l3 = t->cache_l3;
+	for (int i = 0; i < SPB_STATS_TOPO_NODES; i++) {
+		o->node_mem[i] = t->node_mem[i];
+		for (int j = 0; j < SPB_STATS_TOPO_NODES; j++)
+			o->dist[i][j] = t->dist[i][j];
+	}
+}
+
 void spb__stats_collect(struct spb_stats_gauges *g, uint64_t *counters,
 			struct spb_stats_spb *spbs, uint32_t max)
 {
@@ -240,6 +261,7 @@ void spb__stats_collect(struct spb_stats_gauges *g, uint64_t *counters,
 				g->next_decay_ms = in;
 		}
 	}
+	collect_topo(&g->topo);
 	read_smaps(g);
 	g->publish_realtime_ns = realtime_ns();
 }

@@ -22,7 +22,6 @@ int spb__nr_zones;
 void (*spb__evac_hook)(struct spb_zone *z);
 
 static int engine_state; /* 0 none, 1 initialising, 2 ready */
-static SPB_TLS struct spb_zone *tls_zone;
 
 static void zone_init(struct spb_zone *z, int node)
 {
@@ -52,11 +51,12 @@ void spb__engine_init(void)
 	if (__atomic_compare_exchange_n(&engine_state, &st, 1, false,
 					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 		spb__options_init();
-		int n = spb__opt(OPT_NUMA) ? spb__topo_nr_nodes() : 1;
+		int n = spb__opt(OPT_NUMA) ? spb__topo_nr_nodes() : 1; /* sysfs */
 		if (n > SPB_NR_ZONES_MAX)
 			n = SPB_NR_ZONES_MAX;
 		for (int i = 0; i < n; i++)
 			zone_init(&spb__zones[i], i);
+		spb__zones[0].counters[TOPO_SYSFS]++;
 		spb__nr_zones = n;
 		__atomic_store_n(&engine_state, 2, __ATOMIC_RELEASE);
 		spb__statseg_init(); /* statseg.c: no allocation */
@@ -68,16 +68,41 @@ void spb__engine_init(void)
 
 struct spb_zone *spb__zone_current(void)
 {
-	struct spb_zone *z = tls_zone;
-	if (SPB_LIKELY(z != NULL))
-		return z;
 	spb__engine_init();
-	int node = spb__nr_zones > 1 ? spb__topo_current_node() : 0;
-	if (node < 0 || node >= spb__nr_zones)
+	int nz = __atomic_load_n(&spb__nr_zones, __ATOMIC_ACQUIRE);
+	if (SPB_LIKELY(nz <= 1))
+		return &spb__zones[0];
+	int node = spb__topo_current_node();
+	if (node < 0 || node >= nz)
 		node = 0;
-	z = &spb__zones[node];
-	tls_zone = z;
-	return z;
+	return &spb__zones[node];
+}
+
+/* hwloc's topology, once (spb__topo_discover): counted, and zones added
+ * for nodes sysfs did not show (a synthetic or XML topology). Zones only
+ * grow, each set up before the count that makes it visible is published,
+ * under zone 0's lock: fork takes that lock first and then reads the
+ * count (init.c), so it never sees a zone it did not lock. */
+int spb__engine_topo_discover(void)
+{
+	spb__engine_init();
+	int r = spb__topo_discover();
+	if (r == 0)
+		return r;
+	struct spb_zone *z0 = &spb__zones[0];
+	spb__zone_lock(z0);
+	z0->counters[r > 0 ? TOPO_HWLOC : TOPO_HWLOC_FAIL]++;
+	int n = spb__opt(OPT_NUMA) ? spb__topo_nr_nodes() : 1;
+	if (n > SPB_NR_ZONES_MAX)
+		n = SPB_NR_ZONES_MAX;
+	if (n > spb__nr_zones) {
+		for (int i = spb__nr_zones; i < n; i++)
+			zone_init(&spb__zones[i], i);
+		z0->counters[TOPO_ZONE_ADD] += (uint64_t)(n - spb__nr_zones);
+		__atomic_store_n(&spb__nr_zones, n, __ATOMIC_RELEASE);
+	}
+	spb__zone_unlock(z0);
+	return r;
 }
 
 void spb__zone_lock(struct spb_zone *z)

@@ -9,6 +9,7 @@ shows. Exit 0 pass, 1 fail, 77 skip.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -37,6 +38,9 @@ class Helper:
         e = dict(os.environ)
         e.setdefault("SPBMALLOC_DECAY_MS", "600000")  # no release mid-test
         e.setdefault("SPBMALLOC_STATSEG_DELAY_MS", "0")  # the segment at once
+        # No hwloc discovery unless a case asks (case_topology): it allocates
+        # on the background thread while a case compares two snapshots.
+        e.setdefault("SPBMALLOC_HWLOC", "0")
         e.update(env or {})
         self.p = subprocess.Popen([helper], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True, env=e)
@@ -190,7 +194,10 @@ def case_off(spbstat, helper):
 
 
 def case_summary(spbstat, helper):
-    env = dict(os.environ, SPBMALLOC_STATS="1", SPBMALLOC_DECAY_MS="600000")
+    # No hwloc discovery: it allocates on the background thread (a
+    # pageblock of its own), and whether it is done by exit is a race.
+    env = dict(os.environ, SPBMALLOC_STATS="1", SPBMALLOC_DECAY_MS="600000",
+               SPBMALLOC_HWLOC="0")
     r = subprocess.run([helper], input="pattern 3 2 1\nexit\n", capture_output=True,
                        text=True, env=env, timeout=20)
     pid = int(r.stdout.split()[1])
@@ -556,6 +563,57 @@ def case_live_view(spbstat, helper):
         check(gone, "q quits spbstat")
     finally:
         subprocess.run(T + ["kill-server"], capture_output=True)
+        h.exit()
+
+
+def topo_snapshot(spbstat, h):
+    """The first snapshot taken after hwloc's discovery (the background
+    thread runs it once; a liveness wait, not a timing check)."""
+    deadline = time.time() + 60
+    while True:
+        check(h.cmd("publish") == ["ok"], "forced publish")
+        snap = snapshot(spbstat, h.pid)
+        if snap["topology"]["source"] == "hwloc" or time.time() > deadline:
+            return snap
+        time.sleep(0.05)
+
+
+def case_topology(spbstat, helper):
+    kernel_nodes = len([d for d in os.listdir("/sys/devices/system/node")
+                        if re.fullmatch(r"node\d+", d)]) or 1
+    h = Helper(helper, {"SPBMALLOC_HWLOC": "1"})
+    try:
+        snap = topo_snapshot(spbstat, h)
+        t, c = snap["topology"], snap["counters"]
+        print(t["summary"])
+        check(t["source"] == "hwloc" and t["synthetic"] == 0, "hwloc's topology of this machine")
+        check(c["topo_sysfs"] == 1 and c["topo_hwloc"] == 1 and c["topo_hwloc_fail"] == 0,
+              "sysfs first, then hwloc, once")
+        check(t["nodes"] == kernel_nodes == snap["gauges"]["nr_zones"],
+              "%d nodes, a zone each" % kernel_nodes)
+        check(t["pus"] == os.cpu_count(), "%d PUs" % os.cpu_count())
+        check(len(t["distances"]) == kernel_nodes and t["distances"][0][0] == 10,
+              "node distances")
+        check(t["mem_policy"] == "default", "started without a memory policy")
+        rc, out, _ = run(spbstat, "--text", h.pid)
+        check(rc == 0 and ("summary                      hwloc: ") in out, "the text names it")
+    finally:
+        h.exit()
+    h = Helper(helper, {"SPBMALLOC_HWLOC": "1", "HWLOC_SYNTHETIC": "pack:2 numa:2 core:1 pu:1"})
+    try:
+        snap = topo_snapshot(spbstat, h)
+        t, c = snap["topology"], snap["counters"]
+        print(t["summary"])
+        check(t["source"] == "hwloc" and t["synthetic"] == 1, "a synthetic topology")
+        check((t["nodes"], t["packages"], t["cores"], t["pus"]) == (4, 2, 4, 4),
+              "4 nodes, 2 packages, 4 cores, 4 PUs")
+        check(snap["gauges"]["nr_zones"] == 4, "4 zones")
+        check(c["topo_zone_add"] == 4 - kernel_nodes, "zones added for hwloc's nodes")
+        check(t["node_mem_bytes"] == [1 << 30] * 4, "hwloc's synthetic node memory")
+        rc, out, _ = run(spbstat, "--text", h.pid)
+        check(rc == 0 and "hwloc (synthetic): 2 packages, 4 nodes, 4 cores, 4 PUs" in out
+              and "zones 4" in out, "the text line")
+    finally:
         h.exit()
 
 

@@ -230,6 +230,87 @@ static void emit_gauges(struct emitter *e, const struct snap *s)
 	em_pop(e);
 }
 
+static const char *const topo_sources[] = {"none", "sysfs", "hwloc"};
+static const char *const policy_names[] = {"default", "preferred", "bind", "interleave",
+					   "local", "preferred-many", "weighted-interleave"};
+
+static void size_short(char *buf, size_t cap, uint64_t v)
+{
+	if (v && v % (1u << 20) == 0)
+		snprintf(buf, cap, "%lluM", (unsigned long long)(v >> 20));
+	else if (v && v % 1024 == 0)
+		snprintf(buf, cap, "%lluK", (unsigned long long)(v >> 10));
+	else
+		snprintf(buf, cap, "%llu", (unsigned long long)v);
+}
+
+const char *topo_policy_name(int32_t mode)
+{
+	if (mode < 0)
+		return "unknown";
+	return (size_t)mode < sizeof policy_names / sizeof policy_names[0] ? policy_names[mode] : "?";
+}
+
+void topo_summary(char *buf, size_t cap, const struct spb_stats_topo *t, uint32_t nr_zones)
+{
+	char l1[24], l2[24], l3[24];
+	size_short(l1, sizeof l1, t->cache_l1d);
+	size_short(l2, sizeof l2, t->cache_l2);
+	size_short(l3, sizeof l3, t->cache_l3);
+	snprintf(buf, cap,
+		 "%s%s: %u packages, %u nodes, %u cores, %u PUs; L1d %s L2 %s L3 %s; "
+		 "zones %u; policy %s",
+		 t->source < 3 ? topo_sources[t->source] : "?", t->synthetic ? " (synthetic)" : "",
+		 t->nr_packages, t->nr_nodes, t->nr_cores, t->nr_pus, l1, l2, l3, nr_zones,
+		 topo_policy_name(t->mem_policy));
+}
+
+static void emit_topology(struct emitter *e, const struct snap *s)
+{
+	const struct spb_stats_topo *t = &s->g.topo;
+	char line[256];
+	em_push(e, "topology", false);
+	topo_summary(line, sizeof line, t, s->g.nr_zones);
+	em_str(e, "summary", line);
+	em_str(e, "source", t->source < 3 ? topo_sources[t->source] : "?");
+	em_u64(e, "synthetic", t->synthetic, "hwloc read HWLOC_SYNTHETIC or HWLOC_XMLFILE", false);
+	em_u64(e, "nodes", t->nr_nodes, "NUMA nodes", false);
+	em_u64(e, "packages", t->nr_packages, "packages (0: unknown)", false);
+	em_u64(e, "cores", t->nr_cores, "cores (0: unknown)", false);
+	em_u64(e, "pus", t->nr_pus, "logical CPUs", false);
+	em_u64(e, "cache_line", t->cache_line, "cache line bytes", false);
+	em_u64(e, "cache_l1d_bytes", t->cache_l1d, "L1 data cache bytes (one instance)", false);
+	em_u64(e, "cache_l2_bytes", t->cache_l2, "L2 cache bytes (one instance)", false);
+	em_u64(e, "cache_l3_bytes", t->cache_l3, "L3 cache bytes (one instance)", false);
+	em_str(e, "mem_policy", topo_policy_name(t->mem_policy));
+	unsigned n = t->nr_nodes < SPB_STATS_TOPO_NODES ? t->nr_nodes : SPB_STATS_TOPO_NODES;
+	if (e->fmt == EMIT_TEXT) { /* a row per node */
+		for (unsigned i = 0; i < n; i++) {
+			char key[32], row[8 * SPB_STATS_TOPO_NODES + 32];
+			size_t len = (size_t)snprintf(row, sizeof row, "mem %llu MiB, distances",
+						      (unsigned long long)(t->node_mem[i] >> 20));
+			for (unsigned j = 0; j < n && len < sizeof row; j++)
+				len += (size_t)snprintf(row + len, sizeof row - len, " %u", t->dist[i][j]);
+			snprintf(key, sizeof key, "node%u", i);
+			em_str(e, key, row);
+		}
+	} else if (e->fmt == EMIT_JSON) {
+		em_push(e, "node_mem_bytes", true);
+		for (unsigned i = 0; i < n; i++)
+			em_u64(e, NULL, t->node_mem[i], NULL, false);
+		em_pop(e);
+		em_push(e, "distances", true);
+		for (unsigned i = 0; i < n; i++) {
+			em_push(e, NULL, true);
+			for (unsigned j = 0; j < n; j++)
+				em_u64(e, NULL, t->dist[i][j], NULL, false);
+			em_pop(e);
+		}
+		em_pop(e);
+	}
+	em_pop(e);
+}
+
 static void emit_spb(struct emitter *e, const struct spb_stats_spb *r)
 {
 	char hex[24], cls[SPB_STATS_PB_PER_SPB + 1], rung[SPB_STATS_PB_PER_SPB + 1];
@@ -279,6 +360,7 @@ void emit_snapshot(FILE *f, enum emit_fmt fmt, const struct snap *s)
 	em_u64(&e, "publish_interval_ms", s->hdr.publish_interval_ms, NULL, false);
 	em_u64(&e, "rungs_enabled", s->hdr.rungs_enabled, "bit per backing rung allowed", false);
 	emit_gauges(&e, s);
+	emit_topology(&e, s);
 	em_push(&e, "counters", false);
 	for (uint32_t i = 0; i < s->nr_counters; i++)
 		em_u64(&e, s->names[i], s->counters[i], s->names[i], true);

@@ -56,6 +56,9 @@ enum emit_fmt { EMIT_TEXT, EMIT_JSON, EMIT_OPENMETRICS };
 struct emitter;
 /* Render the whole snapshot in one format. */
 void emit_snapshot(FILE *f, enum emit_fmt fmt, const struct snap *s);
+/* One line on the topology the process built its zones for. */
+void topo_summary(char *buf, size_t cap, const struct spb_stats_topo *t, uint32_t nr_zones);
+const char *topo_policy_name(int32_t mode);
 /* Names for classes, rungs, categories; map characters. */
 extern const char *const class_row_names[SPB_STATS_NR_ROWS];
 extern const char *const rung_names[SPB_STATS_NR_RUNGS];

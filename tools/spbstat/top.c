@@ -195,6 +195,9 @@ static void draw(const struct snap *s, const uint64_t *prev, double dt)
 		printf(" %s %llu", rung_names[r], (unsigned long long)g->pb_by_rung[r]);
 	fputs("\033[K\n", stdout);
 	char cl[256];
+	topo_summary(cl, sizeof cl, &g->topo, g->nr_zones);
+	printf("topology: ");
+	screen_line(cl, cols > 10 ? cols - 10 : cols);
 	snprintf(cl, sizeof cl,
 		 "compaction: moved %llu (%.1f MiB), %llu passes, freed %llu spans %llu pb, "
 		 "cpu %llu ms, ctl +%llu -%llu, direct %llu/%llu captured",
@@ -238,7 +241,7 @@ static void draw(const struct snap *s, const uint64_t *prev, double dt)
 	};
 	counted_line(s, cols, runs, sizeof runs / sizeof runs[0], "");
 	fputs("\033[K\n", stdout);
-	int used = 11;
+	int used = 12; /* the lines above */
 	int crow = rows - used - 4 - (int)(s->nr_spbs < 8 ? s->nr_spbs : 8);
 	used += draw_counters(s, prev, dt, cols, crow > 4 ? crow : 4);
 	fputs("\033[K\n", stdout);
