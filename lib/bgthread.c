@@ -9,9 +9,10 @@
  * thread is created with every signal blocked, named "spb-bg"), not
  * inherited by fork (spb__bg_atfork_child marks it stopped so the child
  * restarts its own). Inside the thread nothing allocates, with one
- * exception: before its first round it runs hwloc's topology discovery
- * once (spb__engine_topo_discover: hwloc allocates, through our malloc,
- * which is ready by then; no allocator lock is held there).
+ * exception: once SPBMALLOC_HWLOC_DELAY_MS have passed, a round opens
+ * hwloc and runs its topology discovery, once (spb__engine_topo_discover:
+ * dlopen and hwloc allocate, through our malloc, which is ready by then;
+ * no allocator lock is held there).
  * May call: the engine (spb_decay, the topology discovery), statseg.c,
  * os.c, libc's pthread (pthread_create only in spb__bg_maybe_start).
  */
@@ -58,10 +59,22 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
 	return a < b ? a : b;
 }
 
+/* When hwloc's discovery is due (0: done). */
+static uint64_t topo_due;
+
 /* One round: everything due now; returns ms until the next deadline. */
 static uint64_t bg_round(uint64_t *next_publish)
 {
 	uint64_t wait = spb_decay();
+	if (topo_due) {
+		uint64_t t = spb__os_now_ms();
+		if (t >= topo_due) {
+			spb__engine_topo_discover(); /* hwloc, once; sysfs until then */
+			topo_due = 0;
+		} else {
+			wait = min_u64(wait, topo_due - t);
+		}
+	}
 	uint64_t (*hook)(uint64_t) = __atomic_load_n(&spb__bg_hook, __ATOMIC_ACQUIRE);
 	if (hook)
 		wait = min_u64(wait, hook(spb__os_now_ms()));
@@ -84,7 +97,10 @@ static void *bg_main(void *arg)
 {
 	(void)arg;
 	prctl(PR_SET_NAME, "spb-bg", 0, 0, 0);
-	spb__engine_topo_discover(); /* hwloc, once; sysfs until it is done */
+	/* hwloc once, after SPBMALLOC_HWLOC_DELAY_MS (bg_round). */
+	topo_due = spb__os_now_ms() + (uint64_t)spb__opt(OPT_HWLOC_DELAY_MS);
+	if (!topo_due)
+		topo_due = 1;
 	spb__statseg_init();
 	uint64_t next_publish = 0;
 	for (;;) {
