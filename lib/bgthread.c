@@ -9,7 +9,9 @@
  * thread is created with every signal blocked, named "spb-bg"), not
  * inherited by fork (spb__bg_atfork_child marks it stopped so the child
  * restarts its own). Inside the thread nothing allocates: it runs in a
- * process whose malloc is ours.
+ * process whose malloc is ours. (A request of spbstat's it answers, each
+ * round, runs through spb_ctl: an action such as compact or shrink runs
+ * on this thread, with no allocator lock held, and may allocate.)
  * May call: the engine (spb_decay), statseg.c, os.c, libc's pthread
  * (pthread_create only in spb__bg_maybe_start).
  */
@@ -73,6 +75,10 @@ static uint64_t bg_round(uint64_t *next_publish)
 		*next_publish = now + (uint64_t)spb__opt(OPT_STATS_INTERVAL_MS);
 	}
 	wait = min_u64(wait, *next_publish - now);
+	/* spbstat --set/--trim/--compact: looked at each round, and the
+	 * rounds are at most SPB_CTL_POLL_MS apart while there is a slot. */
+	if (spb__statseg_serve_ctl())
+		wait = min_u64(wait, SPB_CTL_POLL_MS);
 	/* Keep at least a millisecond between rounds (a refused release is
 	 * due again only after the delay, but nothing here may spin). */
 	return wait ? wait : 1;

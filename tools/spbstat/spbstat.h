@@ -66,4 +66,8 @@ void fmt_bytes(char *buf, size_t cap, uint64_t b);
 /* The live view; returns the exit code. */
 int top_run(int pid);
 
+/* control.c: a request through the segment's control slot (--set, --get,
+ * --trim, --compact); returns the exit code. */
+int cmd_control(int pid, enum spb_stats_ctl_op op, const char *name, long value);
+
 #endif
