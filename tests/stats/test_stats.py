@@ -121,7 +121,7 @@ def case_json(spbstat, helper):
         check(h.cmd("publish") == ["ok"], "forced publish")
         before = snapshot(spbstat, h.pid)
         check(before["pid"] == h.pid and before["alive"] == 1, "snapshot names the pid, alive")
-        check(before["layout_version"] == 1, "layout version 1")
+        check(before["layout_version"] == 2, "layout version 2")
         n, m, k = 5, 3, 4
         out = h.cmd("pattern %d %d %d" % (n, m, k))
         check(out[0] == "pattern" and len(out) == 2 + m, "pattern allocated")
@@ -312,7 +312,7 @@ def case_version(spbstat, helper):
     def v99(d, pid):
         struct.pack_into("<I", d, off["version"], 99)
         return set_pid(d, pid, off)
-    with_forged(spbstat, helper, v99, 2, "unknown layout version 99 (this spbstat reads 1)",
+    with_forged(spbstat, helper, v99, 2, "unknown layout version 99 (this spbstat reads 2)",
                 "unknown layout version")
 
 
