@@ -90,6 +90,13 @@ struct ctl_ref {
 
 #define STATS_PREFIX "stats."
 
+/* "stats.<name>" of every counter, made by the compiler. */
+static const char *const stats_names[SPB_NR_COUNTERS] = {
+#define SPB_COUNTER(e, name, desc) [e] = STATS_PREFIX name,
+#include "spbmalloc_counters.def"
+#undef SPB_COUNTER
+};
+
 static bool lookup(const char *name, struct ctl_ref *r)
 {
 	for (unsigned i = 0; i < CTL_NR_ACTS; i++)
@@ -109,7 +116,7 @@ static bool lookup(const char *name, struct ctl_ref *r)
 		}
 	if (!strncmp(name, STATS_PREFIX, sizeof STATS_PREFIX - 1))
 		for (unsigned i = 0; i < SPB_NR_COUNTERS; i++)
-			if (!strcmp(name + sizeof STATS_PREFIX - 1, spb__counter_names[i])) {
+			if (!strcmp(name, stats_names[i])) {
 				*r = (struct ctl_ref){K_COUNTER, i};
 				return true;
 			}
@@ -328,7 +335,6 @@ SPB_EXPORT size_t spb_ctl_count(void)
 
 SPB_EXPORT const char *spb_ctl_name(size_t idx)
 {
-	static char stats_names[SPB_NR_COUNTERS][sizeof STATS_PREFIX + SPB_STATS_NAME_LEN];
 	if (idx < NR_OPTS)
 		return ctl_opts[idx].name;
 	idx -= NR_OPTS;
@@ -338,21 +344,7 @@ SPB_EXPORT const char *spb_ctl_name(size_t idx)
 	if (idx < CTL_NR_ACTS)
 		return act_names[idx];
 	idx -= CTL_NR_ACTS;
-	if (idx >= SPB_NR_COUNTERS)
-		return NULL;
-	/* Made once per counter (the same bytes each time: a race writes
-	 * what is already there). */
-	char *s = stats_names[idx];
-	if (!__atomic_load_n(&s[0], __ATOMIC_ACQUIRE)) {
-		char tmp[sizeof stats_names[0]];
-		size_t n = spb__fmt_str(tmp, 0, sizeof tmp - 1, STATS_PREFIX);
-		n = spb__fmt_str(tmp, n, sizeof tmp - 1, spb__counter_names[idx]);
-		tmp[n] = 0;
-		for (size_t i = n; i-- > 1;)
-			__atomic_store_n(&s[i], tmp[i], __ATOMIC_RELAXED);
-		__atomic_store_n(&s[0], tmp[0], __ATOMIC_RELEASE);
-	}
-	return s;
+	return idx < SPB_NR_COUNTERS ? stats_names[idx] : NULL;
 }
 
 SPB_EXPORT int spb_ctl_writable(const char *name)

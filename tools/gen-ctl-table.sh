@@ -22,7 +22,7 @@ while IFS=$'\t' read -r enum name writable why; do
 		exit 1
 	fi
 	IFS=$'\t' read -r _ env min max <<<"$line"
-	access=read
+	access='read'
 	[ "$writable" = 1 ] && access="read, write ${min// /}–${max// /}"
 	why=${why//|/\\|}
 	printf '| `%s` | setting `SPBMALLOC_%s` | %s | %s |\n' "$name" "$env" "$access" "$why"
