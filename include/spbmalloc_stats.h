@@ -57,8 +57,10 @@
  * header. The segment is 0600: only its owner (or root) can write it.
  * A requester (spbstat) takes `lock` (0 -> its pid, by compare-and-swap;
  * the lock of a dead pid may be taken over), writes op, name, value, then
- * stores req_seq = ack_seq + 1 (release). The process's background thread
- * looks once per round (at most a second apart): it copies the slot, then
+ * stores req_seq = ack_seq + 1 (release), then adds 1 to `wake` and wakes
+ * it (FUTEX_WAKE, not private). The process's background thread sleeps on
+ * `wake` and looks each round (at most a second apart, should a wake be
+ * missed): it copies the slot, then
  * checks the copy (req_seq one past the last it answered, a NUL within
  * name, name of [a-z0-9._], a known op), runs spb_ctl, and answers:
  * result, status (0 or an errno), then ack_seq = req_seq (release). A
@@ -78,7 +80,9 @@ struct spb_stats_ctl {
 	int64_t value;           /* SET: the new value */
 	int64_t result;          /* process: see the ops */
 	int32_t status;          /* process: 0 or an errno */
-	uint32_t pad;
+	uint32_t wake;           /* a futex word: the background thread sleeps
+				    on it; a requester adds 1 and FUTEX_WAKEs
+				    it (shared) after storing req_seq */
 	char name[SPB_STATS_CTL_NAME_LEN]; /* spb_ctl name, NUL terminated */
 };
 

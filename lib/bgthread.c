@@ -30,16 +30,27 @@ enum { BG_STOPPED = 0, BG_STARTING, BG_RUNNING, BG_OFF };
 
 static int bg_state;
 static uint32_t bg_futex; /* bumped by every wake */
+/* The word the thread sleeps on: bg_futex, or, once the stats segment
+ * exists, the control slot's wake word in it (a shared futex: spbstat
+ * wakes the thread for a request, from another process). Switched by the
+ * thread alone, at the top of a round: a waker that still found the old
+ * word woke nobody, but its news comes before the round that follows. */
+static uint32_t *_Atomic bg_word = &bg_futex;
 static int atfork_registered;
 uint64_t (*_Atomic spb__bg_hook)(uint64_t now_ms);
 
-static void bg_sleep(uint32_t seen, uint64_t ms)
+static int futex_op(const uint32_t *w, int op)
+{
+	return w == &bg_futex ? op | FUTEX_PRIVATE_FLAG : op;
+}
+
+static void bg_sleep(uint32_t *w, uint32_t seen, uint64_t ms)
 {
 	struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
 			      .tv_nsec = (long)(ms % 1000) * 1000000L};
-	/* Returns at the timeout, on a wake, or at once if bg_futex moved
+	/* Returns at the timeout, on a wake, or at once if the word moved
 	 * since `seen` (a wake that came before we slept is not lost). */
-	syscall(SYS_futex, &bg_futex, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+	syscall(SYS_futex, w, futex_op(w, FUTEX_WAIT), seen, &ts, NULL, 0);
 }
 
 /* Cleared by the thread at the start of each round: the kicks of many
@@ -48,9 +59,10 @@ static int kick_pending;
 
 void spb__bg_wake(void)
 {
-	__atomic_fetch_add(&bg_futex, 1, __ATOMIC_RELEASE);
+	uint32_t *w = __atomic_load_n(&bg_word, __ATOMIC_ACQUIRE);
+	__atomic_fetch_add(w, 1, __ATOMIC_RELEASE);
 	if (__atomic_load_n(&bg_state, __ATOMIC_ACQUIRE) == BG_RUNNING)
-		syscall(SYS_futex, &bg_futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+		syscall(SYS_futex, w, futex_op(w, FUTEX_WAKE), 1, NULL, NULL, 0);
 }
 
 static uint64_t min_u64(uint64_t a, uint64_t b)
@@ -91,10 +103,15 @@ static void *bg_main(void *arg)
 	spb__statseg_init();
 	uint64_t next_publish = 0;
 	for (;;) {
-		uint32_t seen = __atomic_load_n(&bg_futex, __ATOMIC_ACQUIRE);
+		uint32_t *w = __atomic_load_n(&bg_word, __ATOMIC_RELAXED);
+		if (w == &bg_futex && (w = spb__statseg_wake_word()) != NULL)
+			__atomic_store_n(&bg_word, w, __ATOMIC_RELEASE);
+		else
+			w = __atomic_load_n(&bg_word, __ATOMIC_RELAXED);
+		uint32_t seen = __atomic_load_n(w, __ATOMIC_ACQUIRE);
 		__atomic_store_n(&kick_pending, 0, __ATOMIC_RELEASE);
 		uint64_t wait = bg_round(&next_publish);
-		bg_sleep(seen, wait);
+		bg_sleep(w, seen, wait);
 	}
 	return NULL;
 }
@@ -142,6 +159,8 @@ void spb__bg_maybe_start(void)
 
 void spb__bg_atfork_child(void)
 {
+	/* The parent's segment is not the child's (statseg.c unmaps it). */
+	__atomic_store_n(&bg_word, &bg_futex, __ATOMIC_RELEASE);
 	__atomic_store_n(&bg_futex, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&bg_state, BG_STOPPED, __ATOMIC_RELEASE);
 }

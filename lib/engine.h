@@ -487,7 +487,11 @@ bool spb__statseg_serve_ctl(void) SPB_HIDDEN;
  * due); returns 0 or an errno, the value in *result. Counted. */
 struct spb_stats_ctl;
 int spb__ctl_remote(bool seq_ok, const struct spb_stats_ctl *req, int64_t *result) SPB_HIDDEN;
-/* How often, at most, the background thread looks at the slot. */
+/* The slot's wake word (NULL while there is no segment): the background
+ * thread sleeps on it, a shared futex spbstat wakes. */
+uint32_t *spb__statseg_wake_word(void) SPB_HIDDEN;
+/* How often, at most, the background thread looks at the slot (should a
+ * wake be missed). */
 #define SPB_CTL_POLL_MS 1000
 /* Gauges and counters (and the SPB map when spbs != NULL, up to max
  * records) from the zones, each zone's lock held briefly. */

@@ -465,6 +465,11 @@ bool spb__statseg_ready(void)
 
 /* ---- the control slot (spbmalloc_stats.h, struct spb_stats_ctl) ---- */
 
+uint32_t *spb__statseg_wake_word(void)
+{
+	return spb__statseg_ready() ? &seg.hdr->ctl.wake : NULL;
+}
+
 bool spb__statseg_serve_ctl(void)
 {
 	if (!spb__statseg_ready())

@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/futex.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -133,6 +135,9 @@ int cmd_control(int pid, enum spb_stats_ctl_op op, const char *name, long value)
 	memset(c->name, 0, sizeof c->name);
 	memcpy(c->name, name, strlen(name));
 	__atomic_store_n(&c->req_seq, seq, __ATOMIC_RELEASE);
+	/* The background thread sleeps on this word (a shared futex). */
+	__atomic_fetch_add(&c->wake, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &c->wake, FUTEX_WAKE, 1, NULL, NULL, 0);
 	while (__atomic_load_n(&c->ack_seq, __ATOMIC_ACQUIRE) != seq) {
 		if (now_ms() > deadline) {
 			uint64_t want = seq;
