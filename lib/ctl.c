@@ -167,7 +167,7 @@ static int refuse_why(const char *who, const char *name, int e, const char *why)
 	n = spb__fmt_str(line, n, sizeof line, "): nothing changed");
 	line[n < sizeof line ? n : sizeof line - 1] = 0;
 	spb__warn(who, nm, line);
-	spb__heap_count(CTL_REFUSED, 1);
+	spb__counter_add(CTL_REFUSED, 1);
 	errno = e;
 	return -1;
 }
@@ -278,7 +278,7 @@ SPB_EXPORT int spb_ctl(const char *name, void *oldp, size_t *oldlenp, const void
 		const struct ctl_opt *c = &ctl_opts[r.idx];
 		if (!newp) {
 			out = (uint64_t)spb__opt(c->opt);
-			spb__heap_count(CTL_READ, 1);
+			spb__counter_add(CTL_READ, 1);
 			break;
 		}
 		if (!c->writable)
@@ -300,7 +300,7 @@ SPB_EXPORT int spb_ctl(const char *name, void *oldp, size_t *oldlenp, const void
 		}
 		out = (uint64_t)__atomic_exchange_n(&spb__options[c->opt], v, __ATOMIC_RELAXED);
 		after_write(c->opt);
-		spb__heap_count(CTL_WRITE, 1);
+		spb__counter_add(CTL_WRITE, 1);
 		break;
 	}
 	case K_COUNTER:
@@ -309,7 +309,7 @@ SPB_EXPORT int spb_ctl(const char *name, void *oldp, size_t *oldlenp, const void
 			return refuse(name, EPERM, "is read only");
 		out = r.kind == K_COUNTER ? spb__counter_sum((enum spb_counter)r.idx)
 					  : figure((enum ctl_fig)r.idx);
-		spb__heap_count(CTL_READ, 1);
+		spb__counter_add(CTL_READ, 1);
 		break;
 	case K_ACT:
 		if (newp)
@@ -318,7 +318,7 @@ SPB_EXPORT int spb_ctl(const char *name, void *oldp, size_t *oldlenp, const void
 			int e = errno;
 			return refuse(name, e, "could not run here");
 		}
-		spb__heap_count(CTL_ACTION, 1);
+		spb__counter_add(CTL_ACTION, 1);
 		break;
 	}
 	if (oldp)
@@ -372,7 +372,7 @@ static bool name_chars_ok(const char *s)
 
 int spb__ctl_remote(bool seq_ok, const struct spb_stats_ctl *req, int64_t *result)
 {
-	spb__heap_count(CTL_REMOTE, 1);
+	spb__counter_add(CTL_REMOTE, 1);
 	*result = 0;
 	int st = 0;
 	char name[SPB_STATS_CTL_NAME_LEN];
@@ -419,6 +419,6 @@ int spb__ctl_remote(bool seq_ok, const struct spb_stats_ctl *req, int64_t *resul
 		*result = (int64_t)out;
 	}
 	if (st)
-		spb__heap_count(CTL_REMOTE_REFUSED, 1);
+		spb__counter_add(CTL_REMOTE_REFUSED, 1);
 	return st;
 }

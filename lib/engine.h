@@ -460,6 +460,8 @@ unsigned spb__secret_unmap_spb_locked(struct spb *s) SPB_HIDDEN;
 
 /* ---- counters.c ---- */
 uint64_t spb__counter_sum(enum spb_counter c) SPB_HIDDEN;
+/* Count an event with an atomic add (off the hot path only). */
+void spb__counter_add(enum spb_counter c, uint64_t n) SPB_HIDDEN;
 /* Set by the malloc layer: its per-thread counters, folded in on read. */
 extern uint64_t (*spb__counter_extra)(enum spb_counter c) SPB_HIDDEN;
 

@@ -14,7 +14,8 @@
  *                  segments (and to write the control slot), as JSON
  *   ctl NAME       spb_ctl(NAME) read in this process: "ctl <value>" or
  *                  "ctl err <errno>"
- *   big MIB        malloc MIB MiB, touch it, free it; prints "ok"
+ *   big MIB        MIB MiB of whole pageblocks (spb_pages_alloc), touched
+ *                  and freed; prints "ok"
  *   handles N      N stamped handle objects, 4 in 5 freed; prints "ok"
  *   stamped        whether every live one keeps its stamp: "ok 1" / "ok 0"
  * Linked against the static library to reach spb__statseg_publish.
@@ -149,9 +150,11 @@ int main(void)
 			else
 				printf("ctl err %d\n", errno);
 		} else if (sscanf(line, "big %u", &n) == 1) {
-			char *p = must(malloc((size_t)n << 20));
+			/* The engine's whole pageblocks (malloc is a sanitizer's
+			 * in sanitizer builds). */
+			char *p = must(spb_pages_alloc((size_t)n << 20, 0, SPB_UNMOVABLE, 0));
 			memset(p, 1, (size_t)n << 20);
-			free(p);
+			spb_pages_free(p);
 			printf("ok\n");
 		} else if (sscanf(line, "handles %u", &n) == 1) {
 			handles(n);

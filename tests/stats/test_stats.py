@@ -616,12 +616,15 @@ def case_ctl_trim(spbstat, helper):
     try:
         h.cmd("big 64")
         mapped = ctl(h, "engine.mapped_bytes")
-        released = ctl(h, "stats.pb_release")
+        released = ctl(h, "stats.pb_release") + ctl(h, "stats.spb_unmap")
         rc, out, err = run(spbstat, "--trim", h.pid)
         words = out.split()
-        check(rc == 0 and len(words) > 3 and words[2] == "trim:" and int(words[3]) >= 16,
-              "--trim gave back the freed 64 MiB's pageblocks (%r)" % out.strip())
-        check(ctl(h, "stats.pb_release") >= released + 16, "pb_release grew")
+        # pageblocks released, or (when the 64 MiB was all the SPB held, as
+        # in sanitizer builds, where malloc is not ours) the SPB unmapped
+        check(rc == 0 and len(words) > 3 and words[2] == "trim:" and int(words[3]) >= 1,
+              "--trim gave back the freed 64 MiB (%r)" % out.strip())
+        check(ctl(h, "stats.pb_release") + ctl(h, "stats.spb_unmap") >= released + int(words[3]),
+              "pb_release + spb_unmap grew by what it said")
         after = ctl(h, "engine.mapped_bytes")
         check(after <= mapped - (32 << 20),
               "engine.mapped_bytes fell from %d to %d" % (mapped, after))
