@@ -201,6 +201,30 @@ int spb_shrinker_unregister(int id);
 #define SPB_SHRINK_ALL 0x1u
 size_t spb_shrink(unsigned flags);
 
+/* ---- run-time control (README, "Run-time control") ----
+ * In the manner of jemalloc's mallctl. name: a setting ("opt.decay_ms"),
+ * a counter ("stats.<counter name>", summed like spb_counter_value), an
+ * engine figure ("engine.rss_bytes") or an action ("trim", "compact",
+ * "shrink", "thread.flush", "stats.publish"); lib/ctl.def lists them.
+ * Every value is 8 bytes (long for settings, uint64_t otherwise).
+ * oldp/oldlenp: when oldp is given, *oldlenp must be 8 and *oldp gets the
+ * value (before the write, for a write; an action's result); *oldlenp is
+ * set to 8 (oldp NULL: a size query). newp/newlen: the new value of a
+ * writable setting (newlen 8); NULL and 0 to read or to run an action.
+ * Returns 0, or -1 with errno ENOENT (no such name), EINVAL (a size, a
+ * value outside the setting's range, a value given to an action), EPERM
+ * (a read-only name written), EDEADLK (compact inside a read section,
+ * shrink from a shrinker); a refusal changes nothing and prints one
+ * warning line on stderr. Safe while other threads run. */
+int spb_ctl(const char *name, void *oldp, size_t *oldlenp, const void *newp,
+	    size_t newlen);
+/* The names spb_ctl knows: idx from 0 to spb_ctl_count() - 1 (settings,
+ * figures, actions, then the counters); NULL past the end. */
+size_t spb_ctl_count(void);
+const char *spb_ctl_name(size_t idx);
+/* 1 if name is a setting spb_ctl may write, else 0. */
+int spb_ctl_writable(const char *name);
+
 #ifdef __cplusplus
 }
 #endif

@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 #define SPB_STATS_MAGIC 0x544154534d425053ull /* the bytes "SPBMSTAT" */
-#define SPB_STATS_VERSION 1u
+#define SPB_STATS_VERSION 2u /* 2: the control slot in the header */
 #define SPB_STATS_PATH_PREFIX "/dev/shm/spbmalloc."
 #define SPB_STATS_NAME_LEN 32
 #define SPB_STATS_PB_PER_SPB 512
@@ -52,6 +52,39 @@
 /* SPB categories: empty, clean, tainted; fullness buckets of 25%. */
 #define SPB_STATS_NR_CATS 3
 #define SPB_STATS_NR_FULLNESS 4
+
+/* The control slot (spbstat --set/--get/--trim/--compact PID), in the
+ * header. The segment is 0600: only its owner (or root) can write it.
+ * A requester (spbstat) takes `lock` (0 -> its pid, by compare-and-swap;
+ * the lock of a dead pid may be taken over), writes op, name, value, then
+ * stores req_seq = ack_seq + 1 (release), then adds 1 to `wake` and wakes
+ * it (FUTEX_WAKE, not private). The process's background thread sleeps on
+ * `wake` and looks each round (at most a second apart, should a wake be
+ * missed): it copies the slot, then
+ * checks the copy (req_seq one past the last it answered, a NUL within
+ * name, name of [a-z0-9._], a known op), runs spb_ctl, and answers:
+ * result, status (0 or an errno), then ack_seq = req_seq (release). A
+ * requester that gives up stores req_seq = ack_seq (cancelled) and
+ * releases the lock. Nothing in the slot is trusted by the process. */
+#define SPB_STATS_CTL_NAME_LEN 64
+enum spb_stats_ctl_op {
+	SPB_STATS_CTL_GET = 1,  /* result: the value */
+	SPB_STATS_CTL_SET = 2,  /* value: the new one; result: the old one */
+	SPB_STATS_CTL_ACT = 3,  /* an action (trim, compact, ...); result: its result */
+};
+struct spb_stats_ctl {
+	uint64_t req_seq;        /* requester, stored last */
+	uint64_t ack_seq;        /* process, stored last */
+	int32_t lock;            /* pid of the requester holding the slot, 0: free */
+	uint32_t op;             /* enum spb_stats_ctl_op */
+	int64_t value;           /* SET: the new value */
+	int64_t result;          /* process: see the ops */
+	int32_t status;          /* process: 0 or an errno */
+	uint32_t wake;           /* a futex word: the background thread sleeps
+				    on it; a requester adds 1 and FUTEX_WAKEs
+				    it (shared) after storing req_seq */
+	char name[SPB_STATS_CTL_NAME_LEN]; /* spb_ctl name, NUL terminated */
+};
 
 struct spb_stats_header {
 	uint64_t magic;          /* SPB_STATS_MAGIC, stored last at creation */
@@ -82,6 +115,7 @@ struct spb_stats_header {
 	uint32_t publish_interval_ms; /* the background thread's period */
 	uint32_t reserved0;
 	uint64_t reserved[8];
+	struct spb_stats_ctl ctl; /* version 2: external control */
 };
 
 /* The topology the zones were built for (lib/topo.c): first read from

@@ -8,11 +8,13 @@
  * Started lazily by spb__bg_maybe_start() (from a malloc slow path: the
  * thread is created with every signal blocked, named "spb-bg"), not
  * inherited by fork (spb__bg_atfork_child marks it stopped so the child
- * restarts its own). Inside the thread nothing allocates, with one
- * exception: once SPBMALLOC_HWLOC_DELAY_MS have passed, a round opens
- * hwloc and runs its topology discovery, once (spb__engine_topo_discover:
- * dlopen and hwloc allocate, through our malloc, which is ready by then;
- * no allocator lock is held there).
+ * restarts its own). Inside the thread nothing allocates, with two
+ * exceptions, both run with no allocator lock held, in a process whose
+ * malloc is ready by then: once SPBMALLOC_HWLOC_DELAY_MS have passed, a
+ * round opens hwloc and runs its topology discovery, once
+ * (spb__engine_topo_discover: dlopen and hwloc allocate); and a request
+ * of spbstat's it answers, each round, runs through spb_ctl: an action
+ * such as compact or shrink runs on this thread and may allocate.
  * May call: the engine (spb_decay, the topology discovery), statseg.c,
  * os.c, libc's pthread (pthread_create only in spb__bg_maybe_start).
  */
@@ -31,16 +33,27 @@ enum { BG_STOPPED = 0, BG_STARTING, BG_RUNNING, BG_OFF };
 
 static int bg_state;
 static uint32_t bg_futex; /* bumped by every wake */
+/* The word the thread sleeps on: bg_futex, or, once the stats segment
+ * exists, the control slot's wake word in it (a shared futex: spbstat
+ * wakes the thread for a request, from another process). Switched by the
+ * thread alone, at the top of a round: a waker that still found the old
+ * word woke nobody, but its news comes before the round that follows. */
+static uint32_t *_Atomic bg_word = &bg_futex;
 static int atfork_registered;
 uint64_t (*_Atomic spb__bg_hook)(uint64_t now_ms);
 
-static void bg_sleep(uint32_t seen, uint64_t ms)
+static int futex_op(const uint32_t *w, int op)
+{
+	return w == &bg_futex ? op | FUTEX_PRIVATE_FLAG : op;
+}
+
+static void bg_sleep(uint32_t *w, uint32_t seen, uint64_t ms)
 {
 	struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
 			      .tv_nsec = (long)(ms % 1000) * 1000000L};
-	/* Returns at the timeout, on a wake, or at once if bg_futex moved
+	/* Returns at the timeout, on a wake, or at once if the word moved
 	 * since `seen` (a wake that came before we slept is not lost). */
-	syscall(SYS_futex, &bg_futex, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+	syscall(SYS_futex, w, futex_op(w, FUTEX_WAIT), seen, &ts, NULL, 0);
 }
 
 /* Cleared by the thread at the start of each round: the kicks of many
@@ -49,9 +62,10 @@ static int kick_pending;
 
 void spb__bg_wake(void)
 {
-	__atomic_fetch_add(&bg_futex, 1, __ATOMIC_RELEASE);
+	uint32_t *w = __atomic_load_n(&bg_word, __ATOMIC_ACQUIRE);
+	__atomic_fetch_add(w, 1, __ATOMIC_RELEASE);
 	if (__atomic_load_n(&bg_state, __ATOMIC_ACQUIRE) == BG_RUNNING)
-		syscall(SYS_futex, &bg_futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+		syscall(SYS_futex, w, futex_op(w, FUTEX_WAKE), 1, NULL, NULL, 0);
 }
 
 static uint64_t min_u64(uint64_t a, uint64_t b)
@@ -88,6 +102,10 @@ static uint64_t bg_round(uint64_t *next_publish)
 		*next_publish = now + (uint64_t)spb__opt(OPT_STATS_INTERVAL_MS);
 	}
 	wait = min_u64(wait, *next_publish - now);
+	/* spbstat --set/--trim/--compact: looked at each round, and the
+	 * rounds are at most SPB_CTL_POLL_MS apart while there is a slot. */
+	if (spb__statseg_serve_ctl())
+		wait = min_u64(wait, SPB_CTL_POLL_MS);
 	/* Keep at least a millisecond between rounds (a refused release is
 	 * due again only after the delay, but nothing here may spin). */
 	return wait ? wait : 1;
@@ -104,10 +122,15 @@ static void *bg_main(void *arg)
 	spb__statseg_init();
 	uint64_t next_publish = 0;
 	for (;;) {
-		uint32_t seen = __atomic_load_n(&bg_futex, __ATOMIC_ACQUIRE);
+		uint32_t *w = __atomic_load_n(&bg_word, __ATOMIC_RELAXED);
+		if (w == &bg_futex && (w = spb__statseg_wake_word()) != NULL)
+			__atomic_store_n(&bg_word, w, __ATOMIC_RELEASE);
+		else
+			w = __atomic_load_n(&bg_word, __ATOMIC_RELAXED);
+		uint32_t seen = __atomic_load_n(w, __ATOMIC_ACQUIRE);
 		__atomic_store_n(&kick_pending, 0, __ATOMIC_RELEASE);
 		uint64_t wait = bg_round(&next_publish);
-		bg_sleep(seen, wait);
+		bg_sleep(w, seen, wait);
 	}
 	return NULL;
 }
@@ -156,6 +179,8 @@ void spb__bg_maybe_start(void)
 void spb__bg_atfork_child(void)
 {
 	spb__topo_atfork_child(); /* a discovery under way was the thread's */
+	/* The parent's segment is not the child's (statseg.c unmaps it). */
+	__atomic_store_n(&bg_word, &bg_futex, __ATOMIC_RELEASE);
 	__atomic_store_n(&bg_futex, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&bg_state, BG_STOPPED, __ATOMIC_RELEASE);
 }

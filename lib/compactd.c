@@ -268,16 +268,17 @@ static void *cd_main(void *arg)
 	(void)arg;
 	prctl(PR_SET_NAME, "spb-compact", 0, 0, 0);
 	cd_self = true;
-	const uint64_t burst_us = (uint64_t)spb__opt(OPT_COMPACT_BURST_MS) * 1000;
-	const uint64_t budget = (uint64_t)spb__opt(OPT_COMPACT_BUDGET_PCT);
-	const uint64_t interval = (uint64_t)spb__opt(OPT_COMPACT_INTERVAL_MS);
-	int64_t tokens = (int64_t)burst_us;
+	int64_t tokens = (int64_t)spb__opt(OPT_COMPACT_BURST_MS) * 1000;
 	uint64_t last = spb__os_now_ms(), backoff = 1;
 	unsigned futile = 0;
 	bool active = false, fresh = false; /* st measured just now, after a pass */
 	struct spb_compact_stat st;
 	for (;;) {
 		uint32_t seen = __atomic_load_n(&cd_futex, __ATOMIC_ACQUIRE);
+		/* Read each round: spb_ctl may change them (ctl.def). */
+		const uint64_t burst_us = (uint64_t)spb__opt(OPT_COMPACT_BURST_MS) * 1000;
+		const uint64_t budget = (uint64_t)spb__opt(OPT_COMPACT_BUDGET_PCT);
+		const uint64_t interval = (uint64_t)spb__opt(OPT_COMPACT_INTERVAL_MS);
 		serve_request();
 		run_evacuations();
 		uint64_t now = spb__os_now_ms();
@@ -370,6 +371,12 @@ void spb__compactd_maybe_start(void)
 		spb__evac_hook = cd_evac_hook;
 		__atomic_store_n(&spb__defrag_hook, cd_defrag, __ATOMIC_RELEASE);
 	}
+}
+
+void spb__compactd_kick(void)
+{
+	if (__atomic_load_n(&cd_state, __ATOMIC_ACQUIRE) == CD_RUNNING)
+		cd_wake();
 }
 
 void spb__compactd_atfork_child(void)

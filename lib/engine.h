@@ -476,6 +476,8 @@ unsigned spb__secret_unmap_spb_locked(struct spb *s) SPB_HIDDEN;
 
 /* ---- counters.c ---- */
 uint64_t spb__counter_sum(enum spb_counter c) SPB_HIDDEN;
+/* Count an event with an atomic add (off the hot path only). */
+void spb__counter_add(enum spb_counter c, uint64_t n) SPB_HIDDEN;
 /* Set by the malloc layer: its per-thread counters, folded in on read. */
 extern uint64_t (*spb__counter_extra)(enum spb_counter c) SPB_HIDDEN;
 
@@ -493,6 +495,22 @@ void spb__statseg_publish(void) SPB_HIDDEN;
 void spb__statseg_atfork_child(void) SPB_HIDDEN;
 /* Normal exit: unlink the segment (the mapping stays until the end). */
 void spb__statseg_exit(void) SPB_HIDDEN;
+/* Whether this process's segment exists (made and not removed). */
+bool spb__statseg_ready(void) SPB_HIDDEN;
+/* The background thread, each round: answer a request spbstat left in
+ * the segment's control slot (copied, checked, run by spb__ctl_remote).
+ * Returns whether there is a slot to watch. */
+bool spb__statseg_serve_ctl(void) SPB_HIDDEN;
+/* ctl.c: run a copied request (seq_ok: its sequence number was the one
+ * due); returns 0 or an errno, the value in *result. Counted. */
+struct spb_stats_ctl;
+int spb__ctl_remote(bool seq_ok, const struct spb_stats_ctl *req, int64_t *result) SPB_HIDDEN;
+/* The slot's wake word (NULL while there is no segment): the background
+ * thread sleeps on it, a shared futex spbstat wakes. */
+uint32_t *spb__statseg_wake_word(void) SPB_HIDDEN;
+/* How often, at most, the background thread looks at the slot (should a
+ * wake be missed). */
+#define SPB_CTL_POLL_MS 1000
 /* Gauges and counters (and the SPB map when spbs != NULL, up to max
  * records) from the zones, each zone's lock held briefly. */
 void spb__stats_collect(struct spb_stats_gauges *g, uint64_t *counters,

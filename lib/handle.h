@@ -79,6 +79,8 @@ size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st) SPB_HIDD
 void spb__compact_measure(struct spb_compact_stat *st) SPB_HIDDEN;
 /* compactd.c: the compaction thread, started by the first spb_halloc. */
 void spb__compactd_maybe_start(void) SPB_HIDDEN;
+/* Wake the compaction thread (if it runs) to re-read its settings. */
+void spb__compactd_kick(void) SPB_HIDDEN;
 void spb__compactd_atfork_child(void) SPB_HIDDEN;
 /* compact.c: fork waits for the copies in flight. */
 void spb__compact_prefork(void) SPB_HIDDEN;

@@ -56,7 +56,7 @@ static void print_settings(void)
 		size_t n = spb__fmt_str(buf, 0, sizeof buf - 24, "spbmalloc: ");
 		n = spb__fmt_str(buf, n, sizeof buf - 24, option_table[i].env);
 		buf[n++] = '=';
-		n += spb__fmt_u64(buf + n, (uint64_t)spb__options[i]);
+		n += spb__fmt_u64(buf + n, (uint64_t)spb__opt((enum spb_option)i));
 		buf[n++] = '\n';
 		ssize_t r = write(2, buf, n);
 		(void)r;
@@ -68,7 +68,7 @@ static void apply(int i, const char *s)
 	const struct option_desc *d = &option_table[i];
 	long v;
 	if (parse_long(s, &v) && v >= d->lo && v <= d->hi)
-		spb__options[i] = v;
+		__atomic_store_n(&spb__options[i], v, __ATOMIC_RELAXED);
 	else
 		spb__warn(d->env, s, "is not valid: using the default");
 }
@@ -125,12 +125,12 @@ void spb__options_init(void)
 		}
 	}
 	__atomic_store_n(&options_done, 1, __ATOMIC_RELEASE);
-	if (spb__options[OPT_VERBOSE])
+	if (spb__opt(OPT_VERBOSE))
 		print_settings();
 }
 
 void spb__option_set(enum spb_option o, long v)
 {
 	spb__options_init();
-	spb__options[o] = v;
+	__atomic_store_n(&spb__options[o], v, __ATOMIC_RELAXED);
 }

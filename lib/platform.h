@@ -258,8 +258,14 @@ enum spb_option {
 extern long spb__options[SPB_NR_OPTIONS] SPB_HIDDEN;
 /* Read SPBMALLOC_* once (idempotent, safe before main). */
 void spb__options_init(void) SPB_HIDDEN;
-static inline long spb__opt(enum spb_option o) { return spb__options[o]; }
-/* Tests change options at run time through this. */
+/* Options are read where they are used, each time (spb_ctl, ctl.c, may
+ * change the writable ones while threads run: ctl.def says which), so
+ * every read and write is atomic (a plain load on x86-64). */
+static inline long spb__opt(enum spb_option o)
+{
+	return __atomic_load_n(&spb__options[o], __ATOMIC_RELAXED);
+}
+/* spb_ctl and tests change options at run time through this. */
 void spb__option_set(enum spb_option o, long v) SPB_HIDDEN;
 
 /* ---- error.c: never allocates ---- */

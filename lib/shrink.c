@@ -264,7 +264,6 @@ static void *sh_main(void *arg)
 	 * back at their next refill (heap.h, spb__reclaim_epoch) goes to the
 	 * OS within a second too. */
 	uint64_t retrim[2] = {0, 0};
-	const uint64_t rest = (uint64_t)spb__opt(OPT_SHRINK_REST_MS);
 	const bool shrink_on = spb__opt(OPT_SHRINK);
 	arm_all(shrink_on);
 	for (;;) {
@@ -288,6 +287,8 @@ static void *sh_main(void *arg)
 			}
 		}
 		unsigned why = spb__pressure_read(&pr, v + 1, n - 1);
+		/* Read each round: spb_ctl may change it (ctl.def). */
+		const uint64_t rest = (uint64_t)spb__opt(OPT_SHRINK_REST_MS);
 		now = spb__os_now_ms();
 		if (why && now >= quiet_until) {
 			on_pressure(why);

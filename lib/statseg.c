@@ -8,7 +8,8 @@
  * while its figures are copied, then written into the segment inside one
  * seqlock window, so a reader copies a consistent snapshot and the lock
  * hold never includes a page fault on the shared file. The background
- * thread (bgthread.c) publishes once per SPBMALLOC_STATS_INTERVAL_MS.
+ * thread (bgthread.c) publishes once per SPBMALLOC_STATS_INTERVAL_MS, and
+ * answers the requests spbstat leaves in the header's control slot.
  *
  * Never allocates: open/ftruncate/read/unlink and os.c's mappings only, so
  * it can run inside the first malloc and in a forked child.
@@ -48,6 +49,7 @@ static struct {
 } seg;
 
 static pthread_mutex_t publish_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t ctl_last; /* the last req_seq answered (background thread) */
 static uint64_t peak_live;
 
 static uint64_t realtime_ns(void)
@@ -308,6 +310,18 @@ static int create_file(void)
 	return -1;
 }
 
+static uint32_t rungs_enabled(void)
+{
+	uint32_t r = 1u << SPB_RUNG_4K;
+	if (spb__opt(OPT_HUGETLB_1G))
+		r |= 1u << SPB_RUNG_HUGETLB_1G;
+	if (spb__opt(OPT_HUGETLB_2M))
+		r |= 1u << SPB_RUNG_HUGETLB_2M;
+	if (spb__opt(OPT_THP))
+		r |= 1u << SPB_RUNG_THP;
+	return r;
+}
+
 static void fill_header(struct spb_stats_header *h, uint32_t max_spbs)
 {
 	h->version = SPB_STATS_VERSION;
@@ -320,13 +334,7 @@ static void fill_header(struct spb_stats_header *h, uint32_t max_spbs)
 	h->page_size = SPB_PAGE_SIZE;
 	h->pb_size = SPB_PB_SIZE;
 	h->spb_size = SPB_SPB_SIZE;
-	h->rungs_enabled = 1u << SPB_RUNG_4K;
-	if (spb__opt(OPT_HUGETLB_1G))
-		h->rungs_enabled |= 1u << SPB_RUNG_HUGETLB_1G;
-	if (spb__opt(OPT_HUGETLB_2M))
-		h->rungs_enabled |= 1u << SPB_RUNG_HUGETLB_2M;
-	if (spb__opt(OPT_THP))
-		h->rungs_enabled |= 1u << SPB_RUNG_THP;
+	h->rungs_enabled = rungs_enabled();
 	h->nr_counters = SPB_NR_COUNTERS;
 	h->nr_classes = SPB_NR_CLASSES;
 	h->nr_rungs = SPB_NR_RUNGS;
@@ -430,6 +438,10 @@ void spb__statseg_publish(void)
 		return;
 	pthread_mutex_lock(&publish_lock);
 	struct spb_stats_header *h = seg.hdr;
+	/* spb_ctl may have changed them since the header was written. */
+	__atomic_store_n(&h->publish_interval_ms, (uint32_t)spb__opt(OPT_STATS_INTERVAL_MS),
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&h->rungs_enabled, rungs_enabled(), __ATOMIC_RELAXED);
 	char *stage = seg.stage;
 	size_t snap_start = h->gauges_off;
 	struct spb_stats_gauges *g = (void *)(stage + (h->gauges_off - snap_start));
@@ -460,10 +472,45 @@ void spb__statseg_atfork_child(void)
 		spb__os_unmap(seg.hdr, seg.size);
 	seg.hdr = NULL;
 	seg.publish_count = 0;
+	ctl_last = 0; /* the child's own segment starts at 0 */
 	__atomic_store_n(&seg.not_before_ms,
 			 spb__os_now_ms() + (uint64_t)spb__opt(OPT_STATSEG_DELAY_MS),
 			 __ATOMIC_RELAXED);
 	__atomic_store_n(&seg.state, SEG_NONE, __ATOMIC_RELEASE);
+}
+
+bool spb__statseg_ready(void)
+{
+	return __atomic_load_n(&seg.state, __ATOMIC_ACQUIRE) == SEG_READY &&
+	       seg.pid == getpid();
+}
+
+/* ---- the control slot (spbmalloc_stats.h, struct spb_stats_ctl) ---- */
+
+uint32_t *spb__statseg_wake_word(void)
+{
+	return spb__statseg_ready() ? &seg.hdr->ctl.wake : NULL;
+}
+
+bool spb__statseg_serve_ctl(void)
+{
+	if (!spb__statseg_ready())
+		return false;
+	struct spb_stats_ctl *c = &seg.hdr->ctl;
+	uint64_t r = __atomic_load_n(&c->req_seq, __ATOMIC_ACQUIRE);
+	if (r == ctl_last)
+		return true;
+	/* Another process writes the slot: act on a copy only. */
+	struct spb_stats_ctl req;
+	memcpy(&req, c, sizeof req);
+	bool seq_ok = r == ctl_last + 1;
+	ctl_last = r; /* a wrong number is answered too: the next is r + 1 */
+	int64_t result;
+	int st = spb__ctl_remote(seq_ok, &req, &result);
+	__atomic_store_n(&c->result, result, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->status, st, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->ack_seq, r, __ATOMIC_RELEASE);
+	return true;
 }
 
 void spb__statseg_exit(void)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # update-readme.sh — regenerate the generated tables in README.md (settings,
-# counters, layout) between their <!-- BEGIN generated: X --> and
+# counters, layout, ctl) between their <!-- BEGIN generated: X --> and
 # <!-- END generated: X --> markers, from the lists they describe.
 # Usage: tools/update-readme.sh          rewrite README.md in place
 #        tools/update-readme.sh --check  exit 1 if README.md is stale (ctest docs.readme)
@@ -11,7 +11,7 @@ tmp=$(mktemp)
 trap 'rm -f "$tmp" "$tmp".*' EXIT
 
 cp "$readme" "$tmp"
-for part in settings counters layout; do
+for part in settings counters layout ctl; do
 	"$root/tools/gen-$part-table.sh" >"$tmp.table"
 	for m in BEGIN END; do
 		if ! grep -qx "<!-- $m generated: $part -->" "$tmp"; then

@@ -34,7 +34,7 @@ def check(cond, msg):
 
 
 class Helper:
-    def __init__(self, helper, env=None):
+    def __init__(self, helper, env=None, preexec_fn=None):
         e = dict(os.environ)
         e.setdefault("SPBMALLOC_DECAY_MS", "600000")  # no release mid-test
         e.setdefault("SPBMALLOC_STATSEG_DELAY_MS", "0")  # the segment at once
@@ -43,7 +43,7 @@ class Helper:
         e.setdefault("SPBMALLOC_HWLOC", "0")
         e.update(env or {})
         self.p = subprocess.Popen([helper], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True, env=e)
+                                  text=True, env=e, preexec_fn=preexec_fn)
         first = self.p.stdout.readline().split()
         if len(first) != 2 or first[0] != "ready":
             fail("helper did not start: %r" % first)
@@ -125,7 +125,7 @@ def case_json(spbstat, helper):
         check(h.cmd("publish") == ["ok"], "forced publish")
         before = snapshot(spbstat, h.pid)
         check(before["pid"] == h.pid and before["alive"] == 1, "snapshot names the pid, alive")
-        check(before["layout_version"] == 1, "layout version 1")
+        check(before["layout_version"] == 2, "layout version 2")
         n, m, k = 5, 3, 4
         out = h.cmd("pattern %d %d %d" % (n, m, k))
         check(out[0] == "pattern" and len(out) == 2 + m, "pattern allocated")
@@ -319,7 +319,7 @@ def case_version(spbstat, helper):
     def v99(d, pid):
         struct.pack_into("<I", d, off["version"], 99)
         return set_pid(d, pid, off)
-    with_forged(spbstat, helper, v99, 2, "unknown layout version 99 (this spbstat reads 1)",
+    with_forged(spbstat, helper, v99, 2, "unknown layout version 99 (this spbstat reads 2)",
                 "unknown layout version")
 
 
@@ -613,6 +613,206 @@ def case_topology(spbstat, helper):
         rc, out, _ = run(spbstat, "--text", h.pid)
         check(rc == 0 and "hwloc (synthetic): 2 packages, 4 nodes, 4 cores, 4 PUs" in out
               and "zones 4" in out, "the text line")
+    finally:
+        h.exit()
+
+
+# ---- external control: spbstat --set/--get/--trim/--compact ----
+
+def ctl(h, name):
+    """spb_ctl(name) read inside the helper."""
+    r = h.cmd("ctl " + name)
+    if len(r) != 2 or r[0] != "ctl":
+        fail("ctl %s: %r" % (name, r))
+    return int(r[1])
+
+
+# Rounds of the background thread 100 ms apart (at most 1 s by default):
+# each request is answered sooner.
+FAST = {"SPBMALLOC_STATS_INTERVAL_MS": "100"}
+
+
+def case_ctl_set(spbstat, helper):
+    h = Helper(helper, FAST)
+    try:
+        rc, out, err = run(spbstat, "--set", h.pid, "opt.decay_ms=250")
+        check(rc == 0 and out.strip() == "pid %d: opt.decay_ms = 250 (was 600000)" % h.pid,
+              "--set opt.decay_ms=250 acknowledged (%r %r)" % (out.strip(), err.strip()))
+        check(ctl(h, "opt.decay_ms") == 250, "the process reads 250 through spb_ctl")
+        rc, out, err = run(spbstat, "--get", h.pid, "opt.decay_ms")
+        check(rc == 0 and out.strip() == "pid %d: opt.decay_ms = 250" % h.pid,
+              "--get reads it back (%r)" % out.strip())
+        rc, out, err = run(spbstat, "--set", h.pid, "opt.dense_pct=70")
+        check(rc == 0 and ctl(h, "opt.dense_pct") == 70, "--set opt.dense_pct=70")
+        # refusals: nothing changes, the process says why on its stderr
+        for arg, why in (("opt.numa=0", "Operation not permitted"),
+                         ("opt.decay_ms=99999999", "Invalid argument"),
+                         ("opt.decay_ms=-1", "Invalid argument"),
+                         ("opt.no_such=1", "No such file or directory"),
+                         ("stats.malloc_alloc=0", "Operation not permitted"),
+                         ("trim=1", "Invalid argument")):
+            rc, out, err = run(spbstat, "--set", h.pid, arg)
+            check(rc == 1 and why in err, "--set %s refused: %r" % (arg, err.strip()))
+        check(ctl(h, "opt.decay_ms") == 250 and ctl(h, "opt.numa") == 1,
+              "the refused requests changed nothing")
+        rc, out, err = run(spbstat, "--get", h.pid, "trim")
+        check(rc == 1 and "Invalid argument" in err, "--get of an action is refused")
+        rc, out, err = run(spbstat, "--set", h.pid, "opt.decay_ms")
+        check(rc == 2, "--set without =VALUE is a usage error")
+        check(ctl(h, "stats.ctl_remote") == 10, "10 requests counted")
+        check(ctl(h, "stats.ctl_remote_refused") == 7, "7 refusals counted")
+        h.cmd("publish")
+        snap = snapshot(spbstat, h.pid)
+        check(snap["counters"]["ctl_remote"] == 10 and snap["counters"]["ctl_write"] == 2,
+              "spbstat --json shows ctl_remote 10 and ctl_write 2")
+    finally:
+        h.exit()
+
+
+def case_ctl_trim(spbstat, helper):
+    h = Helper(helper)
+    try:
+        h.cmd("big 64")
+        mapped = ctl(h, "engine.mapped_bytes")
+        released = ctl(h, "stats.pb_release") + ctl(h, "stats.spb_unmap")
+        rc, out, err = run(spbstat, "--trim", h.pid)
+        words = out.split()
+        # pageblocks released, or (when the 64 MiB was all the SPB held, as
+        # in sanitizer builds, where malloc is not ours) the SPB unmapped
+        check(rc == 0 and len(words) > 3 and words[2] == "trim:" and int(words[3]) >= 1,
+              "--trim gave back the freed 64 MiB (%r)" % out.strip())
+        check(ctl(h, "stats.pb_release") + ctl(h, "stats.spb_unmap") >= released + int(words[3]),
+              "pb_release + spb_unmap grew by what it said")
+        after = ctl(h, "engine.mapped_bytes")
+        check(after <= mapped - (32 << 20),
+              "engine.mapped_bytes fell from %d to %d" % (mapped, after))
+    finally:
+        h.exit()
+
+
+def case_ctl_compact(spbstat, helper):
+    h = Helper(helper, {"SPBMALLOC_COMPACT": "0"})  # no thread compacting first
+    try:
+        h.cmd("handles 20000")
+        moved = ctl(h, "stats.compact_moved")
+        rc, out, err = run(spbstat, "--compact", h.pid)
+        words = out.split()
+        check(rc == 0 and len(words) > 3 and words[2] == "compact:" and int(words[3]) > 0,
+              "--compact moved bytes (%r %r)" % (out.strip(), err.strip()))
+        check(ctl(h, "stats.compact_moved") > moved, "compact_moved grew")
+        check(h.cmd("stamped") == ["ok", "1"], "every handle object keeps its stamp")
+    finally:
+        h.exit()
+
+
+def case_ctl_garbled(spbstat, helper):
+    """Requests written straight into the segment's control slot: the
+    process answers each with an error, counts it, and lives on."""
+    import mmap
+    off = layout(helper)
+    base = off["ctl"]
+    h = Helper(helper, FAST)
+    try:
+        fd = os.open(SHM + str(h.pid), os.O_RDWR)
+        m = mmap.mmap(fd, off["header_size"] + 64)
+        os.close(fd)
+
+        def u64(name):
+            return struct.unpack_from("<Q", m, base + off[name])[0]
+
+        def request(op, name, seq_delta=1, value=0):
+            ack = u64("ctl_ack_seq")
+            struct.pack_into("<I", m, base + off["ctl_op"], op)
+            struct.pack_into("<q", m, base + off["ctl_value"], value)
+            m[base + off["ctl_name"]:base + off["ctl_name"] + 64] = name.ljust(64, b"\0")[:64]
+            seq = ack + seq_delta
+            struct.pack_into("<Q", m, base + off["ctl_req_seq"], seq)
+            for _ in range(500):
+                if u64("ctl_ack_seq") == seq:
+                    return struct.unpack_from("<i", m, base + off["ctl_status"])[0]
+                time.sleep(0.01)
+            fail("no answer to a request with seq %d" % seq)
+
+        import errno
+        check(request(2, b"a" * 64) == errno.EINVAL, "a name without a NUL: EINVAL")
+        check(request(1, b"zzz.nothing") == errno.ENOENT, "an unknown name: ENOENT")
+        check(request(1, b"opt.decay_ms\n\xff") == errno.EINVAL, "bytes outside [a-z0-9._]: EINVAL")
+        check(request(99, b"opt.decay_ms") == errno.EINVAL, "an unknown operation: EINVAL")
+        check(request(1, b"opt.decay_ms", seq_delta=5) == errno.EPROTO,
+              "a wrong sequence number: EPROTO")
+        check(request(2, b"opt.decay_ms", value=1 << 62) == errno.EINVAL,
+              "a value out of range: EINVAL")
+        # garbage over the whole slot, sequence number included
+        rnd = os.urandom(off["ctl_size"])
+        m[base:base + off["ctl_size"]] = rnd
+        seq = u64("ctl_req_seq")
+        for _ in range(500):
+            if u64("ctl_ack_seq") == seq:
+                break
+            time.sleep(0.01)
+        check(u64("ctl_ack_seq") == seq and
+              struct.unpack_from("<i", m, base + off["ctl_status"])[0] != 0,
+              "random bytes over the slot: answered with an error")
+        struct.pack_into("<i", m, base + off["ctl_lock"], 0)  # the garbage took the lock
+        m.close()
+        check(h.p.poll() is None, "the process lives on")
+        check(ctl(h, "opt.decay_ms") == 600000, "nothing changed")
+        check(ctl(h, "stats.ctl_remote") == 7, "7 requests counted")
+        check(ctl(h, "stats.ctl_remote_refused") == 7, "7 refusals counted")
+        # and the slot still works
+        rc, out, err = run(spbstat, "--set", h.pid, "opt.decay_ms=300")
+        check(rc == 0 and ctl(h, "opt.decay_ms") == 300,
+              "a good request after them is served (%r)" % err.strip())
+    finally:
+        h.exit()
+
+
+def case_ctl_nobg(spbstat, helper):
+    h = Helper(helper, {"SPBMALLOC_BG": "0"})
+    try:
+        rc, out, err = run(spbstat, "--set", h.pid, "opt.decay_ms=250",
+                           env=dict(os.environ, SPBSTAT_CTL_TIMEOUT_MS="500"))
+        check(rc == 1 and "did not acknowledge" in err,
+              "SPBMALLOC_BG=0: not acknowledged (%r)" % err.strip())
+        check(ctl(h, "opt.decay_ms") == 600000, "and nothing changed")
+    finally:
+        h.exit()
+
+
+def case_ctl_perms(spbstat, helper):
+    if os.geteuid() != 0:
+        print("SKIP: needs root to run a process as another user")
+        sys.exit(77)
+    import pwd
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        print("SKIP: no user nobody")
+        sys.exit(77)
+
+    def as_nobody():
+        os.setgroups([])
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+    probe = subprocess.run([helper], input="exit\n", preexec_fn=as_nobody,
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        print("SKIP: nobody cannot run %s" % helper)
+        sys.exit(77)
+    h = Helper(helper)  # root's process: nobody cannot open its segment
+    try:
+        r = subprocess.run([spbstat, "--set", str(h.pid), "opt.decay_ms=250"],
+                           preexec_fn=as_nobody, capture_output=True, text=True)
+        check(r.returncode == 1 and "Permission denied" in r.stderr,
+              "another user cannot send requests (%r)" % r.stderr.strip())
+    finally:
+        h.exit()
+    h = Helper(helper, preexec_fn=as_nobody)  # nobody's process: root is refused too
+    try:
+        rc, out, err = run(spbstat, "--set", h.pid, "opt.decay_ms=250")
+        check(rc == 1 and "only its owner" in err,
+              "root is refused on another user's process (%r)" % err.strip())
+        check(ctl(h, "opt.decay_ms") == 600000, "nothing changed")
     finally:
         h.exit()
 

@@ -9,6 +9,12 @@
  *   spbstat --openmetrics PID     the same snapshot as OpenMetrics
  *   spbstat --gc                  remove segments whose process is gone
  *   spbstat --listen [ADDR:]PORT  serve all processes' OpenMetrics at /metrics
+ *   spbstat --set PID NAME=VALUE  change a setting of a running process
+ *   spbstat --get PID NAME        read a setting, counter or figure (spb_ctl)
+ *   spbstat --trim PID            give its free memory back now
+ *   spbstat --compact PID         compact its handle objects now
+ *                                 (control.c: through the segment's
+ *                                 control slot, owner only)
  *
  * Exit codes: 0 fine; 1 no segment, permission denied, refused or garbled
  * segment, inconsistent snapshot; 2 unknown layout version or bad usage.
@@ -40,7 +46,10 @@ static void usage(FILE *f)
 	      "       spbstat --json|--text|--openmetrics PID   one snapshot\n"
 	      "       spbstat --gc                    remove segments of dead processes\n"
 	      "       spbstat --listen [ADDR:]PORT    serve /metrics (OpenMetrics) of every\n"
-	      "                                       process; ADDR defaults to 127.0.0.1\n",
+	      "                                       process; ADDR defaults to 127.0.0.1\n"
+	      "       spbstat --set PID NAME=VALUE    change a setting while it runs (spb_ctl)\n"
+	      "       spbstat --get PID NAME          read a setting, counter or figure\n"
+	      "       spbstat --trim|--compact PID    give free memory back / compact now\n",
 	      f);
 }
 
@@ -253,6 +262,30 @@ int main(int argc, char **argv)
 		return cmd_gc();
 	if (!strcmp(a, "--listen") && argc == 3)
 		return listen_run(argv[2]);
+	if (argc >= 3 && (!strcmp(a, "--set") || !strcmp(a, "--get") || !strcmp(a, "--trim") ||
+			  !strcmp(a, "--compact"))) {
+		int pid = parse_pid(argv[2]);
+		bool act = !strcmp(a, "--trim") || !strcmp(a, "--compact");
+		if (pid > 0 && act && argc == 3)
+			return cmd_control(pid, SPB_STATS_CTL_ACT, a + 2, 0);
+		if (pid > 0 && !strcmp(a, "--get") && argc == 4)
+			return cmd_control(pid, SPB_STATS_CTL_GET, argv[3], 0);
+		if (pid > 0 && !strcmp(a, "--set") && argc == 4) {
+			char name[SPB_STATS_CTL_NAME_LEN + 1], *end;
+			const char *eq = strchr(argv[3], '=');
+			size_t nl = eq ? (size_t)(eq - argv[3]) : 0;
+			errno = 0;
+			long v = eq ? strtol(eq + 1, &end, 10) : 0;
+			if (eq && nl && nl < sizeof name && eq[1] && !*end && !errno) {
+				memcpy(name, argv[3], nl);
+				name[nl] = 0;
+				return cmd_control(pid, SPB_STATS_CTL_SET, name, v);
+			}
+			fprintf(stderr, "spbstat: --set wants NAME=VALUE (a decimal integer), not '%s'\n",
+				argv[3]);
+			return 2;
+		}
+	}
 	if (argc == 3) {
 		int pid = parse_pid(argv[2]);
 		enum emit_fmt fmt = EMIT_TEXT;

@@ -84,4 +84,8 @@ static inline uint64_t spbstat_gauge_at(const struct spb_stats_gauges *g, size_t
 	return v;
 }
 
+/* control.c: a request through the segment's control slot (--set, --get,
+ * --trim, --compact); returns the exit code. */
+int cmd_control(int pid, enum spb_stats_ctl_op op, const char *name, long value);
+
 #endif
