@@ -88,7 +88,7 @@ static void *alloc_pages(struct spb_heap *h, size_t size, size_t align, unsigned
 	size_t usable = 0;
 	void *p;
 	if (size > SPB_SMALL_MAX && size <= SPB_RC_MAX && align <= SPB_PAGE_SIZE &&
-	    h->cls == SPB_UNMOVABLE && spb__opt(OPT_RUN_CACHE_KB)) {
+	    h->cls == SPB_UNMOVABLE && spb__opt(OPT_RUN_CACHE_KB) != 0) {
 		/* 128-256 KiB: the thread's run cache first (runcache.c). */
 		p = spb__runcache_get(h, size, &usable);
 		if (p) {

@@ -179,6 +179,8 @@ static int refuse(const char *name, int e, const char *why)
 
 static uint64_t figure(enum ctl_fig f)
 {
+	if (f == CTL_FIG_RUN_CACHE_BYTES)
+		return spb__runcache_cap(); /* no snapshot needed */
 	struct spb_stats_gauges g;
 	uint64_t counters[SPB_NR_COUNTERS];
 	spb__stats_collect(&g, counters, NULL, 0);
@@ -191,6 +193,7 @@ static uint64_t figure(enum ctl_fig f)
 	case CTL_FIG_TAINTED_FREE_PB: return g.tainted_free_pb;
 	case CTL_FIG_RSS_BYTES: return g.rss_bytes;
 	case CTL_FIG_HUGE_BYTES: return g.anon_huge_bytes;
+	case CTL_FIG_RUN_CACHE_BYTES:
 	case CTL_NR_FIGS: break;
 	}
 	return 0;

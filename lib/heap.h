@@ -238,6 +238,9 @@ static inline size_t spb__runcache_round(size_t size)
  * caller asks the engine for spb__runcache_round(size)). *usable: the
  * run's bytes. */
 void *spb__runcache_get(struct spb_heap *h, size_t size, size_t *usable) SPB_HIDDEN;
+/* Bytes a thread's run cache may hold (SPBMALLOC_RUN_CACHE_KB, or from
+ * the machine's L2 size); 0: no cache. */
+size_t spb__runcache_cap(void) SPB_HIDDEN;
 /* free() of p, in SPB s and not in a span: true when the run went into
  * the calling thread's cache (*bytes: its size). A second free of a
  * cached run ends the process like any double free. */

@@ -82,10 +82,30 @@ void *spb__runcache_get(struct spb_heap *h, size_t size, size_t *usable)
 	return NULL;
 }
 
+/* What a thread's cache may hold: SPBMALLOC_RUN_CACHE_KB, or (-1, the
+ * default) sized from the machine: twice a core's L2 cache, within 1-8 MiB.
+ * A run freed and taken again soon is then likely still in the caches of
+ * the core that wrote it, and a machine with bigger private caches (more
+ * memory bandwidth per core to feed) keeps more runs off the zone lock.
+ * The topology is sysfs's until hwloc's replaces it (same L2 figure). */
+size_t spb__runcache_cap(void)
+{
+	long kb = spb__opt(OPT_RUN_CACHE_KB);
+	if (kb >= 0)
+		return (size_t)kb << 10;
+	uint64_t l2 = spb__topo_get()->cache_l2;
+	uint64_t cap = l2 ? 2 * l2 : (uint64_t)2 << 20;
+	if (cap < ((uint64_t)1 << 20))
+		cap = (uint64_t)1 << 20;
+	if (cap > ((uint64_t)8 << 20))
+		cap = (uint64_t)8 << 20;
+	return (size_t)cap;
+}
+
 bool spb__runcache_put(struct spb *s, void *p, size_t *bytes)
 {
 	struct spb_heap *h = spb__tls_primary;
-	size_t cap = (size_t)spb__opt(OPT_RUN_CACHE_KB) << 10;
+	size_t cap = spb__runcache_cap();
 	if (!h || !cap || ((uintptr_t)p & (SPB_PAGE_SIZE - 1)) || s->zone != h->zone)
 		return false;
 	/* Read without the zone lock: for a run the program owns, nobody

@@ -57,8 +57,43 @@ static void reuse(void)
 	T_FREE(keep);
 }
 
-/* At most SPBMALLOC_RUN_CACHE_KB (2 MiB by default) is held: 8 runs of
- * 256 KiB, and the cache has 4 slots per class. */
+static size_t cap; /* engine.run_cache_bytes */
+
+/* A core's L2 cache as sysfs gives it ("1024K"), 0 if unknown. */
+static size_t sysfs_l2(void)
+{
+	for (int i = 0; i < 8; i++) {
+		char path[96], buf[32];
+		snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			break;
+		int level = fgets(buf, sizeof buf, f) ? atoi(buf) : 0;
+		fclose(f);
+		snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", i);
+		f = fopen(path, "r");
+		bool insn = f && fgets(buf, sizeof buf, f) && !strncmp(buf, "Instruction", 11);
+		if (f)
+			fclose(f);
+		if (level != 2 || insn)
+			continue;
+		snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+		f = fopen(path, "r");
+		size_t v = 0;
+		if (f && fgets(buf, sizeof buf, f)) {
+			char *end;
+			v = strtoul(buf, &end, 10);
+			v <<= *end == 'M' ? 20 : *end == 'K' ? 10 : 0;
+		}
+		if (f)
+			fclose(f);
+		return v;
+	}
+	return 0;
+}
+
+/* At most engine.run_cache_bytes is held (SPBMALLOC_RUN_CACHE_KB, or from
+ * the L2 size: at least 1 MiB), and the cache has 4 slots per class. */
 static void bounded(void)
 {
 	enum { N = 20 };
@@ -84,7 +119,7 @@ static void bounded(void)
 		T_FREE(v[i]);
 	put = c("runcache_put") - put0;
 	if (cache_on)
-		CHECK(put >= 8 && put * 144 * KiB <= 2048 * KiB);
+		CHECK(put >= 6 && put * 144 * KiB <= cap);
 }
 
 /* spb_trim gives every cached run back; the pages come back to the engine. */
@@ -206,8 +241,22 @@ int main(void)
 {
 	const char *kb = getenv("SPBMALLOC_RUN_CACHE_KB");
 	cache_on = !kb || atol(kb) != 0;
-	if (kb && cache_on && atol(kb) != 2048) {
-		printf("SKIPPED: the test expects the default cache size\n");
+	uint64_t got = 0;
+	size_t len = sizeof got;
+	REQUIRE(spb_ctl("engine.run_cache_bytes", &got, &len, NULL, 0) == 0);
+	cap = (size_t)got;
+	if (!kb || atol(kb) == -1) {
+		/* Sized from the machine: twice a core's L2 (sysfs), 1-8 MiB. */
+		size_t l2 = sysfs_l2();
+		size_t want = l2 ? 2 * l2 : 2048 * KiB;
+		want = want < 1024 * KiB ? 1024 * KiB : want > 8192 * KiB ? 8192 * KiB : want;
+		printf("run cache: %zu KiB a thread (L2 %zu KiB)\n", cap / KiB, l2 / KiB);
+		CHECK_EQ(cap, want);
+	} else {
+		CHECK_EQ(cap, (size_t)atol(kb) * KiB);
+	}
+	if (cache_on && cap < 1024 * KiB) {
+		printf("SKIPPED: the test expects a cache of at least 1 MiB\n");
 		return MT_SKIP;
 	}
 	/* The first page run starts the background thread (which allocates):
