@@ -237,6 +237,9 @@ extern void *(*spb__defrag_hook)(struct spb_zone *z, unsigned cls, unsigned npag
  * spb__zone_unlock_signal after a shrink trigger fired under the lock;
  * queues one pass for the zone (single flight) and wakes its thread. */
 extern void (*spb__shrink_hook)(struct spb_zone *z) SPB_HIDDEN;
+/* Zones [from, to) were just added (their count published): armed like
+ * the others while the shrink thread has the zones armed. */
+void spb__shrink_zones_added(int from, int to) SPB_HIDDEN;
 /* A shrink trigger (SHRINK_TRIGGER_*; seed 003) under the zone lock:
  * counted while the shrinker layer runs, acted on only while the zone is
  * armed (no pass pending, not resting): a load and an increment otherwise. */

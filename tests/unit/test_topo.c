@@ -285,6 +285,18 @@ static void migrate(void *v)
 	spb__free_ptr(c);
 }
 
+static size_t shrink_scan_none(void *ctx, size_t n, int prio)
+{
+	(void)ctx, (void)n, (void)prio;
+	return 0;
+}
+
+static size_t shrink_count_none(void *ctx)
+{
+	(void)ctx;
+	return 0;
+}
+
 static int mode_synth(int want)
 {
 	const char *env = getenv("HWLOC_SYNTHETIC");
@@ -295,7 +307,20 @@ static int mode_synth(int want)
 	setup();
 	int sys_nodes = spb__nr_zones;
 	CHECK_EQ(spb__topo_get()->source, SPB_TOPO_SYSFS);
+	/* The shrinker layer running (a shrinker registered; no pressure
+	 * watch) before the zones are added: its triggers armed in every
+	 * zone, the added ones too. */
+	spb__option_set(OPT_PRESSURE, 0);
+	int sid = spb_shrinker_register(shrink_scan_none, shrink_count_none, NULL);
+	REQUIRE(sid >= 0);
+	for (int i = 0; i < 10000 && !__atomic_load_n(&spb__zones[0].shrink_armed, __ATOMIC_ACQUIRE);
+	     i++)
+		usleep(1000);
+	REQUIRE(__atomic_load_n(&spb__zones[0].shrink_armed, __ATOMIC_ACQUIRE));
 	CHECK_EQ(spb__engine_topo_discover(), 1);
+	for (int i = sys_nodes; i < spb__nr_zones; i++)
+		CHECK_EQ(__atomic_load_n(&spb__zones[i].shrink_armed, __ATOMIC_ACQUIRE), 1);
+	CHECK_EQ(spb_shrinker_unregister(sid), 0);
 	const struct spb_topo *t = spb__topo_get();
 	CHECK_EQ(t->source, SPB_TOPO_HWLOC);
 	CHECK_EQ(t->synthetic, 1);
