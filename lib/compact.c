@@ -561,7 +561,7 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 void spb__compact_measure(struct spb_compact_stat *st)
 {
 	memset(st, 0, sizeof *st);
-	for (int i = 0; i < spb__nr_zones; i++) {
+	for (int i = 0; i < spb__zones_count(); i++) {
 		struct spb_zone *z = &spb__zones[i];
 		spb__zone_lock(z);
 		scan_zone(z, NULL, st);
@@ -597,7 +597,7 @@ size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st)
 	if (!pass_begin(st))
 		return 0;
 	size_t moved = 0;
-	for (int i = 0; i < spb__nr_zones; i++) {
+	for (int i = 0; i < spb__zones_count(); i++) {
 		struct pass_opts o = {max_bytes ? max_bytes - moved : 0, 0, false, NULL};
 		moved += compact_zone(&spb__zones[i], &o, st);
 	}

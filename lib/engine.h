@@ -278,6 +278,12 @@ void spb__map_unregister(uintptr_t base, size_t size) SPB_HIDDEN;
 /* ---- zone.c ---- */
 extern struct spb_zone spb__zones[SPB_NR_ZONES_MAX] SPB_HIDDEN;
 extern int spb__nr_zones SPB_HIDDEN;
+/* The zones in use: they only grow (hwloc's discovery adds some, zone.c),
+ * each set up before the count that shows it is stored (release). */
+static inline int spb__zones_count(void)
+{
+	return __atomic_load_n(&spb__nr_zones, __ATOMIC_ACQUIRE);
+}
 void spb__engine_init(void) SPB_HIDDEN;
 /* The zone of the node the calling thread runs on now (zone 0 with one
  * zone): heaps ask at creation and at each refill (heap.c). */

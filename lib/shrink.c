@@ -286,7 +286,7 @@ static void *sh_main(void *arg)
 		v[0] = (struct pollfd){.fd = evfd, .events = POLLIN};
 		int n = 1 + spb__pressure_pollfds(&pr, v + 1);
 		uint64_t now = spb__os_now_ms(), next = UINT64_MAX;
-		for (int i = 0; i < spb__nr_zones; i++)
+		for (int i = 0; i < spb__zones_count(); i++)
 			if (rest_until[i] && rest_until[i] < next)
 				next = rest_until[i];
 		for (int i = 0; i < 2; i++)
@@ -316,7 +316,7 @@ static void *sh_main(void *arg)
 				retrim[i] = 0;
 				spb__heap_count(PRESSURE_RELEASED, spb_trim());
 			}
-		for (int i = 0; i < spb__nr_zones; i++) {
+		for (int i = 0; i < spb__zones_count(); i++) {
 			if (__atomic_exchange_n(&pending[i], 0, __ATOMIC_ACQ_REL)) {
 				bool met;
 				size_t f = run_pass(&spb__zones[i], false, PRIO_MAX, &met);

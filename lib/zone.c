@@ -57,7 +57,7 @@ void spb__engine_init(void)
 		for (int i = 0; i < n; i++)
 			zone_init(&spb__zones[i], i);
 		spb__zones[0].counters[TOPO_SYSFS]++;
-		spb__nr_zones = n;
+		__atomic_store_n(&spb__nr_zones, n, __ATOMIC_RELEASE);
 		__atomic_store_n(&engine_state, 2, __ATOMIC_RELEASE);
 		spb__statseg_init(); /* statseg.c: no allocation */
 		return;
