@@ -598,6 +598,11 @@ size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st)
 		return 0;
 	size_t moved = 0;
 	for (int i = 0; i < spb__zones_count(); i++) {
+		/* The budget is the pass's: spent (a batch, or one object of
+		 * whole pageblocks, may overshoot it), the other zones wait
+		 * for the next pass (a share of 0 would mean no bound). */
+		if (max_bytes && moved >= max_bytes)
+			break;
 		struct pass_opts o = {max_bytes ? max_bytes - moved : 0, 0, false, NULL};
 		moved += compact_zone(&spb__zones[i], &o, st);
 	}
