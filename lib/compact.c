@@ -597,14 +597,21 @@ size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st)
 	if (!pass_begin(st))
 		return 0;
 	size_t moved = 0;
-	for (int i = 0; i < spb__zones_count(); i++) {
+	/* A bounded pass starts where the last one stopped (under one_pass):
+	 * a zone whose work always spends the budget starves no other. */
+	static unsigned first;
+	int nz = spb__zones_count();
+	unsigned start = max_bytes ? first % (unsigned)nz : 0;
+	for (int n = 0; n < nz; n++) {
 		/* The budget is the pass's: spent (a batch, or one object of
 		 * whole pageblocks, may overshoot it), the other zones wait
 		 * for the next pass (a share of 0 would mean no bound). */
 		if (max_bytes && moved >= max_bytes)
 			break;
+		unsigned i = (start + (unsigned)n) % (unsigned)nz;
 		struct pass_opts o = {max_bytes ? max_bytes - moved : 0, 0, false, NULL};
 		moved += compact_zone(&spb__zones[i], &o, st);
+		first = i + 1;
 	}
 	pass_end();
 	st->moved = moved;
