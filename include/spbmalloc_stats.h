@@ -56,7 +56,9 @@
 /* The control slot (spbstat --set/--get/--trim/--compact PID), in the
  * header. The segment is 0600: only its owner (or root) can write it.
  * A requester (spbstat) takes `lock` (0 -> its pid, by compare-and-swap;
- * the lock of a dead pid may be taken over), writes op, name, value, then
+ * the lock of a dead pid may be taken over), waits until ack_seq ==
+ * req_seq (no earlier request still running: one given up on may be),
+ * writes op, name, value, then
  * stores req_seq = ack_seq + 1 (release), then adds 1 to `wake` and wakes
  * it (FUTEX_WAKE, not private). The process's background thread sleeps on
  * `wake` and looks each round (at most a second apart, should a wake be
@@ -64,8 +66,9 @@
  * checks the copy (req_seq one past the last it answered, a NUL within
  * name, name of [a-z0-9._], a known op), runs spb_ctl, and answers:
  * result, status (0 or an errno), then ack_seq = req_seq (release). A
- * requester that gives up stores req_seq = ack_seq (cancelled) and
- * releases the lock. Nothing in the slot is trusted by the process. */
+ * requester that gives up leaves its request (the process may have taken
+ * it already; it may still run) and releases the lock. Nothing in the
+ * slot is trusted by the process. */
 #define SPB_STATS_CTL_NAME_LEN 64
 enum spb_stats_ctl_op {
 	SPB_STATS_CTL_GET = 1,  /* result: the value */

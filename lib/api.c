@@ -103,7 +103,7 @@ uint64_t spb_decay(void)
 {
 	spb__engine_init();
 	uint64_t now = spb__os_now_ms(), next = UINT64_MAX;
-	for (int i = 0; i < spb__nr_zones; i++) {
+	for (int i = 0; i < spb__zones_count(); i++) {
 		uint64_t d = spb__zone_decay(&spb__zones[i], now);
 		if (d < next)
 			next = d;
@@ -119,7 +119,7 @@ size_t spb_trim(void)
 	uint64_t before = spb__counter_sum(PB_RELEASE) + spb__counter_sum(SPB_UNMAP);
 	/* "Now" far in the future: every pending release is due. */
 	uint64_t far = UINT64_MAX / 2;
-	for (int i = 0; i < spb__nr_zones; i++) {
+	for (int i = 0; i < spb__zones_count(); i++) {
 		struct spb_zone *z = &spb__zones[i];
 		spb__zone_lock(z);
 		spb__subrelease_all_locked(z);

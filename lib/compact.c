@@ -393,24 +393,30 @@ SPB_SPECULATIVE bool span_evac(const struct spb_span *sp)
 /* Choose sources (lock held): the emptiest movable pageblocks first, up
  * to max_bytes of live data, flagged evac so no new run lands there and
  * every span of theirs a source; then the sparse spans elsewhere,
- * emptiest first. Returns the number of sources; *nevac pageblocks. */
+ * emptiest first. Returns the number of sources; *nevac entries of pbs[]
+ * chosen, which empty *nevac_pbs pageblocks (an object of whole
+ * pageblocks empties all of its own, and counts so against max_pbs). */
 static unsigned choose_locked(struct spb_zone *z, const struct pass_opts *o,
-			      struct spb_compact_stat *st, unsigned *nevac)
+			      struct spb_compact_stat *st, unsigned *nevac, unsigned *nevac_pbs)
 {
 	struct scan sc = {sparse, 0, COMPACT_MAX_SPANS, pbs, 0, COMPACT_MAX_PBS, o->evac};
 	scan_zone(z, &sc, st);
 	sort_pbs(pbs, sc.npbs);
-	unsigned k = 0, np = 0;
+	unsigned k = 0, np = 0, npbs = 0;
 	uint64_t planned = 0;
 	for (; np < sc.npbs; np++) {
-		if ((o->max_bytes && planned >= o->max_bytes) || (o->max_pbs && np >= o->max_pbs))
+		if ((o->max_bytes && planned >= o->max_bytes) || (o->max_pbs && npbs >= o->max_pbs))
 			break;
 		struct pb_source *p = &pbs[np];
 		struct spb_pageblock *pb = &p->spb->pb[p->idx];
 		char *base = spb__pb_addr(p->spb, p->idx);
 		if (p->npb) { /* one object of whole pageblocks */
-			if (k == COMPACT_MAX_SPANS)
+			/* The bound is pageblocks: an evacuation of 32 must
+			 * not copy a 1 GiB object (sorted by size, the rest
+			 * are no smaller). */
+			if (k == COMPACT_MAX_SPANS || (o->max_pbs && npbs + p->npb > o->max_pbs))
 				break;
+			npbs += p->npb;
 			for (unsigned j = 0; j < p->npb; j++)
 				__atomic_store_n(&p->spb->pb[p->idx + j].evac, 1, __ATOMIC_RELAXED);
 			planned += p->live;
@@ -425,6 +431,7 @@ static unsigned choose_locked(struct spb_zone *z, const struct pass_opts *o,
 			break;
 		__atomic_store_n(&pb->evac, 1, __ATOMIC_RELAXED);
 		planned += p->live;
+		npbs++;
 		for (unsigned pg = 0, at, n; next_run(pb, &pg, &at, &n);) {
 			char *a = base + ((size_t)at << SPB_PAGE_SHIFT);
 			struct spb_span *sp = spb__span_of(p->spb, a);
@@ -441,6 +448,7 @@ static unsigned choose_locked(struct spb_zone *z, const struct pass_opts *o,
 		}
 	}
 	*nevac = np;
+	*nevac_pbs = npbs;
 	/* Evacuation (and capture) empties pageblocks only: every sparse span
 	 * a source too would leave no target where all are sparse. */
 	if (o->evac)
@@ -459,13 +467,13 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 			   struct spb_compact_stat *st)
 {
 	size_t moved = 0, max_bytes = o->max_bytes;
-	unsigned nevac = 0;
+	unsigned nevac = 0, nevac_pbs = 0;
 	spb__zone_lock(z);
 	z->movers++;
-	unsigned ns = choose_locked(z, o, st, &nevac);
+	unsigned ns = choose_locked(z, o, st, &nevac, &nevac_pbs);
 	spb__zone_unlock(z);
 	st->sources += ns;
-	st->evac_pbs += nevac;
+	st->evac_pbs += nevac_pbs;
 	/* Other threads' current spans in those pageblocks: taken, and
 	 * abandoned after a grace period (heap.c), so they can go back. */
 	unsigned nstolen = spb__heap_steal_begin(span_evac, stolen, COMPACT_MAX_STEAL);
@@ -553,7 +561,7 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 void spb__compact_measure(struct spb_compact_stat *st)
 {
 	memset(st, 0, sizeof *st);
-	for (int i = 0; i < spb__nr_zones; i++) {
+	for (int i = 0; i < spb__zones_count(); i++) {
 		struct spb_zone *z = &spb__zones[i];
 		spb__zone_lock(z);
 		scan_zone(z, NULL, st);
@@ -589,9 +597,21 @@ size_t spb__compact_pass(size_t max_bytes, struct spb_compact_stat *st)
 	if (!pass_begin(st))
 		return 0;
 	size_t moved = 0;
-	for (int i = 0; i < spb__nr_zones; i++) {
+	/* A bounded pass starts where the last one stopped (under one_pass):
+	 * a zone whose work always spends the budget starves no other. */
+	static unsigned first;
+	int nz = spb__zones_count();
+	unsigned start = max_bytes ? first % (unsigned)nz : 0;
+	for (int n = 0; n < nz; n++) {
+		/* The budget is the pass's: spent (a batch, or one object of
+		 * whole pageblocks, may overshoot it), the other zones wait
+		 * for the next pass (a share of 0 would mean no bound). */
+		if (max_bytes && moved >= max_bytes)
+			break;
+		unsigned i = (start + (unsigned)n) % (unsigned)nz;
 		struct pass_opts o = {max_bytes ? max_bytes - moved : 0, 0, false, NULL};
 		moved += compact_zone(&spb__zones[i], &o, st);
+		first = i + 1;
 	}
 	pass_end();
 	st->moved = moved;

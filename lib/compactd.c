@@ -61,7 +61,7 @@ static void cd_evac_hook(struct spb_zone *z)
 
 static void run_evacuations(void)
 {
-	for (int i = 0; i < spb__nr_zones; i++) {
+	for (int i = 0; i < spb__zones_count(); i++) {
 		if (!__atomic_exchange_n(&evac_req[i], 0, __ATOMIC_ACQ_REL))
 			continue;
 		struct spb_zone *z = &spb__zones[i];

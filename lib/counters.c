@@ -33,7 +33,7 @@ uint64_t spb__counter_sum(enum spb_counter c)
 {
 	uint64_t (*extra)(enum spb_counter) = spb__counter_extra;
 	uint64_t v = (extra ? extra(c) : 0) + __atomic_load_n(&loose[c], __ATOMIC_RELAXED);
-	for (int i = 0; i < spb__nr_zones; i++)
+	for (int i = 0; i < spb__zones_count(); i++)
 		v += __atomic_load_n(&spb__zones[i].counters[c], __ATOMIC_RELAXED);
 	return v;
 }

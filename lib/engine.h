@@ -237,6 +237,9 @@ extern void *(*spb__defrag_hook)(struct spb_zone *z, unsigned cls, unsigned npag
  * spb__zone_unlock_signal after a shrink trigger fired under the lock;
  * queues one pass for the zone (single flight) and wakes its thread. */
 extern void (*spb__shrink_hook)(struct spb_zone *z) SPB_HIDDEN;
+/* Zones [from, to) were just added (their count published): armed like
+ * the others while the shrink thread has the zones armed. */
+void spb__shrink_zones_added(int from, int to) SPB_HIDDEN;
 /* A shrink trigger (SHRINK_TRIGGER_*; seed 003) under the zone lock:
  * counted while the shrinker layer runs, acted on only while the zone is
  * armed (no pass pending, not resting): a load and an increment otherwise. */
@@ -275,6 +278,12 @@ void spb__map_unregister(uintptr_t base, size_t size) SPB_HIDDEN;
 /* ---- zone.c ---- */
 extern struct spb_zone spb__zones[SPB_NR_ZONES_MAX] SPB_HIDDEN;
 extern int spb__nr_zones SPB_HIDDEN;
+/* The zones in use: they only grow (hwloc's discovery adds some, zone.c),
+ * each set up before the count that shows it is stored (release). */
+static inline int spb__zones_count(void)
+{
+	return __atomic_load_n(&spb__nr_zones, __ATOMIC_ACQUIRE);
+}
 void spb__engine_init(void) SPB_HIDDEN;
 /* The zone of the node the calling thread runs on now (zone 0 with one
  * zone): heaps ask at creation and at each refill (heap.c). */

@@ -153,6 +153,22 @@ void spb__handle_thread_exit(void)
 	pthread_mutex_unlock(&hlock);
 }
 
+/* fork: the free-index lock held across it (taken last: nothing is
+ * waited for while it is held), so the child never inherits it locked by
+ * a thread it has not; the child's copy is made anew. */
+void spb__handle_prefork(void)
+{
+	pthread_mutex_lock(&hlock);
+}
+
+void spb__handle_postfork(bool child)
+{
+	if (child)
+		pthread_mutex_init(&hlock, NULL);
+	else
+		pthread_mutex_unlock(&hlock);
+}
+
 uint32_t spb__handle_hwm(void)
 {
 	return __atomic_load_n(&htab_hwm, __ATOMIC_ACQUIRE);

@@ -85,6 +85,9 @@ void spb__compactd_atfork_child(void) SPB_HIDDEN;
 /* compact.c: fork waits for the copies in flight. */
 void spb__compact_prefork(void) SPB_HIDDEN;
 void spb__compact_postfork(bool child) SPB_HIDDEN;
+/* fork: the table's free-index lock (init.c, after every other lock). */
+void spb__handle_prefork(void) SPB_HIDDEN;
+void spb__handle_postfork(bool child) SPB_HIDDEN;
 /* Thread exit: the thread's cache of free indices goes back. */
 void spb__handle_thread_exit(void) SPB_HIDDEN;
 

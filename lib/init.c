@@ -38,10 +38,12 @@ static void prefork(void)
 	for (int i = 1; i < fork_nr_zones; i++)
 		spb__zone_prefork(&spb__zones[i]);
 	spb__span_prefork();
+	spb__handle_prefork(); /* a leaf: its holders take no other lock */
 }
 
 static void postfork_parent(void)
 {
+	spb__handle_postfork(false);
 	spb__span_postfork(false);
 	for (int i = 0; i < fork_nr_zones; i++)
 		spb__zone_postfork(&spb__zones[i], false);
@@ -53,6 +55,7 @@ static void postfork_parent(void)
 
 static void postfork_child(void)
 {
+	spb__handle_postfork(true);
 	spb__span_postfork(true);
 	for (int i = 0; i < fork_nr_zones; i++)
 		spb__zone_postfork(&spb__zones[i], true);

@@ -284,8 +284,11 @@ __attribute__((noinline)) bool spb__os_mbind(void *p, size_t size, int node)
 	if (node < 0 || node >= 64)
 		return false;
 	unsigned long mask = 1ul << node;
-	/* Preferred, not bound: a full node spills instead of failing. */
-	return mbind(p, size, MPOL_PREFERRED, &mask, 64ul, 0u) == 0;
+	/* Preferred, not bound: a full node spills instead of failing.
+	 * maxnode is the mask's bits + 1: the kernel reads maxnode - 1 bits
+	 * (with 64, node 63's bit was dropped and the empty mask taken as a
+	 * local allocation, "bound"). */
+	return mbind(p, size, MPOL_PREFERRED, &mask, 8 * sizeof mask + 1, 0u) == 0;
 }
 
 int spb__os_get_mempolicy(void)

@@ -220,7 +220,7 @@ static struct mallinfo2 info2(void)
 	memset(&mi, 0, sizeof mi);
 	uint64_t live;
 	uint64_t claimed = 0, large = 0;
-	for (int i = 0; i < spb__nr_zones; i++) {
+	for (int i = 0; i < spb__zones_count(); i++) {
 		for (int c = 0; c < SPB_NR_CLASSES; c++)
 			claimed += __atomic_load_n(&spb__zones[i].pb_by_class[c], __ATOMIC_RELAXED);
 		large += __atomic_load_n(&spb__zones[i].large_bytes, __ATOMIC_RELAXED);

@@ -174,7 +174,7 @@ void spb__secret_postfork_child(void)
 	if (!__atomic_load_n(&nr_backed, __ATOMIC_RELAXED))
 		return;
 	spb__heap_forget_class_child(SPB_SECRET);
-	for (int zi = 0; zi < spb__nr_zones; zi++) {
+	for (int zi = 0; zi < spb__zones_count(); zi++) {
 		struct spb_zone *z = &spb__zones[zi];
 		for (unsigned c = 0; c < SPB_NR_CATS; c++)
 			for (unsigned f = 0; f < SPB_NR_FULLNESS; f++) {

@@ -231,10 +231,25 @@ static void shrink_hook(struct spb_zone *z)
 	wake();
 }
 
+/* What arm_all last set: a zone added later (hwloc's discovery, zone.c)
+ * is armed like the others (spb__shrink_zones_added). The flag is stored
+ * before the count is read here, the count before the flag is read
+ * there (both sequentially consistent): one of the two arms it. */
+static bool arm_on;
+
 static void arm_all(bool on)
 {
-	for (int i = 0; i < spb__nr_zones; i++)
+	__atomic_store_n(&arm_on, on, __ATOMIC_SEQ_CST);
+	int n = __atomic_load_n(&spb__nr_zones, __ATOMIC_SEQ_CST);
+	for (int i = 0; i < n; i++)
 		__atomic_store_n(&spb__zones[i].shrink_armed, on, __ATOMIC_RELEASE);
+}
+
+void spb__shrink_zones_added(int from, int to)
+{
+	if (__atomic_load_n(&arm_on, __ATOMIC_SEQ_CST))
+		for (int i = from; i < to; i++)
+			__atomic_store_n(&spb__zones[i].shrink_armed, 1, __ATOMIC_RELEASE);
 }
 
 /* ---- the thread ---- */
@@ -271,7 +286,7 @@ static void *sh_main(void *arg)
 		v[0] = (struct pollfd){.fd = evfd, .events = POLLIN};
 		int n = 1 + spb__pressure_pollfds(&pr, v + 1);
 		uint64_t now = spb__os_now_ms(), next = UINT64_MAX;
-		for (int i = 0; i < spb__nr_zones; i++)
+		for (int i = 0; i < spb__zones_count(); i++)
 			if (rest_until[i] && rest_until[i] < next)
 				next = rest_until[i];
 		for (int i = 0; i < 2; i++)
@@ -301,7 +316,7 @@ static void *sh_main(void *arg)
 				retrim[i] = 0;
 				spb__heap_count(PRESSURE_RELEASED, spb_trim());
 			}
-		for (int i = 0; i < spb__nr_zones; i++) {
+		for (int i = 0; i < spb__zones_count(); i++) {
 			if (__atomic_exchange_n(&pending[i], 0, __ATOMIC_ACQ_REL)) {
 				bool met;
 				size_t f = run_pass(&spb__zones[i], false, PRIO_MAX, &met);

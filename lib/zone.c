@@ -57,7 +57,7 @@ void spb__engine_init(void)
 		for (int i = 0; i < n; i++)
 			zone_init(&spb__zones[i], i);
 		spb__zones[0].counters[TOPO_SYSFS]++;
-		spb__nr_zones = n;
+		__atomic_store_n(&spb__nr_zones, n, __ATOMIC_RELEASE);
 		__atomic_store_n(&engine_state, 2, __ATOMIC_RELEASE);
 		spb__statseg_init(); /* statseg.c: no allocation */
 		return;
@@ -96,10 +96,14 @@ int spb__engine_topo_discover(void)
 	if (n > SPB_NR_ZONES_MAX)
 		n = SPB_NR_ZONES_MAX;
 	if (n > spb__nr_zones) {
-		for (int i = spb__nr_zones; i < n; i++)
+		int old = spb__nr_zones;
+		for (int i = old; i < n; i++)
 			zone_init(&spb__zones[i], i);
-		z0->counters[TOPO_ZONE_ADD] += (uint64_t)(n - spb__nr_zones);
-		__atomic_store_n(&spb__nr_zones, n, __ATOMIC_RELEASE);
+		z0->counters[TOPO_ZONE_ADD] += (uint64_t)(n - old);
+		__atomic_store_n(&spb__nr_zones, n, __ATOMIC_SEQ_CST);
+		/* The shrink thread's triggers: armed here too if it runs
+		 * (it arms the zones once, when it starts). */
+		spb__shrink_zones_added(old, n);
 	}
 	spb__zone_unlock(z0);
 	return r;

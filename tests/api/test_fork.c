@@ -4,8 +4,10 @@
  * a thread of its own), checks its heap hands out distinct blocks and its
  * counters balance, takes every allocator lock (spb_trim, counters) and
  * exits 0 within a timeout; a child that deadlocks on a lock held at fork
- * time is killed and reported. Then posix_spawn and fork+exec of /bin/true
- * from the threaded program.
+ * time is killed and reported. Then forks while threads allocate and free
+ * handles (the handle table's free-index lock), each child allocating
+ * handles itself. Then posix_spawn and fork+exec of /bin/true from the
+ * threaded program.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -172,6 +174,81 @@ static void test_fork_under_churn(void)
 	       THREADS, mt_now() - t0, atomic_load(&churn_ops));
 }
 
+/* Handles allocated and freed in bursts: the thread's cache of free
+ * indices refills from, and spills to, the table's global list under its
+ * lock every 32 calls. */
+static void *churn_handles(void *arg)
+{
+	(void)arg;
+	enum { B = 200 };
+	spb_handle_t h[B];
+	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+		for (int i = 0; i < B; i++)
+			h[i] = spb_halloc(32, 0);
+		for (int i = 0; i < B; i++)
+			spb_hfree(h[i]);
+		atomic_fetch_add_explicit(&churn_ops, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+static int child_handles(void)
+{
+	enum { N = 500 };
+	static spb_handle_t h[N];
+	for (int i = 0; i < N; i++) {
+		h[i] = spb_halloc(64, 0);
+		if (!h[i])
+			return 2;
+		spb_read_lock();
+		*(int *)spb_hget(h[i]) = i;
+		spb_read_unlock();
+	}
+	for (int i = 0; i < N; i++) {
+		spb_read_lock();
+		int v = *(int *)spb_hget(h[i]);
+		spb_read_unlock();
+		if (v != i)
+			return 3;
+		spb_hfree(h[i]);
+	}
+	return 0;
+}
+
+static void test_fork_handles(void)
+{
+	atomic_store(&stop, 0);
+	spb_hfree(spb_halloc(16, 0)); /* the table exists before any fork */
+	pthread_t t[2];
+	for (uintptr_t i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&t[i], NULL, churn_handles, NULL) == 0);
+	int hung = 0, failed = 0, forks = 0;
+	double t0 = mt_now();
+	for (; forks < 200 && !hung; forks++) {
+		unsigned long ops = atomic_load(&churn_ops);
+		while (atomic_load(&churn_ops) < ops + 2)
+			sched_yield();
+		pid_t pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0)
+			_exit(child_handles());
+		int st = wait_timeout(pid, 10);
+		if (st == -1) {
+			hung++;
+			fprintf(stderr, "handle fork %d: child hung (killed after 10 s)\n", forks);
+		} else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			failed++;
+		}
+	}
+	atomic_store(&stop, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	CHECK_EQ(hung, 0);
+	CHECK_EQ(failed, 0);
+	printf("handle fork: %d forks under 2 threads churning handles in %.2f s\n", forks,
+	       mt_now() - t0);
+}
+
 static void test_spawn_exec(void)
 {
 	atomic_store(&stop, 0);
@@ -208,6 +285,7 @@ int main(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	uint64_t a0 = spb_counter_get("malloc_alloc");
 	test_fork_under_churn();
+	test_fork_handles();
 	test_spawn_exec();
 	/* The parent's threads went through spbmalloc. */
 	CHECK(spb_counter_get("malloc_alloc") - a0 > atomic_load(&churn_ops) / 2);

@@ -18,6 +18,9 @@
  *                  and freed; prints "ok"
  *   handles N      N stamped handle objects, 4 in 5 freed; prints "ok"
  *   stamped        whether every live one keeps its stamp: "ok 1" / "ok 0"
+ *   rlock          enter a read section (spb_read_lock) and stay in it: a
+ *                  compaction's grace period waits; prints "ok"
+ *   runlock        leave it; prints "ok"
  * Linked against the static library to reach spb__statseg_publish.
  */
 #include <errno.h>
@@ -158,6 +161,12 @@ int main(void)
 			printf("ok\n");
 		} else if (sscanf(line, "handles %u", &n) == 1) {
 			handles(n);
+			printf("ok\n");
+		} else if (!strncmp(line, "rlock", 5)) {
+			spb_read_lock();
+			printf("ok\n");
+		} else if (!strncmp(line, "runlock", 7)) {
+			spb_read_unlock();
 			printf("ok\n");
 		} else if (!strncmp(line, "stamped", 7)) {
 			printf("ok %d\n", stamped());

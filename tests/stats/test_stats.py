@@ -779,6 +779,48 @@ def case_ctl_nobg(spbstat, helper):
         h.exit()
 
 
+def case_ctl_timeout(spbstat, helper):
+    """A requester gives up while the process is still running its request
+    (a compaction waiting for a grace period): the next requester must not
+    reuse its sequence number, or it reads the late answer of the first as
+    its own and its own request never runs."""
+    import mmap
+    off = layout(helper)
+    base = off["ctl"]
+    h = Helper(helper, dict(FAST, SPBMALLOC_COMPACT="0"))
+    try:
+        h.cmd("handles 20000")
+        check(h.cmd("rlock") == ["ok"], "the helper is in a read section")
+        rc, out, err = run(spbstat, "--compact", h.pid,
+                           env=dict(os.environ, SPBSTAT_CTL_TIMEOUT_MS="1000"))
+        check(rc == 1 and "did not acknowledge" in err,
+              "--compact waits for the section and times out (%r %r)" % (out, err.strip()))
+        check(ctl(h, "stats.ctl_remote") == 1, "the process took the request and runs it")
+        b = subprocess.Popen([spbstat, "--set", str(h.pid), "opt.decay_ms=300"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, SPBSTAT_CTL_TIMEOUT_MS="30000"))
+        # Let the second request reach the slot if it is going to (the old
+        # protocol wrote it at once; a fixed spbstat waits for the answer).
+        fd = os.open(SHM + str(h.pid), os.O_RDONLY)
+        m = mmap.mmap(fd, off["header_size"], prot=mmap.PROT_READ)
+        os.close(fd)
+        name = base + off["ctl_name"]
+        for _ in range(200):
+            if m[name:name + 13] == b"opt.decay_ms\0":
+                break
+            time.sleep(0.01)
+        m.close()
+        check(h.cmd("runlock") == ["ok"], "the helper leaves its read section")
+        out, err = b.communicate(timeout=60)
+        check(b.returncode == 0 and
+              out.strip() == "pid %d: opt.decay_ms = 300 (was 600000)" % h.pid,
+              "the second request answered for itself (%r %r)" % (out.strip(), err.strip()))
+        check(ctl(h, "opt.decay_ms") == 300, "and it ran: opt.decay_ms is 300")
+        check(ctl(h, "stats.ctl_remote") == 2, "two requests run")
+    finally:
+        h.exit()
+
+
 def case_ctl_perms(spbstat, helper):
     if os.geteuid() != 0:
         print("SKIP: needs root to run a process as another user")

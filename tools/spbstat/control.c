@@ -129,7 +129,25 @@ int cmd_control(int pid, enum spb_stats_ctl_op op, const char *name, long value)
 		}
 		nap();
 	}
-	uint64_t seq = __atomic_load_n(&c->ack_seq, __ATOMIC_ACQUIRE) + 1;
+	/* The slot idle first: a request that an earlier requester gave up
+	 * on may still be running (the process took it before the give-up;
+	 * nothing can withdraw it then). Its number is the one this request
+	 * would take, so its late answer would be read as ours, and ours
+	 * never run; and the process may still be copying the slot. */
+	uint64_t ack;
+	while ((ack = __atomic_load_n(&c->ack_seq, __ATOMIC_ACQUIRE)) !=
+	       __atomic_load_n(&c->req_seq, __ATOMIC_ACQUIRE)) {
+		if (now_ms() > deadline) {
+			__atomic_store_n(&c->lock, 0, __ATOMIC_RELEASE);
+			fprintf(stderr,
+				"spbstat: pid %d has not answered an earlier request yet "
+				"(is its background thread off, SPBMALLOC_BG=0, or busy?)\n",
+				pid);
+			goto out;
+		}
+		nap();
+	}
+	uint64_t seq = ack + 1;
 	c->op = (uint32_t)op;
 	c->value = value;
 	memset(c->name, 0, sizeof c->name);
@@ -140,13 +158,14 @@ int cmd_control(int pid, enum spb_stats_ctl_op op, const char *name, long value)
 	syscall(SYS_futex, &c->wake, FUTEX_WAKE, 1, NULL, NULL, 0);
 	while (__atomic_load_n(&c->ack_seq, __ATOMIC_ACQUIRE) != seq) {
 		if (now_ms() > deadline) {
-			uint64_t want = seq;
-			__atomic_compare_exchange_n(&c->req_seq, &want, seq - 1, false,
-						    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+			/* Left in the slot: the process may have taken it
+			 * already (a cancel it cannot see would let the next
+			 * requester reuse this number). It may still run. */
 			__atomic_store_n(&c->lock, 0, __ATOMIC_RELEASE);
 			fprintf(stderr,
 				"spbstat: pid %d did not acknowledge the request within %llu ms "
-				"(is its background thread off, SPBMALLOC_BG=0?)\n",
+				"(is its background thread off, SPBMALLOC_BG=0?); it may "
+				"still run when the process gets to it\n",
 				pid, (unsigned long long)timeout_ms());
 			goto out;
 		}
