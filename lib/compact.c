@@ -297,6 +297,23 @@ void spb__compact_postfork(bool child)
 	__atomic_store_n(&fork_gate, 0, __ATOMIC_SEQ_CST);
 }
 
+/* An object of whole pageblocks, header included, pageblock by pageblock:
+ * one with no page resident (never written, or given back) reads as
+ * zeros, so its new place is made to read as zeros too (MADV_DONTNEED)
+ * instead of being written: moving a big, sparsely used object must not
+ * make it resident. Both places are pageblock-aligned. */
+static void copy_whole(char *to, const char *from, size_t bytes)
+{
+	for (size_t o = 0; o < bytes; o += SPB_PB_SIZE) {
+		size_t len = bytes - o < SPB_PB_SIZE ? bytes - o : SPB_PB_SIZE;
+		if (o && spb__os_resident_pages(from + o, len) == 0 && spb__os_dontneed(to + o, len)) {
+			spb__heap_count(COMPACT_WHOLE_SPARSE_PB, 1);
+			continue;
+		}
+		memcpy(to + o, from + o, len);
+	}
+}
+
 static size_t run_batch(struct move *b, unsigned n)
 {
 	size_t moved = 0;
@@ -352,9 +369,14 @@ static size_t run_batch(struct move *b, unsigned n)
 			}
 		}
 		/* The header (the handle) and the contents. */
-		__atomic_store_n((uint64_t *)nb, *(const uint64_t *)(m->from - SPB_HANDLE_HDR),
-				 __ATOMIC_RELAXED);
-		memcpy(nb + SPB_HANDLE_HDR, m->from, real - SPB_HANDLE_HDR);
+		if (m->whole) {
+			copy_whole(nb, m->from - SPB_HANDLE_HDR, real);
+		} else {
+			__atomic_store_n((uint64_t *)nb,
+					 *(const uint64_t *)(m->from - SPB_HANDLE_HDR),
+					 __ATOMIC_RELAXED);
+			memcpy(nb + SPB_HANDLE_HDR, m->from, real - SPB_HANDLE_HDR);
+		}
 		__atomic_store_n(&m->e->word,
 				 (uint64_t)(uintptr_t)(nb + SPB_HANDLE_HDR) | SPB_HS_NORMAL,
 				 __ATOMIC_RELEASE);

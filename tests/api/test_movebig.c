@@ -11,12 +11,16 @@
  * 3. spb_compact(): the small survivors and the four big objects move to
  *    C (compact_whole_moved counts the big ones), every stamp survives,
  *    and B, empty, goes back to the OS at spb_trim() (spb_unmap).
+ *    A fifth big object, 8 MiB with only its first page written, moves
+ *    without becoming resident: its pageblocks that had no page resident
+ *    are not copied (compact_whole_sparse_pb) and read as zeros.
  * 4. A second spb_compact(): C, the only SPB with handles left, is not
  *    drained (no fuller SPB to drain into): nothing of whole pageblocks
  *    moves.
  */
 #include <stdbool.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "mtest.h"
 
@@ -52,6 +56,19 @@ static bool stamp_ok(spb_handle_t h, size_t n, uint64_t seed)
 
 static spb_handle_t small[NSMALL], fill[NFILL];
 
+#define SPARSE (8 * MiB - 16)
+/* Pages of [p, p+n) resident (n a multiple of 4 KiB, p page-aligned). */
+static size_t resident(const void *p, size_t n)
+{
+	static unsigned char vec[(8 * MiB) >> 12];
+	REQUIRE(n <= sizeof vec << 12);
+	REQUIRE(mincore((void *)p, n, vec) == 0);
+	size_t r = 0;
+	for (size_t i = 0; i < n >> 12; i++)
+		r += vec[i] & 1;
+	return r;
+}
+
 int main(void)
 {
 	spb_handle_t big[4];
@@ -60,6 +77,16 @@ int main(void)
 		REQUIRE(big[i]);
 		stamp(big[i], BIG, 100 + (uint64_t)i);
 	}
+	/* Only its first page written: its other pageblocks never resident. */
+	spb_handle_t sparse = spb_halloc(SPARSE, 0);
+	REQUIRE(sparse);
+	stamp(sparse, 4000, 777);
+	char *sp0 = spb_hpin(sparse);
+	/* The object starts 16 bytes into its first pageblock: from the
+	 * second pageblock on (2 MiB - 16 into the object). */
+	size_t tail_off = 2 * MiB - 16, tail_len = 6 * MiB;
+	size_t before = resident(sp0 + tail_off, tail_len);
+	spb_hunpin(sparse);
 	for (size_t i = 0; i < NSMALL; i++) {
 		small[i] = spb_halloc(SMALL, 0);
 		REQUIRE(small[i]);
@@ -107,11 +134,30 @@ int main(void)
 	}
 
 	uint64_t w0 = mt_counter("compact_whole_moved"), u0 = mt_counter("spb_unmap");
+	uint64_t sp0c = mt_counter("compact_whole_sparse_pb");
 	size_t moved = spb_compact(0);
 	uint64_t whole = mt_counter("compact_whole_moved") - w0;
 	printf("test_movebig: %zu bytes moved, %" PRIu64 " objects of whole pageblocks, "
 	       "%zu small survivors\n", moved, whole, nsurv);
-	CHECK_EQ(whole, 4);
+	CHECK_EQ(whole, 5);
+	/* The sparse one: moved, its untouched pageblocks not made resident. */
+	CHECK(spb_of(sparse) != b);
+	CHECK(stamp_ok(sparse, 4000, 777));
+	char *sp1 = spb_hpin(sparse);
+	size_t after = resident(sp1 + tail_off, tail_len);
+	printf("test_movebig: sparse object: %zu pages resident past its first pageblock "
+	       "before the move, %zu after; %" PRIu64 " pageblocks not copied\n", before, after,
+	       mt_counter("compact_whole_sparse_pb") - sp0c);
+	if (before == 0) {
+		CHECK_EQ(after, 0);
+		CHECK_EQ(mt_counter("compact_whole_sparse_pb") - sp0c, 3);
+	}
+	for (size_t o = tail_off; o < tail_off + tail_len; o += 4096)
+		if (sp1[o]) {
+			CHECK(!"a pageblock not copied reads other than zero");
+			break;
+		}
+	spb_hunpin(sparse);
 	for (int i = 0; i < 4; i++) {
 		CHECK(spb_of(big[i]) != b);
 		CHECK(stamp_ok(big[i], BIG, 100 + (uint64_t)i));
@@ -137,6 +183,7 @@ int main(void)
 
 	for (int i = 0; i < 4; i++)
 		spb_hfree(big[i]);
+	spb_hfree(sparse);
 	for (size_t i = 0; i < nsurv; i++)
 		spb_hfree(small[i]);
 	for (unsigned i = 0; i < kept_fill; i++)
