@@ -131,6 +131,21 @@ static bool next_run(const struct spb_pageblock *pb, unsigned *pg, unsigned *at,
 	return true;
 }
 
+/* Does p, the first byte of a page run or of whole pageblocks, hold a
+ * handle object? Its header read speculatively (the zone lock keeps the
+ * memory mapped), checked against the entry it names. What else may be
+ * there (spb_pages_alloc in MOVABLE) cannot move, and keeps its SPB. */
+static bool handle_at(const char *p, uint32_t hwm)
+{
+	if (!spb__htab)
+		return false;
+	uint32_t idx = spb__h_index(peek_word(p));
+	if (idx == 0 || idx > hwm)
+		return false;
+	uint64_t w = __atomic_load_n(&spb__htab[idx].word, __ATOMIC_ACQUIRE);
+	return spb__h_addr(w) == p + SPB_HANDLE_HDR;
+}
+
 /* A clean SPB other than s, fuller than s, with free pageblocks for all
  * of s's used ones (lock held): where draining s moves its objects (the
  * MOVABLE claim takes the fullest clean SPB first). Without one, moving
@@ -153,6 +168,7 @@ static bool room_elsewhere(struct spb_zone *z, const struct spb *s)
 static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_stat *st)
 {
 	bool evac = sc && sc->evac;
+	uint32_t hwm = spb__handle_hwm();
 	for (unsigned c = evac ? SPB_CAT_TAINTED : SPB_CAT_CLEAN; c <= SPB_CAT_TAINTED; c++)
 		for (int f = 0; f < SPB_NR_FULLNESS; f++) {
 			struct spb_link *h = &z->lists[c][f];
@@ -174,8 +190,14 @@ static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_st
 					st->backed += SPB_PB_SIZE;
 					if (pb->mode != SPB_PB_MODE_RUNS) {
 						st->live += SPB_PB_SIZE; /* whole pageblocks */
-						if (pb->mode == SPB_PB_MODE_MULTI_HEAD && sc &&
-						    (evac || drains) && sc->npbs < sc->max_pbs) {
+						if (pb->mode != SPB_PB_MODE_MULTI_HEAD || !sc ||
+						    !(evac || drains))
+							continue;
+						if (!handle_at(spb__pb_addr(s, i), hwm)) {
+							drains = false; /* it stays: so does the SPB */
+							continue;
+						}
+						if (sc->npbs < sc->max_pbs) {
 							sc->pbs[sc->npbs++] = (struct pb_source){
 								s, i, pb->multi_npb,
 								(uint64_t)pb->multi_npb * SPB_PB_SIZE};
@@ -197,6 +219,8 @@ static void scan_zone(struct spb_zone *z, struct scan *sc, struct spb_compact_st
 							 * in MOVABLE) stays, and so does
 							 * its pageblock. */
 							pb_live += (uint64_t)n << SPB_PAGE_SHIFT;
+							if (drains && !handle_at(a, hwm))
+								drains = false;
 							continue;
 						}
 						uint32_t live = spb__span_live(sp);

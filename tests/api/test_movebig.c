@@ -17,6 +17,10 @@
  * 4. A second spb_compact(): C, the only SPB with handles left, is not
  *    drained (no fuller SPB to drain into): nothing of whole pageblocks
  *    moves.
+ * Run with "blocked": B also holds 4 MiB of MOVABLE pageblocks from
+ * spb_pages_alloc, which no compaction can move, so B cannot empty and
+ * is not drained: no object of whole pageblocks moves out of it (the
+ * small survivors still leave its sparse pageblocks), and it stays.
  */
 #include <stdbool.h>
 #include <string.h>
@@ -69,8 +73,9 @@ static size_t resident(const void *p, size_t n)
 	return r;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	bool blocked = argc > 1 && !strcmp(argv[1], "blocked");
 	spb_handle_t big[4];
 	for (int i = 0; i < 4; i++) {
 		big[i] = spb_halloc(BIG, 0);
@@ -95,6 +100,13 @@ int main(void)
 	uintptr_t b = spb_of(big[0]);
 	for (int i = 1; i < 4; i++)
 		CHECK_EQ(spb_of(big[i]), b);
+	void *pinned_pages = NULL;
+	if (blocked) {
+		pinned_pages = spb_pages_alloc(4 * MiB, 2 * MiB, SPB_MOVABLE, 0);
+		REQUIRE(pinned_pages);
+		memset(pinned_pages, 0x11, 4096);
+		REQUIRE(((uintptr_t)pinned_pages >> 30) == b);
+	}
 
 	/* Fillers until three are in another SPB. */
 	unsigned nf = 0, in_c = 0;
@@ -139,6 +151,27 @@ int main(void)
 	uint64_t whole = mt_counter("compact_whole_moved") - w0;
 	printf("test_movebig: %zu bytes moved, %" PRIu64 " objects of whole pageblocks, "
 	       "%zu small survivors\n", moved, whole, nsurv);
+	if (blocked) {
+		/* B cannot empty: nothing of whole pageblocks leaves it. */
+		CHECK_EQ(whole, 0);
+		for (int i = 0; i < 4; i++) {
+			CHECK_EQ(spb_of(big[i]), b);
+			CHECK(stamp_ok(big[i], BIG, 100 + (uint64_t)i));
+		}
+		CHECK(stamp_ok(sparse, 4000, 777));
+		for (size_t i = 0; i < nsurv; i++)
+			CHECK(stamp_ok(small[i], SMALL, 1000000 + i));
+		CHECK_EQ(*(unsigned char *)pinned_pages, 0x11);
+		spb_pages_free(pinned_pages);
+		for (int i = 0; i < 4; i++)
+			spb_hfree(big[i]);
+		spb_hfree(sparse);
+		for (size_t i = 0; i < nsurv; i++)
+			spb_hfree(small[i]);
+		for (unsigned i = 0; i < kept_fill; i++)
+			spb_hfree(fill[i]);
+		return check_done("test_movebig (blocked)");
+	}
 	CHECK_EQ(whole, 5);
 	/* The sparse one: moved, its untouched pageblocks not made resident. */
 	CHECK(spb_of(sparse) != b);
