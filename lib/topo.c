@@ -7,8 +7,10 @@
  *    the allocator must serve mallocs before anything else can run, so this
  *    is what the zones start from, and the fallback whenever hwloc fails or
  *    is off (SPBMALLOC_HWLOC=0, or SPBMALLOC_BG=0: no thread to run it);
- *  - hwloc (hwtopo.c), once, from the background thread: hwloc allocates,
- *    so it runs where no allocator lock is held and malloc already works,
+ *  - hwloc (hwtopo.c, which opens it with dlopen), once, from the
+ *    background thread SPBMALLOC_HWLOC_DELAY_MS after it started: hwloc
+ *    allocates, so it runs where no allocator lock is held and malloc
+ *    already works,
  *    with a thread-local guard against starting a second discovery from
  *    inside it; its result replaces sysfs's (packages, nodes, caches,
  *    cores, PUs, node distances). hwloc honours HWLOC_SYNTHETIC and
