@@ -71,11 +71,8 @@ int cmd_control(int pid, enum spb_stats_ctl_op op, const char *name, long value)
 	}
 	struct snap s;
 	enum seg_err e = seg_read(pid, &s);
-	if (e) {
-		fprintf(stderr, "spbstat: %s\n", s.err);
-		snap_free(&s);
-		return seg_exit_code(e);
-	}
+	if (e)
+		return seg_report(e, &s);
 	bool alive = s.alive;
 	snap_free(&s);
 	if (!alive) {

@@ -33,6 +33,13 @@ int seg_exit_code(enum seg_err e)
 	return e == SEG_OK ? 0 : e == SEG_VERSION ? 2 : 1;
 }
 
+int seg_report(enum seg_err e, struct snap *s)
+{
+	fprintf(stderr, "spbstat: %s\n", s->err);
+	snap_free(s);
+	return seg_exit_code(e);
+}
+
 static bool read_at(int fd, void *buf, size_t len, uint64_t off)
 {
 	size_t done = 0;

@@ -71,13 +71,6 @@ static int seg_name_pid(const char *name)
 	return parse_pid(name + sizeof SEG_BASENAME - 1);
 }
 
-static int report(enum seg_err e, struct snap *s)
-{
-	fprintf(stderr, "spbstat: %s\n", s->err);
-	snap_free(s);
-	return seg_exit_code(e);
-}
-
 static void fmt_uptime(char *buf, size_t cap, double s)
 {
 	unsigned long t = (unsigned long)s;
@@ -172,7 +165,7 @@ static int cmd_snapshot(int pid, enum emit_fmt fmt)
 	struct snap s;
 	enum seg_err e = seg_read(pid, &s);
 	if (e)
-		return report(e, &s);
+		return seg_report(e, &s);
 	emit_snapshot(stdout, fmt, &s);
 	snap_free(&s);
 	return 0;
@@ -223,7 +216,7 @@ static int cmd_vmstat(int pid, double interval, long count)
 			return 0;
 		}
 		if (e)
-			return report(e, &s);
+			return seg_report(e, &s);
 		if (n % 20 == 0)
 			vm_header();
 		/* The first line: averages since the segment was made. */

@@ -46,6 +46,8 @@ enum seg_err seg_read_path(const char *path, int pid, struct snap *s);
 void snap_free(struct snap *s);
 /* Exit code for an outcome (0, 1 or 2). */
 int seg_exit_code(enum seg_err e);
+/* A failed read: its reason on stderr, the snapshot freed; the exit code. */
+int seg_report(enum seg_err e, struct snap *s);
 /* Process pid is alive and is the one that made the segment. */
 bool proc_matches(int pid, uint64_t starttime);
 void proc_comm(int pid, char *buf, size_t cap);

@@ -272,11 +272,8 @@ int top_run(int pid)
 {
 	struct snap s;
 	enum seg_err e = seg_read(pid, &s);
-	if (e) {
-		fprintf(stderr, "spbstat: %s\n", s.err);
-		snap_free(&s);
-		return seg_exit_code(e);
-	}
+	if (e)
+		return seg_report(e, &s);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGHUP, on_signal);
@@ -298,10 +295,9 @@ int top_run(int pid)
 		e = seg_read(pid, &s);
 		if (e) {
 			term_leave();
-			fprintf(stderr, "spbstat: %s\n", s.err);
-			snap_free(&s);
 			free(prev);
-			return e == SEG_MISSING ? 0 : seg_exit_code(e);
+			int code = seg_report(e, &s);
+			return e == SEG_MISSING ? 0 : code;
 		}
 	}
 	term_leave();
