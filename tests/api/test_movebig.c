@@ -60,6 +60,19 @@ static bool stamp_ok(spb_handle_t h, size_t n, uint64_t seed)
 
 static spb_handle_t small[NSMALL], fill[NFILL];
 
+/* Everything the test made: the big objects, the sparse one, the small
+ * survivors and the fillers kept in C. */
+static void free_all(const spb_handle_t *big, spb_handle_t sparse, size_t nsurv, unsigned nfill)
+{
+	for (int i = 0; i < 4; i++)
+		spb_hfree(big[i]);
+	spb_hfree(sparse);
+	for (size_t i = 0; i < nsurv; i++)
+		spb_hfree(small[i]);
+	for (unsigned i = 0; i < nfill; i++)
+		spb_hfree(fill[i]);
+}
+
 #define SPARSE (8 * MiB - 16)
 /* Pages of [p, p+n) resident (n a multiple of 4 KiB, p page-aligned). */
 static size_t resident(const void *p, size_t n)
@@ -163,13 +176,7 @@ int main(int argc, char **argv)
 			CHECK(stamp_ok(small[i], SMALL, 1000000 + i));
 		CHECK_EQ(*(unsigned char *)pinned_pages, 0x11);
 		spb_pages_free(pinned_pages);
-		for (int i = 0; i < 4; i++)
-			spb_hfree(big[i]);
-		spb_hfree(sparse);
-		for (size_t i = 0; i < nsurv; i++)
-			spb_hfree(small[i]);
-		for (unsigned i = 0; i < kept_fill; i++)
-			spb_hfree(fill[i]);
+		free_all(big, sparse, nsurv, kept_fill);
 		return check_done("test_movebig (blocked)");
 	}
 	CHECK_EQ(whole, 5);
@@ -214,12 +221,6 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 4; i++)
 		CHECK(stamp_ok(big[i], BIG, 100 + (uint64_t)i));
 
-	for (int i = 0; i < 4; i++)
-		spb_hfree(big[i]);
-	spb_hfree(sparse);
-	for (size_t i = 0; i < nsurv; i++)
-		spb_hfree(small[i]);
-	for (unsigned i = 0; i < kept_fill; i++)
-		spb_hfree(fill[i]);
+	free_all(big, sparse, nsurv, kept_fill);
 	return check_done("test_movebig");
 }

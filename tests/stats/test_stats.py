@@ -349,16 +349,22 @@ def case_inconsistent(spbstat, helper):
     check(time.time() - t < 10, "bounded retries")
 
 
-def case_perms(spbstat, helper):
+def user_nobody(why_root):
+    """The passwd entry of user nobody; skips the case (77) unless this is
+    root (why_root says what for) and the user exists."""
     if os.geteuid() != 0:
-        print("SKIP: needs root to make files of another owner")
+        print("SKIP: needs root to " + why_root)
         sys.exit(77)
     import pwd
     try:
-        nobody = pwd.getpwnam("nobody")
+        return pwd.getpwnam("nobody")
     except KeyError:
         print("SKIP: no user nobody")
         sys.exit(77)
+
+
+def case_perms(spbstat, helper):
+    nobody = user_nobody("make files of another owner")
     h = Helper(helper)
     try:
         path = SHM + str(h.pid)
@@ -822,15 +828,7 @@ def case_ctl_timeout(spbstat, helper):
 
 
 def case_ctl_perms(spbstat, helper):
-    if os.geteuid() != 0:
-        print("SKIP: needs root to run a process as another user")
-        sys.exit(77)
-    import pwd
-    try:
-        nobody = pwd.getpwnam("nobody")
-    except KeyError:
-        print("SKIP: no user nobody")
-        sys.exit(77)
+    nobody = user_nobody("run a process as another user")
 
     def as_nobody():
         os.setgroups([])
