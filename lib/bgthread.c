@@ -123,10 +123,11 @@ static void *bg_main(void *arg)
 	uint64_t next_publish = 0;
 	for (;;) {
 		uint32_t *w = __atomic_load_n(&bg_word, __ATOMIC_RELAXED);
-		if (w == &bg_futex && (w = spb__statseg_wake_word()) != NULL)
-			__atomic_store_n(&bg_word, w, __ATOMIC_RELEASE);
-		else
-			w = __atomic_load_n(&bg_word, __ATOMIC_RELAXED);
+		if (w == &bg_futex) { /* the segment's word once it exists */
+			uint32_t *seg = spb__statseg_wake_word();
+			if (seg)
+				__atomic_store_n(&bg_word, w = seg, __ATOMIC_RELEASE);
+		}
 		uint32_t seen = __atomic_load_n(w, __ATOMIC_ACQUIRE);
 		__atomic_store_n(&kick_pending, 0, __ATOMIC_RELEASE);
 		uint64_t wait = bg_round(&next_publish);

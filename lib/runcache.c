@@ -14,7 +14,8 @@
  * malloc that takes it out or by whoever gives it back to the engine. The
  * engine's own free and usable size refuse a run whose bit is set, so a
  * double free through any path is caught. The cache holds at most
- * SPBMALLOC_RUN_CACHE_KB per thread; runs idle in their slot for a whole
+ * spb__runcache_cap() per thread (SPBMALLOC_RUN_CACHE_KB, or sized from
+ * the L2 cache); runs idle in their slot for a whole
  * background round (about a second) go back to the engine, as do all of
  * them at spb_trim and at thread exit.
  */
