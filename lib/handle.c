@@ -183,14 +183,15 @@ __attribute__((noreturn, cold, noinline)) void spb__handle_fault(const char *wha
 /* The word of h's index back at NORMAL, cancelling a move in progress
  * (waiting for a copy under way); death with one line naming h if the
  * index is free or was never handed out. Whether the object there is h's
- * (not a later handle's of the same index) is check_header's. */
-static uint64_t settle(spb_handle_t h, const char *call)
+ * (not a later handle's of the same index) is check_header's. *ep: the
+ * entry, for the caller's CAS. */
+static uint64_t settle(spb_handle_t h, const char *call, struct spb_hentry **ep)
 {
 	uint32_t idx = spb__h_index(h);
 	if (SPB_UNLIKELY(!spb__htab || idx == 0 ||
 			 idx > __atomic_load_n(&htab_hwm, __ATOMIC_ACQUIRE)))
 		spb__handle_fault(call, h);
-	struct spb_hentry *e = &spb__htab[idx];
+	struct spb_hentry *e = *ep = &spb__htab[idx];
 	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
 	for (unsigned spins = 0;; spins++) {
 		unsigned st = (unsigned)(w & SPB_HS_MASK);
@@ -275,7 +276,8 @@ SPB_EXPORT __attribute__((noinline)) void *spb__hget_slow(spb_handle_t h)
 {
 	static const char why[] = "spb_hget(): stale or invalid handle";
 	/* In the caller's read section: the place stays put until it ends. */
-	uint64_t w = settle(h, why);
+	struct spb_hentry *e;
+	uint64_t w = settle(h, why, &e);
 	check_header(w, h, why);
 	return spb__h_addr(w);
 }
@@ -291,11 +293,11 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 	if (!h)
 		return;
 	static const char why[] = "spb_hfree(): stale or invalid handle (double free?)";
-	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
+	struct spb_hentry *e;
 	uint32_t next_gen = spb__h_gen(h) + 1 ? spb__h_gen(h) + 1 : 1;
 	uint64_t w;
 	do {
-		w = settle(h, why);
+		w = settle(h, why, &e);
 		if (spb__h_pins(w)) {
 			check_header(w, h, why); /* pinned: the place stays */
 			spb__handle_fault("spb_hfree(): handle is pinned", h);
@@ -312,10 +314,10 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 
 static void *pin(spb_handle_t h, const char *why)
 {
-	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
+	struct spb_hentry *e;
 	uint64_t w;
 	do {
-		w = settle(h, why);
+		w = settle(h, why, &e);
 		if (spb__h_pins(w) == SPB_HS_PINS_MAX) {
 			check_header(w, h, why); /* pinned: the place stays */
 			spb__handle_fault("spb_hpin(): too many pins on one handle", h);
@@ -328,15 +330,15 @@ static void *pin(spb_handle_t h, const char *why)
 
 static void unpin(spb_handle_t h, const char *why)
 {
-	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
+	struct spb_hentry *e;
 	uint64_t w;
 	do {
-		w = settle(h, why);
+		w = settle(h, why, &e);
 		if (!spb__h_pins(w)) {
 			/* Not pinned: is it h's at all? Looked at in a read
 			 * section (a move may be chosen meanwhile). */
 			spb_read_lock();
-			check_header(settle(h, why), h, why);
+			check_header(settle(h, why, &e), h, why);
 			spb_read_unlock();
 			spb__handle_fault("spb_hunpin(): handle is not pinned", h);
 		}
