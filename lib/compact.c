@@ -131,19 +131,31 @@ static bool next_run(const struct spb_pageblock *pb, unsigned *pg, unsigned *at,
 	return true;
 }
 
-/* Does p, the first byte of a page run or of whole pageblocks, hold a
- * handle object? Its header read speculatively (the zone lock keeps the
- * memory mapped), checked against the entry it names. What else may be
- * there (spb_pages_alloc in MOVABLE) cannot move, and keeps its SPB. */
-static bool handle_at(const char *p, uint32_t hwm)
+/* The entry of the handle object at p (a block, page run or whole
+ * pageblocks, header first), with its word in *wp: the header is read
+ * speculatively (the SPB is kept mapped: zone lock or mover count) and
+ * the entry must name exactly that place; NULL otherwise. */
+static struct spb_hentry *entry_at(const char *p, uint32_t hwm, uint64_t *wp)
 {
 	if (!spb__htab)
-		return false;
+		return NULL;
 	uint32_t idx = spb__h_index(peek_word(p));
 	if (idx == 0 || idx > hwm)
-		return false;
-	uint64_t w = __atomic_load_n(&spb__htab[idx].word, __ATOMIC_ACQUIRE);
-	return spb__h_addr(w) == p + SPB_HANDLE_HDR;
+		return NULL;
+	struct spb_hentry *e = &spb__htab[idx];
+	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+	if (spb__h_addr(w) != p + SPB_HANDLE_HDR)
+		return NULL;
+	*wp = w;
+	return e;
+}
+
+/* Does p hold a handle object? What else may be there (spb_pages_alloc
+ * in MOVABLE) cannot move, and keeps its SPB. */
+static bool handle_at(const char *p, uint32_t hwm)
+{
+	uint64_t w;
+	return entry_at(p, hwm, &w) != NULL;
 }
 
 /* A clean SPB other than s, fuller than s, with free pageblocks for all
@@ -544,12 +556,9 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 			if (sp && !peek_live(sp, off))
 				continue;
 			char *blk = (char *)sn.start + off;
-			uint32_t idx = spb__h_index(peek_word(blk)); /* the header: a handle */
-			if (idx == 0 || idx > hwm)
-				continue;
-			struct spb_hentry *e = &spb__htab[idx];
-			uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-			if (spb__h_addr(w) != blk + SPB_HANDLE_HDR || (w & SPB_HS_MASK) != SPB_HS_NORMAL)
+			uint64_t w;
+			struct spb_hentry *e = entry_at(blk, hwm, &w);
+			if (!e || (w & SPB_HS_MASK) != SPB_HS_NORMAL)
 				continue;
 			if (spb__h_pins(w)) {
 				spb__heap_count(COMPACT_PINNED_SKIPPED, 1);
