@@ -38,9 +38,19 @@ void *spb__backing_reserve_spb(uint8_t *rung, uint64_t *counters)
 			spb__os_unmap(p, SPB_SPB_SIZE);
 		counters[SPB_BACK_1G_FALLBACK]++;
 	}
-	p = spb__os_reserve_aligned(SPB_SPB_SIZE, SPB_SPB_SIZE);
-	if (!p)
+	bool refused;
+	p = spb__arena_take(&refused);
+	if (p) {
+		counters[SPB_ARENA]++;
+	} else if (refused) {
 		return NULL;
+	} else {
+		if (spb__hmask)
+			counters[SPB_ARENA_FULL]++;
+		p = spb__os_reserve_aligned(SPB_SPB_SIZE, SPB_SPB_SIZE);
+		if (!p)
+			return NULL;
+	}
 	*rung = SPB_RUNG_4K;
 	if (spb__opt(OPT_THP)) {
 		if (spb__os_advise_hugepage(p, SPB_SPB_SIZE))
@@ -155,5 +165,7 @@ uint8_t spb__backing_release_pb(void *pb, uint8_t rung, uint8_t spb_rung, uint8_
 bool spb__backing_unmap_spb(void *base, uint8_t rung)
 {
 	(void)rung; /* a hugetlb page goes back to the pool with the mapping */
+	if (spb__arena_contains((uintptr_t)base))
+		return spb__arena_give_back(base); /* stays readable (arena.c) */
 	return spb__os_unmap(base, SPB_SPB_SIZE);
 }

@@ -101,11 +101,15 @@ static bool injected(enum spb_os_call kind, int *knob, void *addr, size_t size,
 
 #define CALLER __builtin_return_address(0)
 
+static void *map_anon_prot(void *hint, size_t size, int prot, int extra)
+{
+	void *p = mmap(hint, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 static void *map_anon(void *hint, size_t size, int extra)
 {
-	void *p = mmap(hint, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	return map_anon_prot(hint, size, PROT_READ | PROT_WRITE, extra);
 }
 
 static bool do_unmap(void *p, size_t size, const void *caller)
@@ -154,6 +158,37 @@ undo:
 	do_unmap(p, span, caller);
 	errno = ENOMEM;
 	return NULL;
+}
+
+__attribute__((noinline)) void *spb__os_reserve_readonly(size_t size, size_t align)
+{
+	/* Once, at engine start, before any test can arm the seam: not
+	 * through it (a refusal only means no arena). */
+	size_t span = size + align;
+	char *p = map_anon_prot(NULL, span, PROT_READ, MAP_NORESERVE);
+	if (!p)
+		return NULL;
+	uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+	size_t head = a - (uintptr_t)p, tail = span - head - size;
+	if ((head && munmap(p, head) != 0) || (tail && munmap((char *)a + size, tail) != 0)) {
+		munmap(p, span);
+		return NULL;
+	}
+	return (void *)a;
+}
+
+__attribute__((noinline)) bool spb__os_map_at(void *p, size_t size)
+{
+	if (injected(SPB_OS_MMAP_RESERVE, &spb__os_inject.fail_reserve, p, size, CALLER))
+		return false;
+	return map_anon(p, size, MAP_FIXED | MAP_NORESERVE) == p;
+}
+
+__attribute__((noinline)) bool spb__os_unmap_readonly(void *p, size_t size)
+{
+	if (injected(SPB_OS_MUNMAP, NULL, p, size, CALLER))
+		return false;
+	return map_anon_prot(p, size, PROT_READ, MAP_FIXED | MAP_NORESERVE) == p;
 }
 
 __attribute__((noinline)) void *spb__os_map_hugetlb_1g(void)

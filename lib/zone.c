@@ -51,6 +51,7 @@ void spb__engine_init(void)
 	if (__atomic_compare_exchange_n(&engine_state, &st, 1, false,
 					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 		spb__options_init();
+		spb__arena_init();
 		int n = spb__opt(OPT_NUMA) ? spb__topo_nr_nodes() : 1; /* sysfs */
 		if (n > SPB_NR_ZONES_MAX)
 			n = SPB_NR_ZONES_MAX;

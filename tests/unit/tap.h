@@ -89,4 +89,28 @@ static inline long resident_pages(void *p, size_t len)
 	return res;
 }
 
+/* An SPB's memory gone back to the OS: unmapped, or (in the handle arena,
+ * lib/arena.c) mapped again read-only with nothing resident. read(2) into
+ * a page that cannot be written fails with EFAULT. */
+#include <sys/mman.h>
+#include <unistd.h>
+static inline bool spb_test_range_gone(const void *p, size_t len)
+{
+	unsigned char vec;
+	errno = 0;
+	if (mincore((void *)p, 4096, &vec) == -1)
+		return errno == ENOMEM;
+	if (!spb__arena_contains((uintptr_t)p) || (vec & 1))
+		return false;
+	int fd[2];
+	if (pipe(fd) != 0)
+		return false;
+	ssize_t w = write(fd[1], "x", 1);
+	ssize_t r = read(fd[0], (char *)p + len - 1, 1);
+	bool ro = w == 1 && r == -1 && errno == EFAULT;
+	close(fd[0]);
+	close(fd[1]);
+	return ro;
+}
+
 #endif
