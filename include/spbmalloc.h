@@ -125,26 +125,41 @@ void *spb_hget(spb_handle_t h);
  * knows nothing of handles. Pins nest (up to 65535). */
 void *spb_hpin(spb_handle_t h);
 void spb_hunpin(spb_handle_t h);
-/* spb_hget's common path, inline: the table entry (the object's address,
- * when no move is under way) and the object's header (its handle: is h
- * still live?), two plain loads; anything else goes to spb__hget_slow.
- * Internal names, here for the inline only; define SPB_NO_INLINE_HGET for
- * a plain call. */
+/* spb_hget's common path, inline. A handle names its object's place (the
+ * header's offset in the handle arena, lib/arena.c) as well as its table
+ * entry; the header at that place holds the handle (keyed). One load and
+ * a compare, and the address is the handle's own arithmetic: a chase
+ * through handles waits on the same loads as a chase through pointers.
+ * Anything else (moved since, being moved, outside the arena, stale) goes
+ * to spb__hget_slow and the table. Internal names, here for the inline
+ * only; define SPB_NO_INLINE_HGET for a plain call. */
+/* The header load may read a place the object left, reused since: its
+ * value is only compared (a keyed tag does not come about by chance).
+ * ThreadSanitizer would call that a race, and would not see the
+ * acquire a reader needs after a move was undone: in a build with it,
+ * spb_hget is the out-of-line call, which reads the place speculatively
+ * and then again with an acquire. */
+#if defined(__SANITIZE_THREAD__)
+#define SPB__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SPB__TSAN 1
+#endif
+#endif
 #define SPB_HANDLE_MAX_PUBLIC (1u << 26)
-extern uint64_t *spb__hwords;
+#define SPB_H_PLACE_MASK_PUBLIC 0x7fffffff0ull /* bits 4-34: a byte offset */
+extern uintptr_t spb__harena16; /* fixed before the first handle */
+extern uint64_t spb__hmask;
+extern uint64_t spb__hkey;
 void *spb__hget_slow(spb_handle_t h);
 static inline void *spb__hget_inline(spb_handle_t h)
 {
-	uint32_t i = (uint32_t)h;
-	const uint64_t *t = __atomic_load_n(&spb__hwords, __ATOMIC_RELAXED);
-	if (__builtin_expect(t != 0 && i - 1u < SPB_HANDLE_MAX_PUBLIC - 1u, 1)) {
-		uint64_t w = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE);
-		if (__builtin_expect((w & 0xf) == 0 && w != 0, 1)) {
-			char *p = (char *)(uintptr_t)(w & 0x0000fffffffffff0ull);
-			if (__builtin_expect(*(const uint64_t *)(void *)(p - 16) == h, 1))
-				return p;
-		}
-	}
+#ifndef SPB__TSAN
+	char *a = (char *)spb__harena16 + (h & spb__hmask);
+	if (__builtin_expect(__atomic_load_n((const uint64_t *)(void *)(a - 16), __ATOMIC_RELAXED) ==
+				     (h ^ spb__hkey), 1))
+		return a;
+#endif
 	return spb__hget_slow(h);
 }
 #ifndef SPB_NO_INLINE_HGET

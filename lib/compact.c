@@ -11,14 +11,15 @@
  * source) at most half live become sources, emptiest first. The zone's
  * mover count keeps its SPBs mapped until the pass ends. Then, without
  * any lock, each live block of a source is read for its entry index (a
- * header written by spb_halloc); an entry whose word names exactly that
- * block, NORMAL and unpinned, is CASed to MOVING and batched. One grace
- * period (synchronize_rcu) for the batch, then per object: a new block
- * from the mover's MOVABLE heap (spb__compacting: it adopts only spans
- * more than half live, never a source, or takes a new one); CAS MOVING ->
- * COPYING (fails if a reader cancelled); copy; store (new address,
- * NORMAL); free the old block. handle.c has the protocol and why no write
- * is lost. After the pass the mover's batch of frees is pushed and the
+ * header written by spb_halloc); if its entry's word names exactly that
+ * block, unpinned, the header is CASed from the tag to tag^MARK and the
+ * object batched. One grace period (synchronize_rcu) for the batch, then
+ * per object: a new block from the mover's MOVABLE heap (spb__compacting:
+ * it adopts only spans more than half live, never a source, or takes a
+ * new one); CAS tag^MARK -> tag^COPY (fails if a reader cancelled); the
+ * entry still as chosen (no pin since); copy; CAS the entry to the new
+ * place; scrub the old header; free the old block. handle.c has the
+ * protocol and why no write is lost. After the pass the mover's batch of frees is pushed and the
  * abandoned spans are swept: the emptied spans go back to the engine,
  * whose pageblocks then go free whole (and, once an SPB is empty, decay
  * unmaps it). Objects over 128 KiB (page runs) move when their pageblock
@@ -46,7 +47,8 @@ struct move {
 	struct spb_hentry *e;
 	char *from;
 	struct spb_span *src;
-	uint64_t w; /* the NORMAL word it had */
+	uint64_t w; /* the entry's word it had (NORMAL, no pins) */
+	uint64_t tag; /* its header's settled value */
 	uint32_t bytes;
 	bool whole;  /* an object of whole pageblocks: its new place must be
 			in another SPB, and not a tainted one */
@@ -58,9 +60,9 @@ struct move {
  * mover holds no lock its owner takes): what is read here is only ever a
  * guess, validated by the entry's word before anything is done with it
  * (a block is moved only if its entry names exactly that address, NORMAL,
- * and the CAS to MOVING succeeds). Such reads race by design, like the
- * kernel's compaction scanners; ThreadSanitizer is told not to look at
- * these three, and nothing else. */
+ * and the CAS of its header to tag^MARK succeeds). Such reads race by
+ * design, like the kernel's compaction scanners; ThreadSanitizer is told
+ * not to look at these four, and nothing else. */
 #define SPB_SPECULATIVE static __attribute__((noinline, no_sanitize("thread")))
 
 struct span_snap {
@@ -86,6 +88,15 @@ SPB_SPECULATIVE bool peek_live(const struct spb_span *sp, uintptr_t off)
 SPB_SPECULATIVE uint64_t peek_word(const void *p)
 {
 	return *(volatile const uint64_t *)p;
+}
+
+/* A CAS of a header that may no longer be one (its block freed since):
+ * it succeeds only if the word still holds what it held, which a freed
+ * block's first word does not (the tag is keyed). */
+SPB_SPECULATIVE bool cas_word(void *p, uint64_t from, uint64_t to)
+{
+	return __atomic_compare_exchange_n((uint64_t *)p, &from, to, false, __ATOMIC_SEQ_CST,
+					   __ATOMIC_SEQ_CST);
 }
 
 /* A span to empty, or (span NULL) a page run that may be one object
@@ -135,11 +146,12 @@ static bool next_run(const struct spb_pageblock *pb, unsigned *pg, unsigned *at,
  * pageblocks, header first), with its word in *wp: the header is read
  * speculatively (the SPB is kept mapped: zone lock or mover count) and
  * the entry must name exactly that place; NULL otherwise. */
-static struct spb_hentry *entry_at(const char *p, uint32_t hwm, uint64_t *wp)
+static struct spb_hentry *entry_at(const char *p, uint32_t hwm, uint64_t *wp, uint64_t *vp)
 {
 	if (!spb__htab)
 		return NULL;
-	uint32_t idx = spb__h_index(peek_word(p));
+	uint64_t v = *vp = peek_word(p);
+	uint32_t idx = spb__h_index(v ^ spb__hkey); /* whatever the mark bits */
 	if (idx == 0 || idx > hwm)
 		return NULL;
 	struct spb_hentry *e = &spb__htab[idx];
@@ -154,8 +166,8 @@ static struct spb_hentry *entry_at(const char *p, uint32_t hwm, uint64_t *wp)
  * in MOVABLE) cannot move, and keeps its SPB. */
 static bool handle_at(const char *p, uint32_t hwm)
 {
-	uint64_t w;
-	return entry_at(p, hwm, &w) != NULL;
+	uint64_t w, v;
+	return entry_at(p, hwm, &w, &v) != NULL;
 }
 
 /* A clean SPB other than s, fuller than s, with free pageblocks for all
@@ -301,15 +313,19 @@ static void sort_spans(struct source *v, unsigned n)
 		}
 }
 
-/* Put a chosen object back to NORMAL (unless a reader already did). */
-static void unchoose(struct move *m)
+/* Its header back to settled from `from` (tag^MARK: chosen, not yet
+ * copied; tag^COPY: copying stopped), unless someone else changed it (a
+ * reader cancelled, a free scrubbed it). */
+static void unchoose(struct move *m, uint64_t from)
 {
-	uint64_t expect = m->w | SPB_HS_MOVING;
-	__atomic_compare_exchange_n(&m->e->word, &expect, m->w, false, __ATOMIC_ACQ_REL,
-				    __ATOMIC_ACQUIRE);
+	if (from == (m->tag ^ SPB_HDR_MARK)) /* the block may have been freed since */
+		cas_word(spb__h_hdr(m->from), from, m->tag);
+	else /* ours while copying: nobody frees it; a waiter acquires this */
+		__atomic_compare_exchange_n(spb__h_hdr(m->from), &from, m->tag, false,
+					    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
-/* fork: no object may be COPYING in the child (its readers would wait for
+/* fork: no object may be tag^COPY in the child (its readers would wait for
  * a mover that is not there). prefork closes the gate and waits for the
  * copies in flight; a mover takes a slot first, then looks at the gate. */
 static int fork_gate, copies_in_flight;
@@ -326,7 +342,7 @@ void spb__compact_postfork(bool child)
 {
 	if (child) {
 		/* A pass in the parent is not in the child: its chosen
-		 * objects are MOVING (readers cancel), none is COPYING. */
+		 * objects are tag^MARK (readers cancel), none is tag^COPY. */
 		pthread_mutex_init(&one_pass, NULL);
 		copies_in_flight = 0;
 	}
@@ -359,9 +375,11 @@ static size_t run_batch(struct move *b, unsigned n)
 	spb__heap_count(COMPACT_GRACE_US, (spb__os_now_ns() - t0) / 1000);
 	for (unsigned k = 0; k < n; k++) {
 		struct move *m = &b[k];
+		uint64_t marked = m->tag ^ SPB_HDR_MARK, copying = m->tag ^ SPB_HDR_COPY;
+		uint64_t *hp = spb__h_hdr(m->from);
 		char *nb = spb__malloc_movable(m->bytes);
 		if (!nb) {
-			unchoose(m);
+			unchoose(m, marked);
 			continue;
 		}
 		struct spb *sp = (struct spb *)spb__region_of(nb);
@@ -370,7 +388,7 @@ static size_t run_batch(struct move *b, unsigned n)
 		    (m->whole && (sp == m->src_spb ||
 				  __atomic_load_n(&sp->category, __ATOMIC_RELAXED) == SPB_CAT_TAINTED))) {
 			spb__free_ptr(nb);
-			unchoose(m);
+			unchoose(m, marked);
 			spb__heap_count(COMPACT_NO_TARGET, 1);
 			continue;
 		}
@@ -378,44 +396,60 @@ static size_t run_batch(struct move *b, unsigned n)
 		if (__atomic_load_n(&fork_gate, __ATOMIC_SEQ_CST)) {
 			__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
 			spb__free_ptr(nb);
-			unchoose(m);
+			unchoose(m, marked);
 			continue;
 		}
-		uint64_t expect = m->w | SPB_HS_MOVING;
-		uint64_t copying = (m->w & ~SPB_HS_MASK) | SPB_HS_COPYING;
-		if (!__atomic_compare_exchange_n(&m->e->word, &expect, copying, false,
-						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		if (!cas_word(hp, marked, copying)) {
 			__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
 			spb__free_ptr(nb); /* cancelled by a reader, pinner or freer */
 			continue;
 		}
-		/* Nobody holds the old place now, and whoever comes waits. The
-		 * block size was a speculative read (a descriptor being reused
-		 * can give a torn one): the block's own metadata says, now that
-		 * the object can be neither freed nor moved by anyone else. */
+		/* Nobody holds the old place now, and whoever comes through the
+		 * table waits. A pin taken after the choice (the entry was read
+		 * before it) is seen here, or fails the final CAS. */
+		uint64_t w = __atomic_load_n(&m->e->word, __ATOMIC_SEQ_CST);
+		if (w != m->w) {
+			if (spb__h_pins(w))
+				spb__heap_count(COMPACT_PINNED_SKIPPED, 1);
+			unchoose(m, copying);
+			__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
+			spb__free_ptr(nb);
+			continue;
+		}
+		/* The block size was a speculative read (a descriptor being
+		 * reused can give a torn one): the block's own metadata says,
+		 * now that the object can be neither freed nor moved by anyone
+		 * else. */
 		size_t real = spb__usable(m->from - SPB_HANDLE_HDR);
 		if (SPB_UNLIKELY(real > spb__usable(nb))) {
 			spb__free_ptr(nb);
 			nb = spb__malloc_movable(real);
 			spb__heap_count(COMPACT_RESIZED, 1);
 			if (!nb) {
-				__atomic_store_n(&m->e->word, m->w, __ATOMIC_RELEASE);
+				unchoose(m, copying);
 				__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
 				continue;
 			}
 		}
-		/* The header (the handle) and the contents. */
-		if (m->whole) {
+		/* The contents, then the header (settled: the handle's tag). */
+		if (m->whole)
 			copy_whole(nb, m->from - SPB_HANDLE_HDR, real);
-		} else {
-			__atomic_store_n((uint64_t *)nb,
-					 *(const uint64_t *)(m->from - SPB_HANDLE_HDR),
-					 __ATOMIC_RELAXED);
+		else
 			memcpy(nb + SPB_HANDLE_HDR, m->from, real - SPB_HANDLE_HDR);
+		__atomic_store_n((uint64_t *)nb, m->tag, __ATOMIC_RELEASE);
+		uint64_t expect = m->w;
+		if (!__atomic_compare_exchange_n(&m->e->word, &expect,
+						 (uint64_t)(uintptr_t)(nb + SPB_HANDLE_HDR) | SPB_HS_NORMAL,
+						 false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+			/* Pinned while copying: the pinner waits for this. */
+			spb__heap_count(COMPACT_PINNED_SKIPPED, 1);
+			unchoose(m, copying);
+			__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
+			spb__free_ptr(nb);
+			continue;
 		}
-		__atomic_store_n(&m->e->word,
-				 (uint64_t)(uintptr_t)(nb + SPB_HANDLE_HDR) | SPB_HS_NORMAL,
-				 __ATOMIC_RELEASE);
+		/* The old place answers for the handle no more. */
+		__atomic_store_n(hp, 0, __ATOMIC_SEQ_CST);
 		__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
 		spb__free_ptr(m->from - SPB_HANDLE_HDR);
 		moved += real;
@@ -556,18 +590,19 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 			if (sp && !peek_live(sp, off))
 				continue;
 			char *blk = (char *)sn.start + off;
-			uint64_t w;
-			struct spb_hentry *e = entry_at(blk, hwm, &w);
-			if (!e || (w & SPB_HS_MASK) != SPB_HS_NORMAL)
-				continue;
+			uint64_t w, v;
+			struct spb_hentry *e = entry_at(blk, hwm, &w, &v);
+			if (!e || (w & SPB_HS_MASK) != SPB_HS_NORMAL || ((v ^ spb__hkey) & SPB_HDR_MARK))
+				continue; /* not a handle object, or being moved */
 			if (spb__h_pins(w)) {
 				spb__heap_count(COMPACT_PINNED_SKIPPED, 1);
 				continue;
 			}
-			if (!__atomic_compare_exchange_n(&e->word, &w, w | SPB_HS_MOVING, false,
-							 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			/* Chosen: a CAS on a header read speculatively (the block
+			 * may have been freed since: then it no longer holds v). */
+			if (!cas_word(blk, v, v ^ SPB_HDR_MARK))
 				continue;
-			batch[nb++] = (struct move){e, blk + SPB_HANDLE_HDR, sp, w, sn.bsize,
+			batch[nb++] = (struct move){e, blk + SPB_HANDLE_HDR, sp, w, v, sn.bsize,
 						    sources[k].whole != NULL, sources[k].whole};
 			if (nb == COMPACT_BATCH) {
 				moved += run_batch(batch, nb);

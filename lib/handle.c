@@ -2,43 +2,63 @@
  * handle.c — movable objects behind handles: the handle table and the
  * spb_h* calls (include/spbmalloc.h).
  *
- * A handle is (generation << 32) | index. Entry `index` of one table,
- * reserved once (SPB_HANDLE_MAX entries of 8 bytes, touched as used), is
- * one word: the object's address, its state in the low 4 bits and its pin
- * count in the top 16; a free entry's word keeps the generation its next
- * handle gets and the free list's link instead. Objects are MOVABLE-class
- * blocks with a 16-byte header in front that holds their handle, so the
+ * A handle is a place, an index and a generation (handle.h). Entry
+ * `index` of one table, reserved once (SPB_HANDLE_MAX entries of 8
+ * bytes, touched as used), is one word: the object's address and its pin
+ * count; a free entry's word keeps the generation its next handle gets
+ * and the free list's link instead. Objects are MOVABLE-class blocks with
+ * a 16-byte header in front holding their tag (the handle, keyed), so the
  * mover can go from a block back to its entry, and a handle is checked
- * against the object it names (a stale one whose index was reused differs).
+ * against the object it names. The place is where the header was when the
+ * handle was made (its offset in the handle arena, lib/arena.c; 0 outside
+ * it): while the object stays there, spb_hget (inline) loads that header,
+ * compares, and is done, without the table. Every byte of the arena can
+ * be read, so a place that no longer holds the object reads as something
+ * else (zeros, or another object's header) and the table says where it
+ * went.
  *
- * The protocol between readers and the mover (lib/compact.c):
- *   NORMAL   the address is good; spb_hget (inline, include/spbmalloc.h)
- *            returns it after two plain loads: the word, and the header
- *            it names, which must hold h.
- *   MOVING   the mover has chosen the object and waits for a grace period
- *            (synchronize_rcu): readers that loaded the address before are
- *            leaving their read sections. A reader, pinner, resizer or
- *            freer that finds MOVING cancels the move: it CASes the word
- *            back to NORMAL and goes on with the old address; the mover's
- *            CAS to COPYING then fails and it drops the move.
- *   COPYING  the grace period is over and nobody cancelled: nobody holds
- *            the old address. The mover copies and stores (new address,
- *            NORMAL). Whoever finds COPYING waits for that store (a copy
- *            of one object; it yields after a while), so no one touches
- *            the old place while it is read: no write is lost, no read is
- *            torn, and the copy never races a user's write.
- * The old place is freed after the store. Pins keep the mover off (it
- * takes NORMAL with no pins only). The rare cancel is the only atomic
- * read-modify-write a reader ever does.
+ * The protocol between readers and the mover (lib/compact.c) lives in
+ * the header word, because the inline spb_hget looks at nothing else:
+ *   tag         the object is here and settled.
+ *   tag^MARK    the mover has chosen it (CAS from tag, after checking the
+ *               entry names this place with no pins) and waits for a
+ *               grace period (synchronize_rcu): readers that saw tag
+ *               before are leaving their read sections; readers that come
+ *               now fail the inline compare. Whoever finds tag^MARK
+ *               through the table (spb__hget_slow, a pinner, a freer)
+ *               cancels: CAS back to tag, and goes on with the place.
+ *   tag^COPY    the grace period is over and nobody cancelled (the
+ *               mover's CAS tag^MARK -> tag^COPY succeeded): nobody holds
+ *               the place. The mover then reads the entry: pinned since
+ *               (a pin taken after its check) or changed, it reverts (CAS
+ *               back to tag). Else it writes tag and the contents at the
+ *               new place, CASes the entry from (old place, no pins) to
+ *               the new one, and scrubs the old header (0) before freeing
+ *               it. Whoever finds tag^COPY waits (one object's copy): no
+ *               write is lost, no read is torn, the copy never races a
+ *               user's write.
+ * A pin is +1 in the entry; the pinner then looks at the header (tag:
+ * done; tag^MARK: cancel; tag^COPY: wait until the mover, which sees the
+ * pin either at its look at the entry or at its final CAS, reverts). The
+ * pinner's CAS on the entry and its look at the header, the mover's CAS
+ * on the header and its look at the entry, are sequentially consistent:
+ * one of the two sees the other. A free scrubs the header (CAS from tag
+ * or tag^MARK to 0; it waits out tag^COPY) before the entry goes FREE:
+ * no place answers for a freed handle. spb_hrealloc pins, copies, moves
+ * the entry to the new place and scrubs the old header.
  *
  * The other calls check the header (is this h's object, or a later one
- * of the same index?) only where that place cannot move meanwhile: after
- * their own CAS to FREE or to one more pin, or, unpinning, before their
- * CAS while still pinned (check_header).
+ * of the same index?) only where that place cannot move meanwhile: in a
+ * read section (spb__hget_slow), while pinned, or in the CAS that frees.
+ * A handle whose object moved (by the mover or spb_hrealloc) keeps its old
+ * place: its spb_hget goes through the table from then on.
  */
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "handle.h"
 
@@ -49,7 +69,7 @@
 _Static_assert(SPB_HANDLE_MAX == SPB_HANDLE_MAX_PUBLIC, "spbmalloc.h's inline spb_hget bound");
 
 struct spb_hentry *spb__htab;
-SPB_EXPORT uint64_t *spb__hwords;    /* the same table, for the inline spb_hget */
+SPB_EXPORT uint64_t spb__hkey;       /* a header holds handle ^ key (bits 0-25 of it 0) */
 static uint32_t htab_hwm;            /* indices handed out at least once */
 static uint32_t hfree_head;          /* global free list of indices (0 = none) */
 static pthread_mutex_t hlock = PTHREAD_MUTEX_INITIALIZER;
@@ -80,7 +100,12 @@ static void htab_init(void)
 	 * spb_hget's entry load then rarely misses the TLB. */
 	if (!spb__os_advise_hugepage(htab_region(1), (size_t)(htab_end() - htab_region(1))))
 		spb__heap_count(HANDLE_TABLE_4K, 1);
-	__atomic_store_n(&spb__hwords, (uint64_t *)spb__htab, __ATOMIC_RELEASE);
+	/* The key makes a header that holds a tag unlikely to be anything
+	 * else by chance (data a program wrote where an object was). */
+	uint64_t k = 0;
+	if (syscall(SYS_getrandom, &k, sizeof k, GRND_NONBLOCK) != sizeof k)
+		k = __builtin_ia32_rdtsc() * 0x9e3779b97f4a7c15ull ^ (uintptr_t)&k;
+	spb__hkey = k & ~(uint64_t)(SPB_HANDLE_MAX - 1);
 }
 
 /* Index i (its word FREE) onto the global free list. */
@@ -180,55 +205,91 @@ __attribute__((noreturn, cold, noinline)) void spb__handle_fault(const char *wha
 	spb__fatal(what, (const void *)(uintptr_t)h);
 }
 
-/* The word of h's index back at NORMAL, cancelling a move in progress
- * (waiting for a copy under way); death with one line naming h if the
- * index is free or was never handed out. Whether the object there is h's
- * (not a later handle's of the same index) is check_header's. *ep: the
- * entry, for the caller's CAS. */
-static uint64_t settle(spb_handle_t h, const char *call, struct spb_hentry **ep)
+/* A header read through an entry read just before: the object may have
+ * moved meanwhile and the place been reused (the caller reads the entry
+ * again before it believes a mismatch). A race by design, like the
+ * inline spb_hget's load; ThreadSanitizer is told not to look. */
+static __attribute__((noinline, no_sanitize("thread"))) uint64_t peek_hdr(const uint64_t *hp)
 {
-	uint32_t idx = spb__h_index(h);
-	if (SPB_UNLIKELY(!spb__htab || idx == 0 ||
-			 idx > __atomic_load_n(&htab_hwm, __ATOMIC_ACQUIRE)))
-		spb__handle_fault(call, h);
-	struct spb_hentry *e = *ep = &spb__htab[idx];
-	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-	for (unsigned spins = 0;; spins++) {
-		unsigned st = (unsigned)(w & SPB_HS_MASK);
-		if (st == SPB_HS_NORMAL)
-			break;
-		if (st == SPB_HS_FREE)
-			spb__handle_fault(call, h);
-		if (st == SPB_HS_COPYING) { /* the mover's store comes soon */
-			if (spins < 1000)
-				__builtin_ia32_pause();
-			else
-				sched_yield();
-			w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-			continue;
-		}
-		uint64_t nw = (w & ~(uint64_t)SPB_HS_MASK) | SPB_HS_NORMAL;
-		if (__atomic_compare_exchange_n(&e->word, &w, nw, false, __ATOMIC_ACQ_REL,
-						__ATOMIC_ACQUIRE)) {
-			spb__heap_count(COMPACT_CANCELLED, 1);
-			w = nw;
-			break;
-		}
-	}
-	return w;
+	return __atomic_load_n(hp, __ATOMIC_SEQ_CST);
 }
 
-/* Is the object at w's address h's? Read only where that place cannot be
- * moved and freed meanwhile: inside a read section after the word was
- * seen NORMAL, while the word is pinned, or after the caller's own CAS
- * from that word to FREE or to more pins succeeded (no move can complete
- * from there; unpinning checks before its CAS, still pinned). A
- * stale handle whose index names a later object dies here; what the CAS
- * did to that object no longer matters then. */
-static void check_header(uint64_t w, spb_handle_t h, const char *call)
+/* A CAS of a header read that way: it fails (as it should) if the
+ * place was freed and reused meanwhile. */
+static __attribute__((noinline, no_sanitize("thread"))) bool cas_hdr(uint64_t *hp, uint64_t from,
+								   uint64_t to)
 {
-	if (SPB_UNLIKELY(*(const uint64_t *)(spb__h_addr(w) - HDR) != h))
-		spb__handle_fault(call, h); /* the index now names another handle */
+	return __atomic_compare_exchange_n(hp, &from, to, false, __ATOMIC_SEQ_CST,
+					   __ATOMIC_SEQ_CST);
+}
+
+/* h's entry; death with one line naming h if its index is out of range
+ * or was never handed out. */
+static struct spb_hentry *entry_of(spb_handle_t h, const char *call)
+{
+	uint32_t idx = spb__h_index(h);
+	if (SPB_UNLIKELY(!spb__htab || idx == 0 || (h & SPB_HDR_MARK) ||
+			 idx > __atomic_load_n(&htab_hwm, __ATOMIC_ACQUIRE)))
+		spb__handle_fault(call, h);
+	return &spb__htab[idx];
+}
+
+static void backoff(unsigned *spins)
+{
+	if ((*spins)++ < 1000)
+		__builtin_ia32_pause();
+	else
+		sched_yield();
+}
+
+/* Seen at h's place: cancel a move chosen there (tag^MARK -> tag). True
+ * when the place is settled for the caller, false to look again. */
+static bool settle_hdr(uint64_t *hp, uint64_t v, uint64_t t)
+{
+	if (v == t)
+		return true;
+	if (v != (t ^ SPB_HDR_MARK))
+		return false;
+	if (!__atomic_compare_exchange_n(hp, &v, t, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		return false;
+	spb__heap_count(COMPACT_CANCELLED, 1);
+	return true;
+}
+
+/* Where h's object is, for a caller in a read section: the entry's place
+ * once its header holds h's tag (a move chosen there cancelled, a copy
+ * under way waited for); death if the index is free, or names another
+ * handle's object while the entry stays the same. */
+static char *locate(spb_handle_t h, const char *why)
+{
+	struct spb_hentry *e = entry_of(h, why);
+	uint64_t t = spb__h_tag(h);
+	for (unsigned spins = 0;;) {
+		uint64_t w = __atomic_load_n(&e->word, __ATOMIC_SEQ_CST);
+		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
+			spb__handle_fault(why, h);
+		char *p = spb__h_addr(w);
+		uint64_t *hp = spb__h_hdr(p);
+		uint64_t v = peek_hdr(hp);
+		/* Settled, or a move chosen and now cancelled: h's object, here
+		 * for the rest of the read section (a new choice waits for it).
+		 * Read again for a real acquire (ThreadSanitizer sees it). */
+		if (v == t || (v == (t ^ SPB_HDR_MARK) && cas_hdr(hp, v, t))) {
+			if (v != t)
+				spb__heap_count(COMPACT_CANCELLED, 1);
+			(void)__atomic_load_n(hp, __ATOMIC_SEQ_CST);
+			return p;
+		}
+		if (v == (t ^ SPB_HDR_COPY) || v == (t ^ SPB_HDR_MARK)) {
+			backoff(&spins);
+			continue;
+		}
+		/* Moved meanwhile (the old place scrubbed, maybe reused), or
+		 * the index names another handle's object. */
+		if (__atomic_load_n(&e->word, __ATOMIC_SEQ_CST) != w)
+			continue;
+		spb__handle_fault(why, h);
+	}
 }
 
 /* A block of the thread's MOVABLE heap, allocated inside a read section:
@@ -258,28 +319,34 @@ SPB_EXPORT spb_handle_t spb_halloc(size_t size, unsigned flags)
 	uint32_t idx = hcache[--hcache_n];
 	struct spb_hentry *e = &spb__htab[idx];
 	uint32_t gen = spb__h_free_gen(__atomic_load_n(&e->word, __ATOMIC_RELAXED));
-	spb_handle_t h = (spb_handle_t)gen << 32 | idx;
-	*(uint64_t *)base = h;
+	spb_handle_t h = spb__h_make(spb__h_place(base), gen, idx);
 	if (flags & SPB_F_ZERO)
 		memset(base + HDR, 0, size);
 	/* Release: a reader in another thread that got h from us sees the
-	 * header and the contents. */
+	 * header and the contents (through the table or the place). */
+	__atomic_store_n((uint64_t *)base, spb__h_tag(h), __ATOMIC_RELEASE);
 	__atomic_store_n(&e->word, (uint64_t)(uintptr_t)(base + HDR) | SPB_HS_NORMAL,
 			 __ATOMIC_RELEASE);
 	spb__heap_count_one(HANDLE_ALLOC);
 	return h;
 }
 
-/* The inline spb_hget's way out: a move to cancel or wait for, a handle
- * out of range, stale or 0 (death). */
+/* The inline spb_hget's way out: an object not at its handle's place
+ * (moved, outside the arena), a move to cancel or wait for, a handle out
+ * of range, stale or 0 (death). */
 SPB_EXPORT __attribute__((noinline)) void *spb__hget_slow(spb_handle_t h)
 {
-	static const char why[] = "spb_hget(): stale or invalid handle";
+	/* The place first (again, or for the first time in a build with
+	 * ThreadSanitizer, whose inline comes straight here): a header
+	 * there holding h's tag is h's, read again with an acquire. */
+	char *a = (char *)spb__harena16 + (h & spb__hmask);
+	uint64_t t = spb__h_tag(h);
+	if (peek_hdr(spb__h_hdr(a)) == t &&
+	    __atomic_load_n(spb__h_hdr(a), __ATOMIC_SEQ_CST) == t)
+		return a;
 	/* In the caller's read section: the place stays put until it ends. */
-	struct spb_hentry *e;
-	uint64_t w = settle(h, why, &e);
-	check_header(w, h, why);
-	return spb__h_addr(w);
+	spb__heap_count_one(HANDLE_GET_SLOW);
+	return locate(h, "spb_hget(): stale or invalid handle");
 }
 
 #undef spb_hget
@@ -293,60 +360,96 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 	if (!h)
 		return;
 	static const char why[] = "spb_hfree(): stale or invalid handle (double free?)";
-	struct spb_hentry *e;
-	uint32_t next_gen = spb__h_gen(h) + 1 ? spb__h_gen(h) + 1 : 1;
-	uint64_t w;
-	do {
-		w = settle(h, why, &e);
-		if (spb__h_pins(w)) {
-			check_header(w, h, why); /* pinned: the place stays */
-			spb__handle_fault("spb_hfree(): handle is pinned", h);
+	struct spb_hentry *e = entry_of(h, why);
+	uint64_t t = spb__h_tag(h);
+	uint32_t next_gen = (spb__h_gen(h) + 1) & SPB_H_GEN_MASK;
+	for (unsigned spins = 0;;) {
+		uint64_t w = __atomic_load_n(&e->word, __ATOMIC_SEQ_CST);
+		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
+			spb__handle_fault(why, h);
+		uint64_t *hp = spb__h_hdr(spb__h_addr(w));
+		uint64_t v = peek_hdr(hp);
+		if (v == (t ^ SPB_HDR_COPY)) { /* the mover's copy: it ends soon */
+			backoff(&spins);
+			continue;
 		}
-		/* FREE, and the index's next generation (0 is never valid); a
-		 * move chosen meanwhile fails its CAS to COPYING. */
-	} while (!__atomic_compare_exchange_n(&e->word, &w, spb__h_free_word(next_gen, 0), false,
-					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-	check_header(w, h, why);
-	spb__free_ptr(spb__h_addr(w) - HDR);
-	spb__heap_count_one(HANDLE_FREE);
-	hcache_put(spb__h_index(h));
+		if (v != t && v != (t ^ SPB_HDR_MARK)) {
+			if (__atomic_load_n(&e->word, __ATOMIC_SEQ_CST) != w)
+				continue; /* moved meanwhile */
+			spb__handle_fault(why, h);
+		}
+		if (spb__h_pins(w))
+			spb__handle_fault("spb_hfree(): handle is pinned", h);
+		/* Scrubbed, the place answers for h no more and a move chosen
+		 * there fails its CAS to COPY. */
+		if (!cas_hdr(hp, v, 0))
+			continue; /* a move finished meanwhile, or a reader cancelled */
+		if (v != t)
+			spb__heap_count(COMPACT_CANCELLED, 1);
+		/* FREE, and the index's next generation. Only a pin taken
+		 * meanwhile (a call on h racing its free) can change it. */
+		if (!__atomic_compare_exchange_n(&e->word, &w, spb__h_free_word(next_gen, 0), false,
+						 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+			spb__handle_fault("spb_hfree(): handle pinned or used during its free", h);
+		spb__free_ptr((char *)hp);
+		spb__heap_count_one(HANDLE_FREE);
+		hcache_put(spb__h_index(h));
+		return;
+	}
 }
 
 static void *pin(spb_handle_t h, const char *why)
 {
-	struct spb_hentry *e;
-	uint64_t w;
-	do {
-		w = settle(h, why, &e);
-		if (spb__h_pins(w) == SPB_HS_PINS_MAX) {
-			check_header(w, h, why); /* pinned: the place stays */
+	struct spb_hentry *e = entry_of(h, why);
+	uint64_t t = spb__h_tag(h);
+	for (;;) {
+		uint64_t w = __atomic_load_n(&e->word, __ATOMIC_SEQ_CST);
+		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
+			spb__handle_fault(why, h);
+		if (spb__h_pins(w) == SPB_HS_PINS_MAX)
 			spb__handle_fault("spb_hpin(): too many pins on one handle", h);
+		if (!__atomic_compare_exchange_n(&e->word, &w, w + SPB_HS_PIN_ONE, false,
+						 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+			continue;
+		/* Pinned: the place cannot be moved away now (the mover's final
+		 * CAS wants no pins). Is it h's, and settled? */
+		char *p = spb__h_addr(w);
+		uint64_t *hp = spb__h_hdr(p);
+		for (unsigned spins = 0;;) {
+			uint64_t v = __atomic_load_n(hp, __ATOMIC_SEQ_CST);
+			if (settle_hdr(hp, v, t))
+				return p;
+			if (v != (t ^ SPB_HDR_COPY) && v != (t ^ SPB_HDR_MARK))
+				break;
+			backoff(&spins); /* the mover sees the pin and reverts */
 		}
-	} while (!__atomic_compare_exchange_n(&e->word, &w, w + SPB_HS_PIN_ONE, false,
-					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-	check_header(w, h, why);
-	return spb__h_addr(w);
+		__atomic_fetch_sub(&e->word, SPB_HS_PIN_ONE, __ATOMIC_SEQ_CST);
+		spb__handle_fault(why, h); /* the index names another handle */
+	}
 }
 
 static void unpin(spb_handle_t h, const char *why)
 {
-	struct spb_hentry *e;
-	uint64_t w;
+	struct spb_hentry *e = entry_of(h, why);
+	uint64_t t = spb__h_tag(h);
+	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_SEQ_CST);
 	do {
-		w = settle(h, why, &e);
+		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
+			spb__handle_fault(why, h);
 		if (!spb__h_pins(w)) {
-			/* Not pinned: is it h's at all? Looked at in a read
-			 * section (a move may be chosen meanwhile). */
+			/* Not pinned: is it h's at all? */
 			spb_read_lock();
-			check_header(settle(h, why, &e), h, why);
+			locate(h, why);
 			spb_read_unlock();
 			spb__handle_fault("spb_hunpin(): handle is not pinned", h);
 		}
 		/* Checked while still pinned: once the pins reach 0 the
 		 * mover may take the place and free it. */
-		check_header(w, h, why);
+		uint64_t v = __atomic_load_n(spb__h_hdr(spb__h_addr(w)), __ATOMIC_SEQ_CST);
+		if (v != t && v != (t ^ SPB_HDR_MARK) && v != (t ^ SPB_HDR_COPY))
+			spb__handle_fault(why, h);
 	} while (!__atomic_compare_exchange_n(&e->word, &w, w - SPB_HS_PIN_ONE, false,
-					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+					      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
 }
 
 SPB_EXPORT void *spb_hpin(spb_handle_t h)
@@ -374,7 +477,7 @@ SPB_EXPORT int spb_hrealloc(spb_handle_t h, size_t size)
 	/* Pinned for the call: the mover keeps off while the data is copied. */
 	char *old = pin(h, "spb_hrealloc(): stale or invalid handle");
 	struct spb_hentry *e = &spb__htab[spb__h_index(h)];
-	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_SEQ_CST);
 	if (spb__h_pins(w) != 1) {
 		spb_hunpin(h);
 		errno = EBUSY; /* someone else holds the address: it cannot change */
@@ -391,12 +494,15 @@ SPB_EXPORT int spb_hrealloc(spb_handle_t h, size_t size)
 		errno = ENOMEM;
 		return -1;
 	}
-	*(uint64_t *)base = h;
 	memcpy(base + HDR, old, size < have ? size : have);
+	__atomic_store_n((uint64_t *)base, spb__h_tag(h), __ATOMIC_RELEASE);
 	uint64_t nw = (uint64_t)(uintptr_t)(base + HDR) | SPB_HS_NORMAL;
-	if (!__atomic_compare_exchange_n(&e->word, &w, nw, false, __ATOMIC_ACQ_REL,
-					 __ATOMIC_ACQUIRE))
+	if (!__atomic_compare_exchange_n(&e->word, &w, nw, false, __ATOMIC_SEQ_CST,
+					 __ATOMIC_SEQ_CST))
 		spb__handle_fault("spb_hrealloc(): handle pinned, unpinned or freed during the call", h);
+	/* The old place answers for h no more (a mover that chose it while
+	 * the pin was being taken finds this and drops it). */
+	__atomic_store_n(spb__h_hdr(old), 0, __ATOMIC_SEQ_CST);
 	spb__free_ptr(old - HDR);
 	return 0;
 }

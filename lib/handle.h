@@ -11,26 +11,60 @@
 #define SPB_HANDLE_MAX ((uint32_t)1 << 26) /* entries in the table (512 MiB reserved) */
 #define SPB_HANDLE_HDR 16 /* object header: its handle; data 16-byte aligned */
 
-/* An entry is one word. Live: address | state (low 4 bits) | pins (top 16
- * bits). FREE: the generation the index's next handle gets (top 32 bits)
- * and the free list's next index (bits 4-31). The object's header holds
- * its whole handle (generation << 32 | index). */
-enum { SPB_HS_NORMAL = 0, SPB_HS_MOVING = 1, SPB_HS_COPYING = 2, SPB_HS_FREE = 3 };
+/* A handle: place (bits 4-34: the header's byte offset in the handle
+ * arena, a multiple of 16; 0 outside it), index (bits 37-62),
+ * generation (6 bits: bits 0-3 and 35-36); bit 63 is 0. The place is
+ * where spb_hget's inline masks it out, with one AND. The object's
+ * 16-byte header holds its tag, the handle xor spb__hkey (whose index
+ * bits are 0, so a tag is never 0), and says what the mover is doing to
+ * it (handle.c has the protocol):
+ *   tag           settled: the object is here and nobody moves it;
+ *   tag ^ MARK    a mover chose it and waits for a grace period;
+ *   tag ^ COPY    the mover copies it (it stores tag at the new place).
+ * An entry is one word. Live: the object's address | pins (top 16 bits)
+ * | NORMAL (low 4 bits 0). FREE: the generation the index's next handle
+ * gets (bits 32-37) and the free list's next index (bits 4-31). */
+enum { SPB_HS_NORMAL = 0, SPB_HS_FREE = 3 };
 #define SPB_HS_MASK 0xfull
 #define SPB_HS_PIN_SHIFT 48
 #define SPB_HS_PIN_ONE ((uint64_t)1 << SPB_HS_PIN_SHIFT)
 #define SPB_HS_PINS_MAX 0xffffu
+#define SPB_H_INDEX_SHIFT 37
+#define SPB_H_GEN_MASK 0x3fu
+#define SPB_HDR_MARK ((uint64_t)1 << 63)
+#define SPB_HDR_COPY ((uint64_t)3 << 62)
 
 struct spb_hentry {
 	uint64_t word; /* atomic */
 };
 _Static_assert(sizeof(struct spb_hentry) == 8, "8-byte handle table entries");
 _Static_assert(SPB_HANDLE_MAX <= ((uint32_t)1 << 28), "a FREE word's next index has 28 bits");
+_Static_assert((uint64_t)SPB_HANDLE_MAX << SPB_H_INDEX_SHIFT == SPB_HDR_MARK, "the index ends below bit 63");
 
 extern struct spb_hentry *spb__htab SPB_HIDDEN;
 
-static inline uint32_t spb__h_index(spb_handle_t h) { return (uint32_t)h; }
-static inline uint32_t spb__h_gen(spb_handle_t h) { return (uint32_t)(h >> 32); }
+static inline uint32_t spb__h_index(spb_handle_t h)
+{
+	return (uint32_t)(h >> SPB_H_INDEX_SHIFT) & (SPB_HANDLE_MAX - 1);
+}
+static inline uint32_t spb__h_gen(spb_handle_t h)
+{
+	return (uint32_t)(h & 15) | (uint32_t)(h >> 35 & 3) << 4;
+}
+/* The handle of index idx, generation gen, whose header is at place. */
+static inline spb_handle_t spb__h_make(uint64_t place, uint32_t gen, uint32_t idx)
+{
+	return place | (uint64_t)idx << SPB_H_INDEX_SHIFT | (gen & 15) | (uint64_t)(gen >> 4 & 3) << 35;
+}
+static inline uint64_t spb__h_tag(spb_handle_t h) { return h ^ spb__hkey; }
+/* The header of the object whose data is at p. */
+static inline uint64_t *spb__h_hdr(const char *p) { return (uint64_t *)(uintptr_t)(p - SPB_HANDLE_HDR); }
+/* The place a handle names for a header at hdr: 0 outside the arena. */
+static inline uint64_t spb__h_place(const char *hdr)
+{
+	uintptr_t off = (uintptr_t)hdr + 16 - spb__harena16;
+	return off <= SPB_H_PLACE_MASK_PUBLIC ? off & spb__hmask : 0;
+}
 static inline char *spb__h_addr(uint64_t w)
 {
 	return (char *)(uintptr_t)(w & ((SPB_HS_PIN_ONE - 1) & ~SPB_HS_MASK));
@@ -40,7 +74,7 @@ static inline uint64_t spb__h_free_word(uint32_t gen, uint32_t next)
 {
 	return (uint64_t)gen << 32 | (uint64_t)next << 4 | SPB_HS_FREE;
 }
-static inline uint32_t spb__h_free_gen(uint64_t w) { return (uint32_t)(w >> 32); }
+static inline uint32_t spb__h_free_gen(uint64_t w) { return (uint32_t)(w >> 32) & SPB_H_GEN_MASK; }
 static inline uint32_t spb__h_free_next(uint64_t w) { return (uint32_t)(w >> 4) & 0x0fffffffu; }
 
 __attribute__((noreturn, cold)) void spb__handle_fault(const char *what, spb_handle_t h) SPB_HIDDEN;

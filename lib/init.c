@@ -31,7 +31,7 @@ static void prefork(void)
 {
 	spb__rcu_prefork(); /* first: a grace period may wait for a reader in malloc */
 	spb__shrink_prefork();
-	spb__compact_prefork(); /* no handle left COPYING in the child */
+	spb__compact_prefork(); /* no handle left being copied in the child */
 	spb__heap_prefork();
 	spb__zone_prefork(&spb__zones[0]); /* waits for unlocked windows */
 	fork_nr_zones = __atomic_load_n(&spb__nr_zones, __ATOMIC_ACQUIRE);

@@ -123,6 +123,19 @@ int main(void)
 	CHECK(spb_hget(h) == p);
 	spb_read_unlock();
 
+	/* ---- the handle names its object's place: spb_hget reads the
+	 * header there and needs no table, until the object moves ---- */
+	const char *arena_env = getenv("SPBMALLOC_HANDLE_ARENA");
+	bool arena = !(arena_env && arena_env[0] == '0');
+	CHECK_EQ(mt_counter("spb_arena") > 0, arena);
+	CHECK_EQ((h & SPB_H_PLACE_MASK_PUBLIC) != 0, arena);
+	uint64_t slow0 = mt_counter("handle_get_slow");
+	spb_read_lock();
+	for (int i = 0; i < 1000; i++)
+		CHECK(spb_hget(h) == p);
+	spb_read_unlock();
+	CHECK_EQ(mt_counter("handle_get_slow") - slow0, arena ? 0 : 1000);
+
 	spb_handle_t z = spb_halloc(5000, SPB_F_ZERO);
 	CHECK(z != 0 && z != h);
 	spb_read_lock();
@@ -142,9 +155,12 @@ int main(void)
 	/* ---- resize keeps the handle and the data ---- */
 	CHECK_EQ(spb_hrealloc(h, 20000), 0);
 	CHECK(spb_hsize(h) >= 20000);
+	slow0 = mt_counter("handle_get_slow");
 	spb_read_lock();
 	CHECK(stamped(spb_hget(h), 100, 1));
+	CHECK(spb_hget(h) != p); /* moved: its old place answers no more */
 	spb_read_unlock();
+	CHECK_EQ(mt_counter("handle_get_slow") - slow0, 2);
 	CHECK_EQ(spb_hrealloc(h, 50), 0);
 	CHECK(spb_hsize(h) >= 50 && spb_hsize(h) < 20000);
 	spb_read_lock();
@@ -170,7 +186,7 @@ int main(void)
 	CHECK(h2 != h);
 	/* The thread's cache of free indices is LIFO: h2 reuses h's index, so
 	 * only the generation (in the object's header) tells them apart. */
-	CHECK_EQ((uint32_t)h2, (uint32_t)h);
+	CHECK_EQ(h2 >> 37, h >> 37); /* the index: bits 37-62 */
 	victim = h; /* freed: stale although its index is h2's */
 	static const struct death deaths[] = {
 		{"hget stale", do_hget, "spb_hget(): stale or invalid handle"},
@@ -183,10 +199,10 @@ int main(void)
 	};
 	for (size_t i = 0; i < sizeof deaths / sizeof deaths[0]; i++)
 		expect_death(&deaths[i]);
-	victim = ((spb_handle_t)7 << 32) | 123456789u; /* never allocated */
+	victim = ((spb_handle_t)123456789u << 37) | 0x7650; /* never allocated */
 	expect_death(&deaths[0]);
 	expect_death(&deaths[1]);
-	victim = 1; /* generation 0 */
+	victim = 1; /* index 1, generation 0, no place: never made */
 	expect_death(&deaths[0]);
 	victim = h2;
 	static const struct death more[] = {
