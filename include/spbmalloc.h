@@ -151,12 +151,14 @@ void spb_hunpin(spb_handle_t h);
 extern uintptr_t spb__harena16; /* fixed before the first handle */
 extern uint64_t spb__hmask;
 extern uint64_t spb__hkey;
+extern uint8_t spb__hlive[32]; /* the arena's 1 GiB slots that can be read */
 void *spb__hget_slow(spb_handle_t h);
 static inline void *spb__hget_inline(spb_handle_t h)
 {
 #ifndef SPB__TSAN
 	char *a = (char *)spb__harena16 + (h & spb__hmask);
-	if (__builtin_expect(__atomic_load_n((const uint64_t *)(void *)(a - 16), __ATOMIC_RELAXED) ==
+	if (__builtin_expect(spb__hlive[(h & spb__hmask) >> 30] != 0, 1) &&
+	    __builtin_expect(__atomic_load_n((const uint64_t *)(void *)(a - 16), __ATOMIC_RELAXED) ==
 				     (h ^ spb__hkey), 1))
 		return a;
 #endif

@@ -341,7 +341,8 @@ SPB_EXPORT __attribute__((noinline)) void *spb__hget_slow(spb_handle_t h)
 	 * there holding h's tag is h's, read again with an acquire. */
 	char *a = (char *)spb__harena16 + (h & spb__hmask);
 	uint64_t t = spb__h_tag(h);
-	if (peek_hdr(spb__h_hdr(a)) == t &&
+	if (__atomic_load_n(&spb__hlive[(h & spb__hmask) >> 30], __ATOMIC_ACQUIRE) &&
+	    peek_hdr(spb__h_hdr(a)) == t &&
 	    __atomic_load_n(spb__h_hdr(a), __ATOMIC_SEQ_CST) == t)
 		return a;
 	/* In the caller's read section: the place stays put until it ends. */

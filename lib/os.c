@@ -160,12 +160,12 @@ undo:
 	return NULL;
 }
 
-__attribute__((noinline)) void *spb__os_reserve_readonly(size_t size, size_t align)
+__attribute__((noinline)) void *spb__os_reserve_none(size_t size, size_t align)
 {
 	/* Once, at engine start, before any test can arm the seam: not
 	 * through it (a refusal only means no arena). */
 	size_t span = size + align;
-	char *p = map_anon_prot(NULL, span, PROT_READ, MAP_NORESERVE);
+	char *p = map_anon_prot(NULL, span, PROT_NONE, MAP_NORESERVE);
 	if (!p)
 		return NULL;
 	uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
@@ -189,6 +189,11 @@ __attribute__((noinline)) bool spb__os_unmap_readonly(void *p, size_t size)
 	if (injected(SPB_OS_MUNMAP, NULL, p, size, CALLER))
 		return false;
 	return map_anon_prot(p, size, PROT_READ, MAP_FIXED | MAP_NORESERVE) == p;
+}
+
+__attribute__((noinline)) bool spb__os_protect_none(void *p, size_t size)
+{
+	return mprotect(p, size, PROT_NONE) == 0;
 }
 
 __attribute__((noinline)) void *spb__os_map_hugetlb_1g(void)

@@ -92,9 +92,10 @@ void spb__os_inject_reset(void) SPB_HIDDEN;
  * failure, nothing left mapped (unless the kernel also refuses to unmap
  * the over-reservation, then that untouched range stays). */
 void *spb__os_reserve_aligned(size_t size, size_t align) SPB_HIDDEN;
-/* Address space only, read-only (reads see zeros, nothing is committed):
- * the handle arena (arena.c). */
-void *spb__os_reserve_readonly(size_t size, size_t align) SPB_HIDDEN;
+/* Address space only (PROT_NONE, nothing committed): the handle arena
+ * (arena.c). Not through the fault-injection seam. */
+void *spb__os_reserve_none(size_t size, size_t align) SPB_HIDDEN;
+bool spb__os_protect_none(void *p, size_t size) SPB_HIDDEN;
 /* Fresh read-write memory over [p, p+size) (MAP_FIXED, NORESERVE). */
 bool spb__os_map_at(void *p, size_t size) SPB_HIDDEN;
 /* Give [p, p+size) back but keep the range readable (a fresh read-only
@@ -102,11 +103,15 @@ bool spb__os_map_at(void *p, size_t size) SPB_HIDDEN;
 bool spb__os_unmap_readonly(void *p, size_t size) SPB_HIDDEN;
 /* arena.c: the handle arena. Reserved at engine start (or not); an SPB's
  * 1 GiB from a free slot, mapped read-write (NULL: none free, or *refused
- * when the mapping was); back to read-only zeros (false: refused). */
+ * when the mapping was); back as read-only zeros (false: refused). */
 void spb__arena_init(void) SPB_HIDDEN;
 bool spb__arena_contains(uintptr_t p) SPB_HIDDEN;
 void *spb__arena_take(bool *refused) SPB_HIDDEN;
 bool spb__arena_give_back(void *base) SPB_HIDDEN;
+/* Background thread, no lock held: released slots to PROT_NONE after a
+ * grace period (spb__arena_sync_hook); returns slots done. */
+unsigned spb__arena_quiesce(void) SPB_HIDDEN;
+extern bool (*spb__arena_sync_hook)(void) SPB_HIDDEN;
 /* One 1 GiB hugetlb page (it is 1 GiB-aligned by the kernel). */
 void *spb__os_map_hugetlb_1g(void) SPB_HIDDEN;
 /* Replace [p, p+2 MiB) with a 2 MiB hugetlb page (MAP_FIXED). On failure

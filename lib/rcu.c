@@ -102,9 +102,23 @@ static void rcu_thread_exit(void *arg)
 	}
 }
 
+/* The handle arena's grace period (arena.c: a released slot is made
+ * unreadable only after one). False where none can be had: in a child
+ * forked mid grace period, or from inside a read section. */
+static bool arena_sync(void)
+{
+	if (!spb__rcu_usable() || spb__rcu_in_section())
+		return false;
+	spb__rcu_synchronize();
+	return true;
+}
+
 static void rcu_key_init(void)
 {
 	pthread_key_create(&rcu_key, rcu_thread_exit);
+	/* Before the first reader can look at the arena (set once, seq_cst:
+	 * arena.c reads it after clearing a slot's live flag). */
+	__atomic_store_n(&spb__arena_sync_hook, arena_sync, __ATOMIC_SEQ_CST);
 }
 
 static __attribute__((noinline)) void rcu_register(void)
