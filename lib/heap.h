@@ -40,8 +40,12 @@ struct spb_heap;
 
 /* Three cache lines, by who writes them: a cross-thread free reads the
  * first (written when the span is set up, and at its rare full/owner
- * transitions), pushes on the third, and never touches the second, which
- * the owner's malloc and free write all the time. The bitmaps follow. */
+ * transitions), pushes on the third, and touches the second, which the
+ * owner's malloc and free write all the time, only to queue a span seen
+ * full on its owner's notification list (notify_next). On one line, each
+ * cross-thread free took the owner's hottest line away from it. The
+ * bitmaps follow (live and xfreed words side by side: a cross-thread
+ * free reads one and sets the other, one line of the owner's). */
 struct spb_span {
 	/* Read-mostly. */
 	uint32_t bsize;
