@@ -38,31 +38,43 @@ enum spb_span_full { SPB_SPAN_AVAIL = 0, SPB_SPAN_FULL = 1, SPB_SPAN_NOTIFIED = 
 
 struct spb_heap;
 
+/* Three cache lines, by who writes them: a cross-thread free reads the
+ * first (written when the span is set up, and at its rare full/owner
+ * transitions), pushes on the third, and touches the second, which the
+ * owner's malloc and free write all the time, only to queue a span seen
+ * full on its owner's notification list (notify_next). On one line, each
+ * cross-thread free took the owner's hottest line away from it. The
+ * bitmaps follow (live and xfreed words side by side: a cross-thread
+ * free reads one and sets the other, one line of the owner's). */
 struct spb_span {
-	struct spb_block *free;          /* owner only (decoded head) */
-	uint32_t used;                   /* owner only: blocks out, xfree included */
+	/* Read-mostly. */
 	uint32_t bsize;
+	uint32_t limit;                  /* capacity * bsize: where blocks end */
 	uint64_t inv;                    /* ceil(2^40 / bsize) */
 	uintptr_t start;
-	uint32_t limit;                  /* capacity * bsize: where blocks end */
+	struct spb_heap *_Atomic heap;   /* owner; NULL while abandoned */
 	uint8_t gshift;                  /* log2 of the largest power of two <= bsize */
 	uint8_t bin;
 	uint8_t cls;
 	uint8_t zero_run;                /* the page run came from the OS zeroed */
-	struct spb_heap *_Atomic heap;   /* owner; NULL while abandoned */
-	struct spb_block *_Atomic xfree; /* frees from other threads (links encoded) */
 	uint8_t _Atomic full;            /* enum spb_span_full */
-	uint8_t free_zero;               /* every block on free reads as zero past
-					    its link word (calloc skips) */
 	uint8_t words_order;             /* live bitmap: 1 << words_order words */
 	uint8_t zone_idx;                /* zone of the span's SPB */
 	uint8_t compact_src;             /* a source of the compaction pass running (compact.c) */
 	uint32_t capacity;               /* blocks that fit */
-	uint32_t extended;               /* blocks put on a free list so far */
 	uint32_t npages;
+	/* The owner's. */
+	struct spb_block *free __attribute__((aligned(64))); /* owner only (decoded head) */
+	uint32_t used;                   /* owner only: blocks out, xfree included */
+	uint32_t extended;               /* blocks put on a free list so far */
+	uint8_t free_zero;               /* every block on free reads as zero past
+					    its link word (calloc skips) */
 	struct spb_span *notify_next;    /* on heap->xnotify */
 	struct spb_span *desc_next;      /* on the descriptor pool's free list */
 	struct spb_link link;            /* heap->avail/full[bin] or abandoned list */
+	/* Other threads'. */
+	struct spb_block *_Atomic xfree __attribute__((aligned(64))); /* frees from other
+					    threads (links encoded) */
 };
 
 /* Cross-thread frees of one span, batched by the freeing thread in its

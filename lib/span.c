@@ -19,6 +19,10 @@ static pthread_mutex_t desc_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct spb_span *desc_free[DESC_ORDERS];
 static char *desc_cur, *desc_end;
 
+/* Whole cache lines (heap.h): the bitmaps after the descriptor do not
+ * share the line of its cross-thread stack. */
+_Static_assert(sizeof(struct spb_span) % 64 == 0, "span descriptor: whole cache lines");
+
 static size_t desc_bytes(unsigned order)
 {
 	return (sizeof(struct spb_span) + ((size_t)16 << order) + 63) & ~(size_t)63;
