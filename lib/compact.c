@@ -17,9 +17,10 @@
  * per object: a new block from the mover's MOVABLE heap (spb__compacting:
  * it adopts only spans more than half live, never a source, or takes a
  * new one); CAS tag^MARK -> tag^COPY (fails if a reader cancelled); the
- * entry still as chosen (no pin since); copy; CAS the entry to the new
- * place; scrub the old header; free the old block. handle.c has the
- * protocol and why no write is lost. After the pass the mover's batch of frees is pushed and the
+ * entry still as chosen (no pin since); copy (the new header tag^COPY);
+ * CAS the entry to the new place; the tag at the new place; scrub the old
+ * header; free the old block. handle.c has the protocol and why no write
+ * is lost. After the pass the mover's batch of frees is pushed and the
  * abandoned spans are swept: the emptied spans go back to the engine,
  * whose pageblocks then go free whole (and, once an SPB is empty, decay
  * unmaps it). Objects over 128 KiB (page runs) move when their pageblock
@@ -431,24 +432,33 @@ static size_t run_batch(struct move *b, unsigned n)
 				continue;
 			}
 		}
-		/* The contents, then the header (settled: the handle's tag). */
-		if (m->whole)
-			copy_whole(nb, m->from - SPB_HANDLE_HDR, real);
-		else
+		/* The contents, the new header saying COPY until the entry names
+		 * the new place: that place may be the one the handle names (the
+		 * object has moved before), where the inline spb_hget must not
+		 * find the tag of a copy that may yet be thrown away (SPIN found
+		 * this: tests/model/handle.pml). */
+		if (m->whole) {
+			copy_whole(nb, m->from - SPB_HANDLE_HDR, real); /* header: COPY */
+		} else {
+			__atomic_store_n((uint64_t *)nb, copying, __ATOMIC_SEQ_CST);
 			memcpy(nb + SPB_HANDLE_HDR, m->from, real - SPB_HANDLE_HDR);
-		__atomic_store_n((uint64_t *)nb, m->tag, __ATOMIC_RELEASE);
+		}
 		uint64_t expect = m->w;
 		if (!__atomic_compare_exchange_n(&m->e->word, &expect,
 						 (uint64_t)(uintptr_t)(nb + SPB_HANDLE_HDR) | SPB_HS_NORMAL,
 						 false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-			/* Pinned while copying: the pinner waits for this. */
+			/* Pinned while copying: the pinner waits for this. The new
+			 * block goes back with no tag in it. */
 			spb__heap_count(COMPACT_PINNED_SKIPPED, 1);
+			__atomic_store_n((uint64_t *)nb, 0, __ATOMIC_SEQ_CST);
 			unchoose(m, copying);
 			__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
 			spb__free_ptr(nb);
 			continue;
 		}
-		/* The old place answers for the handle no more. */
+		/* Settled at the new place; the old one answers for the handle
+		 * no more. */
+		__atomic_store_n((uint64_t *)nb, m->tag, __ATOMIC_SEQ_CST);
 		__atomic_store_n(hp, 0, __ATOMIC_SEQ_CST);
 		__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
 		spb__free_ptr(m->from - SPB_HANDLE_HDR);

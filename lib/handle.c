@@ -31,9 +31,12 @@
  *               mover's CAS tag^MARK -> tag^COPY succeeded): nobody holds
  *               the place. The mover then reads the entry: pinned since
  *               (a pin taken after its check) or changed, it reverts (CAS
- *               back to tag). Else it writes tag and the contents at the
- *               new place, CASes the entry from (old place, no pins) to
- *               the new one, and scrubs the old header (0) before freeing
+ *               back to tag). Else it copies the contents to the new
+ *               place, whose header says tag^COPY too (that place may be
+ *               the one the handle names), CASes the entry from (old
+ *               place, no pins) to the new one (failing: 0 in the new
+ *               header, the old one back to tag), then stores tag at the
+ *               new place and scrubs the old header (0) before freeing
  *               it. Whoever finds tag^COPY waits (one object's copy): no
  *               write is lost, no read is torn, the copy never races a
  *               user's write.
@@ -44,7 +47,10 @@
  * on the header and its look at the entry, are sequentially consistent:
  * one of the two sees the other. A free scrubs the header (CAS from tag
  * or tag^MARK to 0; it waits out tag^COPY) before the entry goes FREE:
- * no place answers for a freed handle. spb_hrealloc pins, copies, moves
+ * no place answers for a freed handle; it looks inside a read section, so
+ * that an object moved away and back between two of its reads is not
+ * taken for a stale handle. SPIN checks all of it (tests/model/handle.pml,
+ * which found the two rules just given missing in a first version). spb_hrealloc pins, copies, moves
  * the entry to the new place and scrubs the old header.
  *
  * The other calls check the header (is this h's object, or a later one
@@ -364,6 +370,13 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 	struct spb_hentry *e = entry_of(h, why);
 	uint64_t t = spb__h_tag(h);
 	uint32_t next_gen = (spb__h_gen(h) + 1) & SPB_H_GEN_MASK;
+	/* The look happens in a read section: the object may be moved away
+	 * and back between two reads of the entry (the same word both times,
+	 * a scrubbed header between), and only a grace period between the
+	 * two moves keeps that from reading as a stale handle (SPIN found it:
+	 * tests/model/handle.pml). No grace period is waited for while a
+	 * header is tag^COPY, so the waits below cannot hold the mover up. */
+	spb_read_lock();
 	for (unsigned spins = 0;;) {
 		uint64_t w = __atomic_load_n(&e->word, __ATOMIC_SEQ_CST);
 		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
@@ -392,6 +405,7 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 		if (!__atomic_compare_exchange_n(&e->word, &w, spb__h_free_word(next_gen, 0), false,
 						 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 			spb__handle_fault("spb_hfree(): handle pinned or used during its free", h);
+		spb_read_unlock();
 		spb__free_ptr((char *)hp);
 		spb__heap_count_one(HANDLE_FREE);
 		hcache_put(spb__h_index(h));

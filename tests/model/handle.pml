@@ -6,7 +6,7 @@
  * handle's place), the mover (lib/compact.c: the choice in compact_zone,
  * run_batch, unchoose) and the read side's grace period (lib/rcu.c,
  * liburcu's memb synchronize_rcu). Run by run-model.sh (ctest
- * model.handle, model.handle_old_bugs, model.handle_known_bugs).
+ * model.handle, model.handle_old_bugs).
  *
  * One object, made at place A: its handle names A (HP, the place the
  * inline spb_hget loads). Places A, B (and C with REALLOC) each hold a
@@ -76,23 +76,24 @@
  * spb_hrealloc's in-place and EBUSY paths, fork's gate, and memory orders
  * weaker than seq_cst.
  *
- * Found in the protocol as written (TRIES=2; model.handle_known_bugs):
- *   - run_batch stores T in the new header before its CAS of the entry.
- *     When the new block is the handle's own place (the object came from
- *     there: moved A -> B, then B -> A), a fast-path spb_hget uses it
- *     before the move is decided, and a failed CAS (a pin taken during
- *     the copy) frees it with T still in it: the inline spb_hget then
- *     uses a freed place and the write is lost. Scrubbing the new header
- *     on failure only (ALT_SCRUB_NEW) is not enough: a reader that loaded
- *     T before still writes there. FIX_NEW_HDR: the new header is TC until
- *     the CAS succeeded (then T, then the old header H0); on failure H0
- *     before the free.
- *   - spb_hfree is not in a read section: between its read of the entry
- *     and its second read (after a scrubbed header), the object can move
- *     away and back (A -> B -> A), the entry reads the same and hfree
- *     dies with "stale or invalid handle" on a valid handle.
- *     FIX_FREE_SECTION: spb_hfree's look inside a read section (the second
- *     move's grace period waits for it).
+ * Found by this model in the protocol's first version (TRIES=2), fixed
+ * in lib/ since, and kept as variants SPIN must find (model.handle_old_bugs):
+ *   OLD_TAG_BEFORE_CAS  run_batch stored T in the new header before its
+ *     CAS of the entry. When the new block is the handle's own place (the
+ *     object came from there: moved A -> B, then B -> A), a fast-path
+ *     spb_hget uses it before the move is decided, and a failed CAS (a pin
+ *     taken during the copy) frees it with T still in it: the inline
+ *     spb_hget then uses a freed place and the write is lost. Scrubbing
+ *     the new header on failure only (with ALT_SCRUB_NEW) is not enough:
+ *     a reader that loaded T before still writes there. Now: the new
+ *     header is TC until the CAS succeeded (then T, then the old header
+ *     H0); on failure H0 before the free.
+ *   OLD_FREE_NO_SECTION  spb_hfree outside a read section: between its
+ *     read of the entry and its second read (after a scrubbed header), the
+ *     object can move away and back (A -> B -> A), the entry reads the
+ *     same and hfree dies with "stale or invalid handle" on a valid
+ *     handle. Now its look is inside a read section (the second move's
+ *     grace period waits for it).
  * Not a bug: without the mover's scrub of the old header
  * (OLD_MOVER_NO_SCRUB) nothing goes wrong: the old header is TC, never T.
  *
@@ -396,14 +397,14 @@ proctype mover()
 		/* the copy */
 		atomic { assert(!freed[src] && inflight[src] == 0); v = mem[src] }
 		atomic { assert(inflight[src] == 0); mem[dst] = v; v = 0 }
-#ifndef FIX_NEW_HDR
+#ifdef OLD_TAG_BEFORE_CAS
 		hdr[dst] = T;
 #else
 		hdr[dst] = TC;
 #endif
 		if
 		:: atomic { ESAME -> eplace = dst } ->
-#ifdef FIX_NEW_HDR
+#ifndef OLD_TAG_BEFORE_CAS
 			hdr[dst] = T;
 #endif
 #ifndef OLD_MOVER_NO_SCRUB
@@ -412,7 +413,7 @@ proctype mover()
 			freed[src] = true
 		:: else -> /* pinned while copying: back */
 			atomic { if :: hdr[src] == TC -> hdr[src] = T :: else fi };
-#if defined(FIX_NEW_HDR) || defined(ALT_SCRUB_NEW)
+#if !defined(OLD_TAG_BEFORE_CAS) || defined(ALT_SCRUB_NEW)
 			hdr[dst] = H0;
 #endif
 			freed[dst] = true
@@ -459,7 +460,7 @@ proctype finisher()
 	atomic { insec[NW] = false; p = 0 }
 #endif
 	/* spb_hfree */
-#ifdef FIX_FREE_SECTION
+#ifndef OLD_FREE_NO_SECTION
 	atomic { insec[NW] = true; secid[NW]++ }
 #endif
 	do
@@ -477,7 +478,7 @@ proctype finisher()
 				:: else -> assert(false) /* fatal: pinned or used */
 				fi;
 				freed[wp] = true;
-#ifdef FIX_FREE_SECTION
+#ifndef OLD_FREE_NO_SECTION
 				insec[NW] = false;
 #endif
 				break
