@@ -20,11 +20,17 @@
  *              zeros), still live: a reader may be reading an old place
  *              there. Taken again as it is (MAP_FIXED read-write over it:
  *              again no hole);
- *   QUIESCING  the background thread took it: not live any more, then a
- *              grace period (no reader still holds the earlier answer),
- *              then PROT_NONE, and NONE again.
- * Reads of a slot that is live can never fault. Without a background
- * thread (SPBMALLOC_BG=0) a released slot stays readable until reused.
+ *   QUIESCING  taken by the compaction thread (by the background thread
+ *              while no reader ever registered: then no grace period is
+ *              needed): not live any more, then a grace period (no reader
+ *              still holds the earlier answer), then PROT_NONE, and NONE
+ *              again.
+ * Reads of a slot that is live can never fault. A released slot stays
+ * readable (nothing resident) until the compaction thread runs, or until
+ * it is reused. Taking a slot is an mprotect (read-write), giving it back
+ * a fresh read-only mapping over it in one mmap(MAP_FIXED) (which also
+ * ends a hugetlb or secret pageblock's own mapping there), checked for a
+ * hole when refused.
  * Without an arena (SPBMALLOC_HANDLE_ARENA=0, a finite RLIMIT_AS, or mmap
  * refused) SPBs are reserved anywhere as before and spb_hget goes through
  * the table: same behaviour, one dependent load more. When the arena's 31
@@ -90,7 +96,10 @@ void *spb__arena_take(bool *refused)
 			if (!__atomic_compare_exchange_n(&slot_state[k], &st, SLOT_TAKING, false,
 							 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 				continue;
-			if (!spb__os_map_at(slot_addr(k), SPB_SPB_SIZE)) {
+			/* mprotect, not a fresh mapping over it: a refusal (commit
+			 * refused under vm.overcommit_memory=2) leaves the range
+			 * as it was, never a hole. */
+			if (!spb__os_protect_rw(slot_addr(k), SPB_SPB_SIZE)) {
 				__atomic_store_n(&slot_state[k], want, __ATOMIC_RELEASE);
 				*refused = true;
 				return NULL;
@@ -103,6 +112,15 @@ void *spb__arena_take(bool *refused)
 	return NULL;
 }
 
+/* fork: a slot the parent's compaction thread was quiescing stays
+ * readable in the child, not live, and is looked at again there. */
+void spb__arena_atfork_child(void)
+{
+	for (unsigned k = 1; k < ARENA_SLOTS; k++)
+		if (__atomic_load_n(&slot_state[k], __ATOMIC_RELAXED) == SLOT_QUIESCING)
+			__atomic_store_n(&slot_state[k], SLOT_RELEASED, __ATOMIC_RELAXED);
+}
+
 bool spb__arena_give_back(void *base)
 {
 	if (!spb__os_unmap_readonly(base, SPB_SPB_SIZE))
@@ -112,10 +130,16 @@ bool spb__arena_give_back(void *base)
 	return true;
 }
 
-unsigned spb__arena_quiesce(void)
+unsigned spb__arena_quiesce(bool may_wait)
 {
 	unsigned done = 0;
 	if (!__atomic_load_n(&spb__hmask, __ATOMIC_ACQUIRE))
+		return 0;
+	/* Readers exist once one registered: then only a thread that may
+	 * wait for a grace period does this (the compaction thread), never
+	 * the background thread, which a long read section must not hold up
+	 * (its decay, statistics and control requests). */
+	if (!may_wait && __atomic_load_n(&spb__arena_sync_hook, __ATOMIC_SEQ_CST))
 		return 0;
 	for (unsigned k = 1; k < ARENA_SLOTS; k++) {
 		uint8_t st = SLOT_RELEASED;

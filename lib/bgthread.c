@@ -80,10 +80,10 @@ static uint64_t topo_due;
 static uint64_t bg_round(uint64_t *next_publish)
 {
 	uint64_t wait = spb_decay();
-	/* Handle-arena slots released by the decay: PROT_NONE after a grace
-	 * period (arena.c); here, where no lock is held. */
-	if (spb__arena_quiesce())
-		wait = 1;
+	/* Handle-arena slots released by the decay: PROT_NONE at once while
+	 * no handle reader ever registered (arena.c; else the compaction
+	 * thread does it, after a grace period). */
+	spb__arena_quiesce(false);
 	if (topo_due) {
 		uint64_t t = spb__os_now_ms();
 		if (t >= topo_due) {

@@ -745,5 +745,8 @@ SPB_EXPORT size_t spb_compact(unsigned flags)
 		return 0;
 	}
 	struct spb_compact_stat st;
-	return spb__compact_pass(0, &st);
+	size_t moved = spb__compact_pass(0, &st);
+	/* Arena slots released since: unreadable now (one grace period). */
+	spb__arena_quiesce(true);
+	return moved;
 }

@@ -281,6 +281,9 @@ static void *cd_main(void *arg)
 		const uint64_t interval = (uint64_t)spb__opt(OPT_COMPACT_INTERVAL_MS);
 		serve_request();
 		run_evacuations();
+		/* Released arena slots made unreadable after a grace period
+		 * (arena.c): this thread may wait for one. */
+		spb__arena_quiesce(true);
 		uint64_t now = spb__os_now_ms();
 		tokens += (int64_t)((now - last) * 10 * budget); /* us of CPU per ms */
 		if (tokens > (int64_t)burst_us)

@@ -75,15 +75,23 @@
 _Static_assert(SPB_HANDLE_MAX == SPB_HANDLE_MAX_PUBLIC, "spbmalloc.h's inline spb_hget bound");
 
 struct spb_hentry *spb__htab;
-SPB_EXPORT uint64_t spb__hkey;       /* a header holds handle ^ key (bits 0-25 of it 0) */
+SPB_EXPORT uint64_t spb__hkey;       /* a header holds handle ^ key (index bits 0) */
 static uint32_t htab_hwm;            /* indices handed out at least once */
-static uint32_t hfree_head;          /* global free list of indices (0 = none) */
+/* The global free list of indices, first in first out (0 = none): an
+ * index is handed out again only once HQUARANTINE others were freed after
+ * it (fresh indices meanwhile), so its 6-bit generation wraps only after
+ * that many frees 64 times over, and a stale handle is caught even where
+ * a size is allocated and freed over and over (the same place again). */
+static uint32_t hfree_head, hfree_tail, hfree_n;
+#define HQUARANTINE 8192 /* 64 KiB of table */
 static pthread_mutex_t hlock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t htab_once = PTHREAD_ONCE_INIT;
 
 #define HCACHE 64
-static SPB_TLS uint32_t hcache[HCACHE];
+static SPB_TLS uint32_t hcache[HCACHE];  /* indices to hand out */
 static SPB_TLS unsigned hcache_n;
+static SPB_TLS uint32_t hfreed[HCACHE / 2]; /* freed, for the list's tail */
+static SPB_TLS unsigned hfreed_n;
 
 #define HTAB_BYTES ((size_t)SPB_HANDLE_MAX * sizeof(struct spb_hentry))
 #define HTAB_REGION_ENTRIES ((uint32_t)(SPB_PB_SIZE / sizeof(struct spb_hentry)))
@@ -111,16 +119,36 @@ static void htab_init(void)
 	uint64_t k = 0;
 	if (syscall(SYS_getrandom, &k, sizeof k, GRND_NONBLOCK) != sizeof k)
 		k = __builtin_ia32_rdtsc() * 0x9e3779b97f4a7c15ull ^ (uintptr_t)&k;
-	spb__hkey = k & ~(uint64_t)(SPB_HANDLE_MAX - 1);
+	/* Its index bits 0: a tag's index bits are the handle's index,
+	 * never 0, so no tag is 0 (a scrubbed header). */
+	spb__hkey = k & ~((uint64_t)(SPB_HANDLE_MAX - 1) << SPB_H_INDEX_SHIFT);
 }
 
-/* Index i (its word FREE) onto the global free list. */
+/* Index i (its word FREE) onto the global free list's tail. */
 static void push_free_locked(uint32_t i)
 {
 	uint64_t w = __atomic_load_n(&spb__htab[i].word, __ATOMIC_RELAXED);
-	__atomic_store_n(&spb__htab[i].word, spb__h_free_word(spb__h_free_gen(w), hfree_head),
+	__atomic_store_n(&spb__htab[i].word, spb__h_free_word(spb__h_free_gen(w), 0),
 			 __ATOMIC_RELAXED);
-	hfree_head = i;
+	if (hfree_tail) {
+		uint64_t t = __atomic_load_n(&spb__htab[hfree_tail].word, __ATOMIC_RELAXED);
+		__atomic_store_n(&spb__htab[hfree_tail].word,
+				 spb__h_free_word(spb__h_free_gen(t), i), __ATOMIC_RELAXED);
+	} else {
+		hfree_head = i;
+	}
+	hfree_tail = i;
+	hfree_n++;
+}
+
+static uint32_t pop_free_locked(void)
+{
+	uint32_t i = hfree_head;
+	hfree_head = spb__h_free_next(__atomic_load_n(&spb__htab[i].word, __ATOMIC_RELAXED));
+	if (!hfree_head)
+		hfree_tail = 0;
+	hfree_n--;
+	return i;
 }
 
 /* Refill the thread's cache of free indices from the global list, then
@@ -133,10 +161,9 @@ static bool hcache_refill(void)
 	pthread_mutex_lock(&hlock);
 	uint32_t hwm_before = htab_hwm;
 	while (hcache_n < HCACHE / 2) {
-		uint32_t i = hfree_head;
-		if (i) {
-			hfree_head = spb__h_free_next(
-				__atomic_load_n(&spb__htab[i].word, __ATOMIC_RELAXED));
+		uint32_t i;
+		if (hfree_n > HQUARANTINE || (hfree_n && htab_hwm + 1 >= SPB_HANDLE_MAX)) {
+			i = pop_free_locked();
 		} else if (htab_hwm + 1 < SPB_HANDLE_MAX) {
 			i = htab_hwm + 1;
 			__atomic_store_n(&spb__htab[i].word, spb__h_free_word(1, 0),
@@ -163,22 +190,28 @@ static bool hcache_refill(void)
 	return hcache_n > 0;
 }
 
+/* A freed index, to the global list's tail in batches (never straight
+ * back to this thread's next spb_halloc). */
 static void hcache_put(uint32_t idx)
 {
-	if (hcache_n == HCACHE) {
+	hfreed[hfreed_n++] = idx;
+	if (hfreed_n == HCACHE / 2) {
 		pthread_mutex_lock(&hlock);
-		while (hcache_n > HCACHE / 2)
-			push_free_locked(hcache[--hcache_n]);
+		for (unsigned k = 0; k < hfreed_n; k++)
+			push_free_locked(hfreed[k]);
 		pthread_mutex_unlock(&hlock);
+		hfreed_n = 0;
 	}
-	hcache[hcache_n++] = idx;
 }
 
 void spb__handle_thread_exit(void)
 {
-	if (!hcache_n)
+	if (!hcache_n && !hfreed_n)
 		return;
 	pthread_mutex_lock(&hlock);
+	for (unsigned k = 0; k < hfreed_n; k++)
+		push_free_locked(hfreed[k]);
+	hfreed_n = 0;
 	while (hcache_n)
 		push_free_locked(hcache[--hcache_n]);
 	pthread_mutex_unlock(&hlock);
@@ -509,12 +542,24 @@ SPB_EXPORT int spb_hrealloc(spb_handle_t h, size_t size)
 		errno = ENOMEM;
 		return -1;
 	}
+	/* The new header says COPY until the entry names it (the new block
+	 * may be at the place the handle names: the inline spb_hget must not
+	 * take it before), as the mover's does. */
+	uint64_t t = spb__h_tag(h);
+	__atomic_store_n((uint64_t *)base, t ^ SPB_HDR_COPY, __ATOMIC_SEQ_CST);
 	memcpy(base + HDR, old, size < have ? size : have);
-	__atomic_store_n((uint64_t *)base, spb__h_tag(h), __ATOMIC_RELEASE);
 	uint64_t nw = (uint64_t)(uintptr_t)(base + HDR) | SPB_HS_NORMAL;
 	if (!__atomic_compare_exchange_n(&e->word, &w, nw, false, __ATOMIC_SEQ_CST,
-					 __ATOMIC_SEQ_CST))
-		spb__handle_fault("spb_hrealloc(): handle pinned, unpinned or freed during the call", h);
+					 __ATOMIC_SEQ_CST)) {
+		/* A pin taken since the look above (spb_hsize, spb_hpin on
+		 * another thread): the object stays; EBUSY as promised. */
+		__atomic_store_n((uint64_t *)base, 0, __ATOMIC_SEQ_CST);
+		spb__free_ptr(base);
+		spb_hunpin(h);
+		errno = EBUSY;
+		return -1;
+	}
+	__atomic_store_n((uint64_t *)base, t, __ATOMIC_SEQ_CST);
 	/* The old place answers for h no more (a mover that chose it while
 	 * the pin was being taken finds this and drops it). */
 	__atomic_store_n(spb__h_hdr(old), 0, __ATOMIC_SEQ_CST);

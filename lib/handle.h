@@ -16,7 +16,7 @@
  * generation (6 bits: bits 0-3 and 35-36); bit 63 is 0. The place is
  * where spb_hget's inline masks it out, with one AND. The object's
  * 16-byte header holds its tag, the handle xor spb__hkey (whose index
- * bits are 0, so a tag is never 0), and says what the mover is doing to
+ * bits, 37-62, are 0, so a tag is never 0), and says what the mover is doing to
  * it (handle.c has the protocol):
  *   tag           settled: the object is here and nobody moves it;
  *   tag ^ MARK    a mover chose it and waits for a grace period;

@@ -63,6 +63,7 @@ static void postfork_child(void)
 	spb__secret_postfork_child(); /* after the heaps and zones are usable */
 	spb__compact_postfork(true);
 	spb__rcu_postfork(true);
+	spb__arena_atfork_child();
 	spb__shrink_postfork(true);
 	/* The child has its own stats segment, and no background thread
 	 * until its next slow path starts one. */

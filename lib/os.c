@@ -188,7 +188,22 @@ __attribute__((noinline)) bool spb__os_unmap_readonly(void *p, size_t size)
 {
 	if (injected(SPB_OS_MUNMAP, NULL, p, size, CALLER))
 		return false;
-	return map_anon_prot(p, size, PROT_READ, MAP_FIXED | MAP_NORESERVE) == p;
+	if (map_anon_prot(p, size, PROT_READ, MAP_FIXED | MAP_NORESERVE) == p)
+		return true;
+	/* Some kernels unmap the old range before they refuse: never leave
+	 * a hole in the arena (another mapping could land there). */
+	unsigned char vec;
+	if (mincore(p, SPB_PAGE_SIZE, &vec) != 0 && errno == ENOMEM &&
+	    map_anon_prot(p, size, PROT_NONE, MAP_FIXED | MAP_NORESERVE) != p)
+		spb__fatal("cannot map an arena slot back after a refused release", p);
+	return false;
+}
+
+__attribute__((noinline)) bool spb__os_protect_rw(void *p, size_t size)
+{
+	if (injected(SPB_OS_MMAP_RESERVE, &spb__os_inject.fail_reserve, p, size, CALLER))
+		return false;
+	return mprotect(p, size, PROT_READ | PROT_WRITE) == 0;
 }
 
 __attribute__((noinline)) bool spb__os_protect_none(void *p, size_t size)

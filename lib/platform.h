@@ -96,6 +96,8 @@ void *spb__os_reserve_aligned(size_t size, size_t align) SPB_HIDDEN;
  * (arena.c). Not through the fault-injection seam. */
 void *spb__os_reserve_none(size_t size, size_t align) SPB_HIDDEN;
 bool spb__os_protect_none(void *p, size_t size) SPB_HIDDEN;
+/* Read-write again (through the seam, as an SPB reservation). */
+bool spb__os_protect_rw(void *p, size_t size) SPB_HIDDEN;
 /* Fresh read-write memory over [p, p+size) (MAP_FIXED, NORESERVE). */
 bool spb__os_map_at(void *p, size_t size) SPB_HIDDEN;
 /* Give [p, p+size) back but keep the range readable (a fresh read-only
@@ -108,9 +110,11 @@ void spb__arena_init(void) SPB_HIDDEN;
 bool spb__arena_contains(uintptr_t p) SPB_HIDDEN;
 void *spb__arena_take(bool *refused) SPB_HIDDEN;
 bool spb__arena_give_back(void *base) SPB_HIDDEN;
-/* Background thread, no lock held: released slots to PROT_NONE after a
- * grace period (spb__arena_sync_hook); returns slots done. */
-unsigned spb__arena_quiesce(void) SPB_HIDDEN;
+/* No lock held: released slots to PROT_NONE after a grace period
+ * (spb__arena_sync_hook; only if may_wait once a reader registered);
+ * returns slots done. */
+unsigned spb__arena_quiesce(bool may_wait) SPB_HIDDEN;
+void spb__arena_atfork_child(void) SPB_HIDDEN;
 extern bool (*spb__arena_sync_hook)(void) SPB_HIDDEN;
 /* One 1 GiB hugetlb page (it is 1 GiB-aligned by the kernel). */
 void *spb__os_map_hugetlb_1g(void) SPB_HIDDEN;

@@ -30,6 +30,19 @@ static bool stamped(const char *p, size_t n, unsigned v)
 
 static spb_handle_t victim;
 
+/* spb_hsize on another thread (it pins for its look) while spb_hrealloc
+ * moves the object: EBUSY or done, never a death. */
+static spb_handle_t sized;
+static int sizer_stop;
+static void *sizer(void *a)
+{
+	(void)a;
+	while (!__atomic_load_n(&sizer_stop, __ATOMIC_ACQUIRE))
+		if (spb_hsize(sized) < 100)
+			abort();
+	return NULL;
+}
+
 static void do_hget(void *a) { (void)a; spb_read_lock(); (void)spb_hget(victim); }
 static void do_hget_call(void *a) { (void)a; spb_read_lock(); (void)(spb_hget)(victim); }
 static void do_hfree(void *a) { (void)a; spb_hfree(victim); }
@@ -170,6 +183,31 @@ int main(void)
 	CHECK_EQ(spb_hrealloc(h, SIZE_MAX - 4), -1);
 	CHECK_EQ(errno, ENOMEM);
 
+	/* ---- resize racing another thread's spb_hsize ---- */
+	sized = spb_halloc(100, 0);
+	REQUIRE(sized);
+	spb_read_lock();
+	stamp(spb_hget(sized), 100, 9);
+	spb_read_unlock();
+	pthread_t st;
+	REQUIRE(pthread_create(&st, NULL, sizer, NULL) == 0);
+	int done = 0, busy = 0;
+	for (int i = 0; i < 4000; i++) {
+		errno = 0;
+		int r = spb_hrealloc(sized, i & 1 ? 200 : 300000);
+		done += r == 0;
+		busy += r == -1 && errno == EBUSY;
+	}
+	__atomic_store_n(&sizer_stop, 1, __ATOMIC_RELEASE);
+	pthread_join(st, NULL);
+	CHECK_EQ(done + busy, 4000);
+	CHECK(done > 0);
+	spb_read_lock();
+	CHECK(stamped(spb_hget(sized), 100, 9));
+	spb_read_unlock();
+	spb_hfree(sized);
+	printf("test_handles: 4000 resizes against spb_hsize: %d done, %d EBUSY\n", done, busy);
+
 	/* ---- pins ---- */
 	char *pp = spb_hpin(h);
 	CHECK(spb_hpin(h) == pp); /* nests */
@@ -184,9 +222,10 @@ int main(void)
 	spb_hfree(h);
 	spb_handle_t h2 = spb_halloc(64, 0);
 	CHECK(h2 != h);
-	/* The thread's cache of free indices is LIFO: h2 reuses h's index, so
-	 * only the generation (in the object's header) tells them apart. */
-	CHECK_EQ(h2 >> 37, h >> 37); /* the index: bits 37-62 */
+	/* A freed index waits behind 8,192 others before it is handed out
+	 * again (its 6-bit generation would otherwise wrap after 64 reuses of
+	 * one size at one place): h2 has another index (bits 37-62). */
+	CHECK(h2 >> 37 != h >> 37);
 	victim = h; /* freed: stale although its index is h2's */
 	static const struct death deaths[] = {
 		{"hget stale", do_hget, "spb_hget(): stale or invalid handle"},
@@ -199,6 +238,21 @@ int main(void)
 	};
 	for (size_t i = 0; i < sizeof deaths / sizeof deaths[0]; i++)
 		expect_death(&deaths[i]);
+	/* One size allocated and freed 19,200 times over (the same place
+	 * again and again), then once more and kept: the first handle is
+	 * still stale. Were its index handed out again at once, the 6-bit
+	 * generation would have wrapped (19,200 = 64 x 300) and the last
+	 * handle would equal the first. */
+	spb_handle_t first = spb_halloc(1000, 0);
+	spb_hfree(first);
+	for (int i = 1; i < 19200; i++)
+		spb_hfree(spb_halloc(1000, 0));
+	spb_handle_t last = spb_halloc(1000, 0);
+	CHECK(last != first);
+	victim = first;
+	expect_death(&deaths[0]);
+	expect_death(&deaths[2]);
+	spb_hfree(last);
 	victim = ((spb_handle_t)123456789u << 37) | 0x7650; /* never allocated */
 	expect_death(&deaths[0]);
 	expect_death(&deaths[1]);
