@@ -130,7 +130,9 @@ static inline void free_local(struct spb_heap *h, struct spb_span *s, void *p, u
 	s->free_zero = 0;
 	h->counters[MALLOC_FREE]++;
 	h->counters[MALLOC_FREE_BYTES] += s->bsize;
-	if (SPB_UNLIKELY(--s->used == 0 ||
+	/* Empty, down to its trim mark (heap.c, span trim), or flagged full. */
+	uint32_t used = --s->used;
+	if (SPB_UNLIKELY(used == 0 || used == s->trim_at ||
 			 __atomic_load_n(&s->full, __ATOMIC_RELAXED) != SPB_SPAN_AVAIL))
 		spb__heap_span_empty(h, s);
 }

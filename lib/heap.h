@@ -57,12 +57,21 @@ struct spb_span {
 	uint8_t words_order;             /* live bitmap: 1 << words_order words */
 	uint8_t zone_idx;                /* zone of the span's SPB */
 	uint8_t compact_src;             /* a source of the compaction pass running (compact.c) */
+	uint8_t trim_q;                  /* owner only: on its heap's trimq */
+	uint16_t trim_at;                /* owner only: a free that leaves this many blocks
+					    used queues it for a trim (0: never) */
 	uint32_t capacity;               /* blocks that fit */
 	uint32_t extended;               /* blocks put on a free list so far */
 	uint32_t npages;
 	struct spb_span *notify_next;    /* on heap->xnotify */
 	struct spb_span *desc_next;      /* on the descriptor pool's free list */
 	struct spb_link link;            /* heap->avail/full[bin] or abandoned list */
+	/* Span trim (span.c): pages no live block touches given back to the
+	 * OS. Their blocks are on no free list (the free list's links would
+	 * be gone with the pages) until the size class takes them back. */
+	uint64_t rel;                    /* bit i: page i given back (spans <= 64 pages) */
+	uint64_t trim_due;               /* ms: on the trimq, looked at from then on */
+	struct spb_link trim_link;       /* heap->trimq */
 };
 
 /* Cross-thread frees of one span, batched by the freeing thread in its
@@ -106,6 +115,7 @@ struct spb_heap {
 	struct spb_heap *by_class[SPB_NR_CLASSES]; /* primary heap: the thread's heaps */
 	uint32_t reclaim_seen;                /* RECLAIMABLE: spb__reclaim_epoch at the last sweep */
 	struct spb_runcache rc;               /* UNMOVABLE heaps: freed page runs */
+	struct spb_link trimq;                /* spans to trim, in trim_due order (heap.c) */
 };
 
 /* Bumped by the shrinker layer after a pass that freed something: at the
@@ -194,6 +204,21 @@ void spb__span_release(struct spb_span *s) SPB_HIDDEN;
 bool spb__span_extend(struct spb_span *s) SPB_HIDDEN;
 /* Move the xfree stack onto the free list; returns blocks collected. */
 uint32_t spb__span_collect(struct spb_span *s) SPB_HIDDEN;
+/* Span trim: give back the pages of s (its owner's) that no live block
+ * touches, when with those given back already they make up at least
+ * pct % of it, or whatever their number when its pageblock is split
+ * already (on 4 KiB pages); blocks on them leave the free list. Returns
+ * pages given back now (0: left as it is). */
+unsigned spb__span_trim(struct spb_span *s, unsigned pct, uint64_t *counters) SPB_HIDDEN;
+/* Take s's given-back pages back: their blocks on the free list. False
+ * when it had none. */
+bool spb__span_untrim(struct spb_span *s, uint64_t *counters) SPB_HIDDEN;
+/* The trim_at a span starts with (0: never trimmed). */
+static inline uint16_t spb__span_trim_start(const struct spb_span *s)
+{
+	return (s->cls == SPB_UNMOVABLE || s->cls == SPB_RECLAIMABLE) && s->npages <= 64
+		       ? (uint16_t)(s->capacity / 2) : 0;
+}
 void spb__span_prefork(void) SPB_HIDDEN;
 /* Set by the shrinker layer while its thread is wanted but not running (a
  * forked child, or SPBMALLOC_PRESSURE=2 before the first span): called
