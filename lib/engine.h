@@ -414,14 +414,13 @@ void spb__subrelease_all_locked(struct spb_zone *z) SPB_HIDDEN;
 /* Span trim (heap.c, span.c): the owner of the span at run gives back n
  * (> 0) of its pages no live block touches, or takes n back (< 0). For
  * n > 0: SPB_TRIM_NO when the pageblock cannot be split (hugetlb,
- * secret), or is on a huge page and not enough (fewer pages than
- * SPBMALLOC_SPAN_TRIM_PCT of the span) would go: nothing changed;
+ * secret), or is on a huge page and !may_split: nothing changed;
  * SPB_TRIM_ADVISE when the caller must advise
  * MADV_NOHUGEPAGE on the pageblock first (it was on a huge page: it is
  * on 4 KiB pages from now on), else SPB_TRIM_OK. A pageblock holding
  * such pages is not put on huge pages again while they are many. */
 enum { SPB_TRIM_NO, SPB_TRIM_OK, SPB_TRIM_ADVISE };
-int spb__span_pages_given(void *run, int n, bool enough) SPB_HIDDEN;
+int spb__span_pages_given(void *run, int n, bool may_split) SPB_HIDDEN;
 /* spb__free of a span's run (at run) whose given-back pages are rel (bit
  * i: page i of the run): they become free pages known to be released. */
 size_t spb__free_trimmed(void *run, uint64_t rel) SPB_HIDDEN;

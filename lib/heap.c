@@ -91,6 +91,7 @@ static void heap_init(struct spb_heap *h, unsigned cls)
 	h->remote.seen = NULL;
 	memset(&h->rc, 0, sizeof h->rc); /* emptied when its thread exited */
 	spb__list_init(&h->trimq);
+	h->trim_peak = 0;
 }
 
 static struct spb_heap *heap_new(unsigned cls)
@@ -247,17 +248,27 @@ static void trim_queue(struct spb_heap *h, struct spb_span *s)
 	h->counters[MALLOC_SPAN_TRIM_QUEUE]++;
 }
 
-/* The queued spans due by now (all: every one), at most max. */
+/* Bytes out of the heap: allocated minus freed through it (a block
+ * freed by another thread counts on that thread's heap: a hint). */
+static uint64_t heap_live(const struct spb_heap *h)
+{
+	uint64_t a = h->counters[MALLOC_ALLOC_BYTES], f = h->counters[MALLOC_FREE_BYTES];
+	return a > f ? a - f : 0;
+}
+
+/* The queued spans due by now (all: every one), at most max. The heap
+ * "shrank" when it holds at most half the most it held at a refill. */
 static void trim_due(struct spb_heap *h, bool all, unsigned max)
 {
 	uint64_t now = all ? UINT64_MAX : spb__os_now_ms();
 	unsigned pct = (unsigned)spb__opt(OPT_SPAN_TRIM_PCT);
+	bool shrunk = heap_live(h) * 2 <= h->trim_peak;
 	while (max-- && !spb__list_empty(&h->trimq)) {
 		struct spb_span *s = spb__container_of(h->trimq.next, struct spb_span, trim_link);
 		if (s->trim_due > now)
 			break;
 		trim_unqueue(s);
-		if (s == h->bins[s->bin] || !spb__span_trim(s, pct, h->counters))
+		if (s == h->bins[s->bin] || !spb__span_trim(s, pct, shrunk, h->counters))
 			h->counters[MALLOC_SPAN_TRIM_SKIP]++;
 		/* Looked at again when half of what is left was freed. */
 		s->trim_at = (uint16_t)(s->used / 2);
@@ -569,6 +580,9 @@ struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 	    SPB_UNLIKELY(rh->reclaim_seen != __atomic_load_n(&spb__reclaim_epoch, __ATOMIC_RELAXED)))
 		reclaim_sweep(rh);
 	drain_notify(h, true);
+	uint64_t live = heap_live(h);
+	if (live > h->trim_peak)
+		h->trim_peak = live;
 	if (SPB_UNLIKELY(!spb__list_empty(&h->trimq)))
 		trim_due(h, false, TRIM_BATCH);
 	struct spb_span *s = h->bins[bin];

@@ -116,6 +116,7 @@ struct spb_heap {
 	uint32_t reclaim_seen;                /* RECLAIMABLE: spb__reclaim_epoch at the last sweep */
 	struct spb_runcache rc;               /* UNMOVABLE heaps: freed page runs */
 	struct spb_link trimq;                /* spans to trim, in trim_due order (heap.c) */
+	uint64_t trim_peak;                   /* most live bytes seen at a refill (heap.c) */
 };
 
 /* Bumped by the shrinker layer after a pass that freed something: at the
@@ -205,11 +206,13 @@ bool spb__span_extend(struct spb_span *s) SPB_HIDDEN;
 /* Move the xfree stack onto the free list; returns blocks collected. */
 uint32_t spb__span_collect(struct spb_span *s) SPB_HIDDEN;
 /* Span trim: give back the pages of s (its owner's) that no live block
- * touches, when with those given back already they make up at least
- * pct % of it, or whatever their number when its pageblock is split
- * already (on 4 KiB pages); blocks on them leave the free list. Returns
- * pages given back now (0: left as it is). */
-unsigned spb__span_trim(struct spb_span *s, unsigned pct, uint64_t *counters) SPB_HIDDEN;
+ * touches; blocks on them leave the free list. Only when, with those
+ * given back already, they make up at least pct % of it, or its heap
+ * shrank (shrunk) and its pageblock is split already (on 4 KiB pages);
+ * a pageblock on a huge page is split only for pct % in a heap that
+ * shrank. Returns pages given back now (0: left as it is). */
+unsigned spb__span_trim(struct spb_span *s, unsigned pct, bool shrunk,
+			uint64_t *counters) SPB_HIDDEN;
 /* Take s's given-back pages back: their blocks on the free list. False
  * when it had none. */
 bool spb__span_untrim(struct spb_span *s, uint64_t *counters) SPB_HIDDEN;

@@ -278,7 +278,7 @@ static uint32_t relink(struct spb_span *s, uint64_t rel, bool want_rel)
 	return n;
 }
 
-unsigned spb__span_trim(struct spb_span *s, unsigned pct, uint64_t *counters)
+unsigned spb__span_trim(struct spb_span *s, unsigned pct, bool shrunk, uint64_t *counters)
 {
 	if (s->npages > 64 || !pct)
 		return 0;
@@ -295,9 +295,14 @@ unsigned spb__span_trim(struct spb_span *s, unsigned pct, uint64_t *counters)
 	unsigned n = (unsigned)__builtin_popcountll(give);
 	if (!n)
 		return 0;
-	/* Fewer than pct %: only where the pageblock is split already. */
+	/* A huge page is split only for enough pages of a heap that shrank
+	 * (a heap that churns at its size would split its huge pages for
+	 * pages it takes back soon after); where the pageblock is split
+	 * already, either is enough. */
 	bool enough = (unsigned)__builtin_popcountll(give | s->rel) * 100u >= pct * s->npages;
-	int how = spb__span_pages_given((void *)s->start, (int)n, enough);
+	if (!enough && !shrunk)
+		return 0;
+	int how = spb__span_pages_given((void *)s->start, (int)n, enough && shrunk);
 	if (how == SPB_TRIM_NO)
 		return 0;
 	if (how == SPB_TRIM_ADVISE &&

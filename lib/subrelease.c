@@ -520,7 +520,7 @@ void spb__subrelease_all_locked(struct spb_zone *z)
  * again), and counts them: while they and its free pages are many, it is
  * not put on huge pages again (spb__sparse_update_locked). subrel_gen
  * moves, so a rehuge pass that looked at it meanwhile keeps its flags. */
-int spb__span_pages_given(void *run, int n, bool enough)
+int spb__span_pages_given(void *run, int n, bool may_split)
 {
 	struct spb *s = (struct spb *)spb__region_of(run);
 	struct spb_zone *z = s->zone;
@@ -528,7 +528,7 @@ int spb__span_pages_given(void *run, int n, bool enough)
 	spb__zone_lock(z);
 	struct spb_pageblock *pb = spb__pb_of(s, run);
 	if (n > 0) {
-		if (!splittable(pb) || (!enough && pb->rung == SPB_RUNG_THP && !pb->nohuge)) {
+		if (!splittable(pb) || (!may_split && pb->rung == SPB_RUNG_THP && !pb->nohuge)) {
 			ret = SPB_TRIM_NO;
 		} else {
 			if (pb->rung == SPB_RUNG_THP && !pb->nohuge) {

@@ -20,7 +20,12 @@
  * 5. spb_trim() trims the calling thread's queued spans at once, due or
  *    not (1 KiB blocks, no wait).
  * 6. opt.span_trim_pct = 0: new spans are never queued.
+ * 7. A heap that did not shrink by half (a new thread: 4 KiB blocks, 40 %
+ *    freed, then a refill of another size) splits no huge page for a
+ *    span trim (span_trim_split does not move), though its spans are
+ *    looked at (malloc_span_trim_queue, and a trim or a skip each).
  */
+#include <pthread.h>
 #include "mtest.h"
 
 #define MIB ((size_t)1 << 20)
@@ -62,6 +67,45 @@ static size_t build_and_free(void **v, size_t n, size_t size, uint64_t *rng, voi
 		v[i] = NULL;
 	}
 	return kept;
+}
+
+static void *churn_thread(void *arg)
+{
+	uint64_t *res = arg, rng = 0x77aa55ull;
+	const size_t n = 16 * MIB / 4096, nb = 4 * MIB / (24 * 1024);
+	void **v = calloc(n, sizeof *v), **w = calloc(nb, sizeof *w);
+	REQUIRE(v && w);
+	uint64_t split0 = mt_counter("span_trim_split");
+	uint64_t looked0 = mt_counter("malloc_span_trim") + mt_counter("malloc_span_trim_skip");
+	for (size_t i = 0; i < n; i++) {
+		v[i] = T_MALLOC(4096);
+		REQUIRE(v[i] != NULL);
+		mt_fill(v[i], 4096, i);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (mt_rand(&rng) % 10 < 4) {
+			T_FREE(v[i]);
+			v[i] = NULL;
+		}
+	usleep(150 * 1000);
+	for (size_t i = 0; i < nb; i++) {
+		w[i] = T_MALLOC(24 * 1024);
+		REQUIRE(w[i] != NULL);
+		mt_fill(w[i], 24 * 1024, i);
+	}
+	res[0] = mt_counter("span_trim_split") - split0;
+	res[1] = mt_counter("malloc_span_trim") + mt_counter("malloc_span_trim_skip") - looked0;
+	res[2] = 1;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i] && !mt_verify(v[i], 4096, i))
+			res[2] = 0;
+		T_FREE(v[i]);
+	}
+	for (size_t i = 0; i < nb; i++)
+		T_FREE(w[i]);
+	free(v);
+	free(w);
+	return NULL;
 }
 
 static bool verify_all(void **v, size_t n, size_t size)
@@ -185,6 +229,19 @@ int main(void)
 			T_FREE(x[i]);
 		set_opt("opt.span_trim_pct", 25);
 		free(x);
+	}
+
+	/* 7. */
+	{
+		uint64_t res[3] = {0};
+		pthread_t th;
+		REQUIRE(pthread_create(&th, NULL, churn_thread, res) == 0);
+		pthread_join(th, NULL);
+		fprintf(stderr, "heap at its size: %llu pageblocks split, %llu spans looked at\n",
+			(unsigned long long)res[0], (unsigned long long)res[1]);
+		CHECK(res[0] == 0);
+		CHECK(res[1] > 0);
+		CHECK(res[2] == 1);
 	}
 	free(v);
 	free(w);
