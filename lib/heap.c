@@ -217,9 +217,9 @@ static void make_avail_for_exit(struct spb_heap *h, struct spb_span *s)
 	}
 }
 
-/* Span trim. A free by the owner that leaves a span with trim_at blocks
- * used (half its capacity, then half of what it had at its last look)
- * queues it; the owner looks at it on a refill after the decay delay (a
+/* Span trim. A free by the owner that leaves a span with at most trim_at
+ * blocks used (half its capacity, then half of what it had at its last
+ * look) queues it; the owner looks at it on a refill after the decay delay (a
  * refill is its slow path, and only it may rewrite the span's free list)
  * and gives back the pages no live block touches when they are at least
  * SPBMALLOC_SPAN_TRIM_PCT of the span (span.c). A heap that shrank keeps
@@ -606,8 +606,8 @@ found:
 
 void spb__heap_span_empty(struct spb_heap *h, struct spb_span *s)
 {
-	if (SPB_UNLIKELY(s->used != 0 && s->used == s->trim_at))
-		trim_queue(h, s);
+	if (SPB_UNLIKELY(s->used != 0 && s->used <= s->trim_at))
+		trim_queue(h, s); /* trim_at is 0 until it is looked at */
 	uint8_t full = __atomic_load_n(&s->full, __ATOMIC_ACQUIRE);
 	if (full == SPB_SPAN_FULL)
 		mark_avail(h, s);

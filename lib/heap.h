@@ -58,8 +58,8 @@ struct spb_span {
 	uint8_t zone_idx;                /* zone of the span's SPB */
 	uint8_t compact_src;             /* a source of the compaction pass running (compact.c) */
 	uint8_t trim_q;                  /* owner only: on its heap's trimq */
-	uint16_t trim_at;                /* owner only: a free that leaves this many blocks
-					    used queues it for a trim (0: never) */
+	uint16_t trim_at;                /* owner only: a free that leaves at most this
+					    many blocks used queues it for a trim (0: never) */
 	uint32_t capacity;               /* blocks that fit */
 	uint32_t extended;               /* blocks put on a free list so far */
 	uint32_t npages;
