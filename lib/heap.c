@@ -92,6 +92,7 @@ static void heap_init(struct spb_heap *h, unsigned cls)
 	memset(&h->rc, 0, sizeof h->rc); /* emptied when its thread exited */
 	spb__list_init(&h->trimq);
 	h->trim_peak = 0;
+	h->trim_tick = 0;
 }
 
 static struct spb_heap *heap_new(unsigned cls)
@@ -226,8 +227,9 @@ static void make_avail_for_exit(struct spb_heap *h, struct spb_span *s)
  * its address space per size class but not the memory: new sizes are
  * served from new spans while the old spans' holes cost nothing. The
  * span's own size class takes the pages back when it has no other free
- * block (span_ready). At most TRIM_BATCH spans a refill. */
-#define TRIM_BATCH 16
+ * block (span_ready). At most TRIM_BATCH spans every TRIM_EVERY-th refill. */
+#define TRIM_BATCH 32
+#define TRIM_EVERY 8
 
 static void trim_unqueue(struct spb_span *s)
 {
@@ -257,7 +259,8 @@ static uint64_t heap_live(const struct spb_heap *h)
 }
 
 /* The queued spans due by now (all: every one), at most max. The heap
- * "shrank" when it holds at most half the most it held at a refill. */
+ * "shrank" when it holds at most half the most it held when it took a
+ * new span. */
 static void trim_due(struct spb_heap *h, bool all, unsigned max)
 {
 	uint64_t now = all ? UINT64_MAX : spb__os_now_ms();
@@ -276,10 +279,10 @@ static void trim_due(struct spb_heap *h, bool all, unsigned max)
 }
 
 /* Make s usable for allocation, or move it to the full list. */
-static bool span_ready(struct spb_heap *h, struct spb_span *s)
+static inline __attribute__((always_inline)) bool span_ready(struct spb_heap *h, struct spb_span *s)
 {
 	spb__span_collect(s);
-	if (s->free || spb__span_extend(s) || spb__span_untrim(s, h->counters))
+	if (s->free || spb__span_extend(s) || (s->rel && spb__span_untrim(s, h->counters)))
 		return true;
 	mark_full(h, s);
 	/* A cross-thread free may have landed before the flag was visible
@@ -580,10 +583,9 @@ struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 	    SPB_UNLIKELY(rh->reclaim_seen != __atomic_load_n(&spb__reclaim_epoch, __ATOMIC_RELAXED)))
 		reclaim_sweep(rh);
 	drain_notify(h, true);
-	uint64_t live = heap_live(h);
-	if (live > h->trim_peak)
-		h->trim_peak = live;
-	if (SPB_UNLIKELY(!spb__list_empty(&h->trimq)))
+	/* Every TRIM_EVERY-th refill (a clock read each time would cost a
+	 * heap that refills often). */
+	if (SPB_UNLIKELY(!spb__list_empty(&h->trimq)) && !(++h->trim_tick & (TRIM_EVERY - 1)))
 		trim_due(h, false, TRIM_BATCH);
 	struct spb_span *s = h->bins[bin];
 	if (s != &empty_span && span_ready(h, s))
@@ -594,6 +596,10 @@ struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 	while ((s = adopt(h, bin)) != NULL)
 		if (span_ready(h, s))
 			goto found;
+	/* The heap grows: the most it held, for the trim (trim_due). */
+	uint64_t live = heap_live(h);
+	if (live > h->trim_peak)
+		h->trim_peak = live;
 	s = spb__span_new(h, bin);
 	if (!s)
 		return NULL;

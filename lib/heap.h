@@ -116,7 +116,8 @@ struct spb_heap {
 	uint32_t reclaim_seen;                /* RECLAIMABLE: spb__reclaim_epoch at the last sweep */
 	struct spb_runcache rc;               /* UNMOVABLE heaps: freed page runs */
 	struct spb_link trimq;                /* spans to trim, in trim_due order (heap.c) */
-	uint64_t trim_peak;                   /* most live bytes seen at a refill (heap.c) */
+	uint64_t trim_peak;                   /* most live bytes seen at a new span (heap.c) */
+	uint32_t trim_tick;                   /* refills, for the trim queue's looks (heap.c) */
 };
 
 /* Bumped by the shrinker layer after a pass that freed something: at the
