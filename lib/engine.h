@@ -64,6 +64,7 @@ struct spb_pageblock {
 	uint16_t nr_free;    /* RUNS: free pages */
 	uint16_t longest;    /* RUNS: longest free run (pages) */
 	uint16_t nr_released; /* RUNS: free pages given back to the OS (subrelease.c) */
+	uint16_t nr_span_rel; /* RUNS: pages inside spans their owner gave back (span trim) */
 	uint8_t nohuge;      /* MADV_NOHUGEPAGE since a subrelease, or a lazy claim */
 	uint8_t lazy;        /* RUNS: claimed on 4 KiB pages (1: small zone, 2: a sparse-
 				prone run, 3: a span of big blocks): huge pages once
@@ -410,6 +411,23 @@ void spb__sparse_reset_locked(struct spb_zone *z, struct spb_pageblock *pb) SPB_
 void spb__subrelease_due_locked(struct spb_zone *z, uint64_t now, uint32_t max_calls) SPB_HIDDEN;
 /* spb_trim: queue every RUNS pageblock with free memory, due at once. */
 void spb__subrelease_all_locked(struct spb_zone *z) SPB_HIDDEN;
+/* Span trim (heap.c, span.c): the owner of the span at run gives back n
+ * (> 0) of its pages no live block touches, or takes n back (< 0). For
+ * n > 0: SPB_TRIM_NO when the pageblock cannot be split (hugetlb,
+ * secret), or is on a huge page and !may_split: nothing changed;
+ * SPB_TRIM_ADVISE when the caller must advise
+ * MADV_NOHUGEPAGE on the pageblock first (it was on a huge page: it is
+ * on 4 KiB pages from now on), else SPB_TRIM_OK. A pageblock holding
+ * such pages is not put on huge pages again while they are many. */
+enum { SPB_TRIM_NO, SPB_TRIM_OK, SPB_TRIM_ADVISE };
+int spb__span_pages_given(void *run, int n, bool may_split) SPB_HIDDEN;
+/* spb__free of a span's run (at run) whose given-back pages are rel (bit
+ * i: page i of the run): they become free pages known to be released. */
+size_t spb__free_trimmed(void *run, uint64_t rel) SPB_HIDDEN;
+/* Under the lock, after the run at page pg of pb was freed: its pages in
+ * rel are marked given back (pb still holds runs). */
+void spb__trimmed_run_freed_locked(struct spb_zone *z, struct spb_pageblock *pb, unsigned pg,
+				   uint64_t rel) SPB_HIDDEN;
 /* ms when the next sparse or dense pageblock is due (UINT64_MAX: none). */
 uint64_t spb__subrelease_due(const struct spb_zone *z) SPB_HIDDEN;
 /* A sparse-prone lazy pageblock the calling thread just filled with runs,

@@ -130,7 +130,11 @@ static inline void free_local(struct spb_heap *h, struct spb_span *s, void *p, u
 	s->free_zero = 0;
 	h->counters[MALLOC_FREE]++;
 	h->counters[MALLOC_FREE_BYTES] += s->bsize;
-	if (SPB_UNLIKELY(--s->used == 0 ||
+	/* Empty or down to its trim mark (trim_at >= 0: one compare; heap.c,
+	 * span trim), or flagged full. A span holds at most 4096 blocks: the
+	 * low 16 bits of used are used (a wrap would only call the slow
+	 * path, which looks at used itself). */
+	if (SPB_UNLIKELY((uint16_t)--s->used <= s->trim_at ||
 			 __atomic_load_n(&s->full, __ATOMIC_RELAXED) != SPB_SPAN_AVAIL))
 		spb__heap_span_empty(h, s);
 }

@@ -90,6 +90,9 @@ static void heap_init(struct spb_heap *h, unsigned cls)
 	h->remote.n = 0;
 	h->remote.seen = NULL;
 	memset(&h->rc, 0, sizeof h->rc); /* emptied when its thread exited */
+	spb__list_init(&h->trimq);
+	h->trim_peak = 0;
+	h->trim_tick = 0;
 }
 
 static struct spb_heap *heap_new(unsigned cls)
@@ -215,11 +218,71 @@ static void make_avail_for_exit(struct spb_heap *h, struct spb_span *s)
 	}
 }
 
+/* Span trim. A free by the owner that leaves a span with at most trim_at
+ * blocks used (half its capacity, then half of what it had at its last
+ * look) queues it; the owner looks at it on a refill after the decay delay (a
+ * refill is its slow path, and only it may rewrite the span's free list)
+ * and gives back the pages no live block touches when they are at least
+ * SPBMALLOC_SPAN_TRIM_PCT of the span (span.c). A heap that shrank keeps
+ * its address space per size class but not the memory: new sizes are
+ * served from new spans while the old spans' holes cost nothing. The
+ * span's own size class takes the pages back when it has no other free
+ * block (span_ready). At most TRIM_BATCH spans every TRIM_EVERY-th refill. */
+#define TRIM_BATCH 32
+#define TRIM_EVERY 8
+
+static void trim_unqueue(struct spb_span *s)
+{
+	if (s->trim_q) {
+		spb__list_del(&s->trim_link);
+		s->trim_q = 0;
+	}
+}
+
+static void trim_queue(struct spb_heap *h, struct spb_span *s)
+{
+	s->trim_at = 0; /* until it is looked at */
+	if (s->trim_q)
+		return;
+	s->trim_q = 1;
+	s->trim_due = spb__os_now_ms() + (uint64_t)spb__opt(OPT_DECAY_MS);
+	spb__list_add_tail(&h->trimq, &s->trim_link);
+	h->counters[MALLOC_SPAN_TRIM_QUEUE]++;
+}
+
+/* Bytes out of the heap: allocated minus freed through it (a block
+ * freed by another thread counts on that thread's heap: a hint). */
+static uint64_t heap_live(const struct spb_heap *h)
+{
+	uint64_t a = h->counters[MALLOC_ALLOC_BYTES], f = h->counters[MALLOC_FREE_BYTES];
+	return a > f ? a - f : 0;
+}
+
+/* The queued spans due by now (all: every one), at most max. The heap
+ * "shrank" when it holds at most half the most it held when it took a
+ * new span. */
+static void trim_due(struct spb_heap *h, bool all, unsigned max)
+{
+	uint64_t now = all ? UINT64_MAX : spb__os_now_ms();
+	unsigned pct = (unsigned)spb__opt(OPT_SPAN_TRIM_PCT);
+	bool shrunk = heap_live(h) * 2 <= h->trim_peak;
+	while (max-- && !spb__list_empty(&h->trimq)) {
+		struct spb_span *s = spb__container_of(h->trimq.next, struct spb_span, trim_link);
+		if (s->trim_due > now)
+			break;
+		trim_unqueue(s);
+		if (s == h->bins[s->bin] || !spb__span_trim(s, pct, shrunk, h->counters))
+			h->counters[MALLOC_SPAN_TRIM_SKIP]++;
+		/* Looked at again when half of what is left was freed. */
+		s->trim_at = (uint16_t)(s->used / 2);
+	}
+}
+
 /* Make s usable for allocation, or move it to the full list. */
-static bool span_ready(struct spb_heap *h, struct spb_span *s)
+static inline __attribute__((always_inline)) bool span_ready(struct spb_heap *h, struct spb_span *s)
 {
 	spb__span_collect(s);
-	if (s->free || spb__span_extend(s))
+	if (s->free || spb__span_extend(s) || (s->rel && spb__span_untrim(s, h->counters)))
 		return true;
 	mark_full(h, s);
 	/* A cross-thread free may have landed before the flag was visible
@@ -451,6 +514,7 @@ unsigned spb__heap_steal_begin(bool (*want)(const struct spb_span *), struct spb
  * when empty, else abandoned. */
 static void let_go(struct spb_heap *h, struct spb_span *s)
 {
+	trim_unqueue(s);
 	spb__span_collect(s);
 	if (s->used == 0) {
 		h->counters[MALLOC_SPAN_FREE]++;
@@ -519,6 +583,10 @@ struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 	    SPB_UNLIKELY(rh->reclaim_seen != __atomic_load_n(&spb__reclaim_epoch, __ATOMIC_RELAXED)))
 		reclaim_sweep(rh);
 	drain_notify(h, true);
+	/* Every TRIM_EVERY-th refill (a clock read each time would cost a
+	 * heap that refills often). */
+	if (SPB_UNLIKELY(!spb__list_empty(&h->trimq)) && !(++h->trim_tick & (TRIM_EVERY - 1)))
+		trim_due(h, false, TRIM_BATCH);
 	struct spb_span *s = h->bins[bin];
 	if (s != &empty_span && span_ready(h, s))
 		return s;
@@ -528,6 +596,10 @@ struct spb_span *spb__heap_refill(struct spb_heap *h, unsigned bin)
 	while ((s = adopt(h, bin)) != NULL)
 		if (span_ready(h, s))
 			goto found;
+	/* The heap grows: the most it held, for the trim (trim_due). */
+	uint64_t live = heap_live(h);
+	if (live > h->trim_peak)
+		h->trim_peak = live;
 	s = spb__span_new(h, bin);
 	if (!s)
 		return NULL;
@@ -540,6 +612,8 @@ found:
 
 void spb__heap_span_empty(struct spb_heap *h, struct spb_span *s)
 {
+	if (SPB_UNLIKELY(s->used != 0 && s->used <= s->trim_at))
+		trim_queue(h, s); /* trim_at is 0 until it is looked at */
 	uint8_t full = __atomic_load_n(&s->full, __ATOMIC_ACQUIRE);
 	if (full == SPB_SPAN_FULL)
 		mark_avail(h, s);
@@ -549,6 +623,7 @@ void spb__heap_span_empty(struct spb_heap *h, struct spb_span *s)
 	    __atomic_load_n(&s->full, __ATOMIC_ACQUIRE) == SPB_SPAN_NOTIFIED)
 		return;
 	spb__list_del(&s->link);
+	trim_unqueue(s);
 	h->counters[MALLOC_SPAN_FREE]++;
 	spb__span_release(s);
 }
@@ -757,6 +832,12 @@ void spb__heap_reclaim(bool all)
 	struct spb_heap *p = spb__tls_primary;
 	if (p)
 		spb__remote_flush(p);
+	/* spb_trim: the calling thread's queued spans, due or not (only
+	 * their owner may trim them). */
+	if (p && all)
+		for (unsigned c = SPB_UNMOVABLE; c <= SPB_RECLAIMABLE; c++)
+			if (p->by_class[c])
+				trim_due(p->by_class[c], true, UINT32_MAX);
 	spb__heap_steal_batches(all);
 	spb__heap_steal_runs(all);
 	spb__heap_sweep_abandoned();

@@ -61,6 +61,9 @@ struct spb_span {
 	uint8_t words_order;             /* live bitmap: 1 << words_order words */
 	uint8_t zone_idx;                /* zone of the span's SPB */
 	uint8_t compact_src;             /* a source of the compaction pass running (compact.c) */
+	uint8_t trim_q;                  /* owner only: on its heap's trimq */
+	uint16_t trim_at;                /* owner only: a free that leaves at most this
+					    many blocks used queues it for a trim (0: never) */
 	uint32_t capacity;               /* blocks that fit */
 	uint32_t npages;
 	/* The owner's. */
@@ -72,6 +75,12 @@ struct spb_span {
 	struct spb_span *notify_next;    /* on heap->xnotify */
 	struct spb_span *desc_next;      /* on the descriptor pool's free list */
 	struct spb_link link;            /* heap->avail/full[bin] or abandoned list */
+	/* Span trim (span.c): pages no live block touches given back to the
+	 * OS. Their blocks are on no free list (the free list's links would
+	 * be gone with the pages) until the size class takes them back. */
+	uint64_t rel;                    /* bit i: page i given back (spans <= 64 pages) */
+	uint64_t trim_due;               /* ms: on the trimq, looked at from then on */
+	struct spb_link trim_link;       /* heap->trimq */
 	/* Other threads'. */
 	struct spb_block *_Atomic xfree __attribute__((aligned(64))); /* frees from other
 					    threads (links encoded) */
@@ -118,6 +127,9 @@ struct spb_heap {
 	struct spb_heap *by_class[SPB_NR_CLASSES]; /* primary heap: the thread's heaps */
 	uint32_t reclaim_seen;                /* RECLAIMABLE: spb__reclaim_epoch at the last sweep */
 	struct spb_runcache rc;               /* UNMOVABLE heaps: freed page runs */
+	struct spb_link trimq;                /* spans to trim, in trim_due order (heap.c) */
+	uint64_t trim_peak;                   /* most live bytes seen at a new span (heap.c) */
+	uint32_t trim_tick;                   /* refills, for the trim queue's looks (heap.c) */
 };
 
 /* Bumped by the shrinker layer after a pass that freed something: at the
@@ -206,6 +218,23 @@ void spb__span_release(struct spb_span *s) SPB_HIDDEN;
 bool spb__span_extend(struct spb_span *s) SPB_HIDDEN;
 /* Move the xfree stack onto the free list; returns blocks collected. */
 uint32_t spb__span_collect(struct spb_span *s) SPB_HIDDEN;
+/* Span trim: give back the pages of s (its owner's) that no live block
+ * touches; blocks on them leave the free list. Only when, with those
+ * given back already, they make up at least pct % of it, or its heap
+ * shrank (shrunk) and its pageblock is split already (on 4 KiB pages);
+ * a pageblock on a huge page is split only for pct % in a heap that
+ * shrank. Returns pages given back now (0: left as it is). */
+unsigned spb__span_trim(struct spb_span *s, unsigned pct, bool shrunk,
+			uint64_t *counters) SPB_HIDDEN;
+/* Take s's given-back pages back: their blocks on the free list. False
+ * when it had none. */
+bool spb__span_untrim(struct spb_span *s, uint64_t *counters) SPB_HIDDEN;
+/* The trim_at a span starts with (0: never trimmed). */
+static inline uint16_t spb__span_trim_start(const struct spb_span *s)
+{
+	return (s->cls == SPB_UNMOVABLE || s->cls == SPB_RECLAIMABLE) && s->npages <= 64
+		       ? (uint16_t)(s->capacity / 2) : 0;
+}
 void spb__span_prefork(void) SPB_HIDDEN;
 /* Set by the shrinker layer while its thread is wanted but not running (a
  * forked child, or SPBMALLOC_PRESSURE=2 before the first span): called

@@ -134,6 +134,9 @@ struct spb_span *spb__span_new(struct spb_heap *h, unsigned bin)
 	__atomic_store_n(&s->compact_src, 0, __ATOMIC_RELAXED); /* a reused descriptor */
 	s->zero_run = zero;
 	s->free_zero = zero;
+	s->rel = 0;
+	s->trim_q = 0;
+	s->trim_at = spb__opt(OPT_SPAN_TRIM_PCT) ? spb__span_trim_start(s) : 0;
 	__atomic_store_n(&s->heap, h, __ATOMIC_RELAXED);
 	pagemap_set(s->start, npages, s);
 	h->counters[MALLOC_SPAN_ALLOC]++;
@@ -149,7 +152,10 @@ void (*spb__shrink_restart)(void);
 void spb__span_release(struct spb_span *s)
 {
 	pagemap_set(s->start, s->npages, NULL);
-	spb__free((void *)s->start);
+	if (s->rel)
+		spb__free_trimmed((void *)s->start, s->rel);
+	else
+		spb__free((void *)s->start);
 	desc_free_one(s);
 }
 
@@ -212,6 +218,130 @@ uint32_t spb__span_collect(struct spb_span *s)
 	s->free_zero = 0;
 	s->used -= n;
 	return n;
+}
+
+/* Pages [first, last] of the span that bytes [off, off + len) touch. */
+static inline uint64_t page_bits(uintptr_t off, uint32_t len)
+{
+	unsigned a = (unsigned)(off >> SPB_PAGE_SHIFT);
+	unsigned b = (unsigned)((off + len - 1) >> SPB_PAGE_SHIFT);
+	uint64_t hi = b >= 63 ? ~(uint64_t)0 : ((uint64_t)1 << (b + 1)) - 1;
+	return hi & ~(((uint64_t)1 << a) - 1);
+}
+
+/* Pages of s a live block (or one on its way back from another thread:
+ * its link is written in it) touches. */
+static uint64_t busy_pages(const struct spb_span *s)
+{
+	const uint64_t *w = (const uint64_t *)(s + 1);
+	uint64_t busy = 0;
+	for (uint32_t k = 0; k < (1u << s->words_order); k++) {
+		uint64_t v = __atomic_load_n(&w[2 * k], __ATOMIC_RELAXED);
+		while (v) {
+			/* Bit j covers offsets [j << gshift, (j + 1) << gshift):
+			 * the block starting there is the first multiple of
+			 * bsize at or after j << gshift. */
+			uintptr_t lo = ((uintptr_t)k * 64 + (unsigned)__builtin_ctzll(v)) << s->gshift;
+			uintptr_t off = (lo + s->bsize - 1) / s->bsize * s->bsize;
+			v &= v - 1;
+			busy |= page_bits(off, s->bsize);
+		}
+	}
+	return busy;
+}
+
+/* Free blocks below extended that touch (want_rel) or avoid (!want_rel)
+ * the pages in rel, in address order, put in front of the free list. */
+static uint32_t relink(struct spb_span *s, uint64_t rel, bool want_rel)
+{
+	struct spb_block *head = NULL, *tail = NULL;
+	uint32_t n = 0;
+	uintptr_t off = 0;
+	for (uint32_t i = 0; i < s->extended; i++, off += s->bsize) {
+		uint64_t bit, *w = spb__bit_word(s, off, &bit);
+		if (__atomic_load_n(&w[0], __ATOMIC_RELAXED) & bit)
+			continue;
+		if (((page_bits(off, s->bsize) & rel) != 0) != want_rel)
+			continue;
+		struct spb_block *b = (struct spb_block *)(s->start + off);
+		if (tail)
+			tail->next_enc = spb__link_enc(b, tail);
+		else
+			head = b;
+		tail = b;
+		n++;
+	}
+	if (tail) {
+		tail->next_enc = spb__link_enc(want_rel ? s->free : NULL, tail);
+		if (want_rel)
+			s->free = head;
+	}
+	if (!want_rel)
+		s->free = head;
+	s->free_zero = 0;
+	return n;
+}
+
+unsigned spb__span_trim(struct spb_span *s, unsigned pct, bool shrunk, uint64_t *counters)
+{
+	if (s->npages > 64 || !pct)
+		return 0;
+	spb__span_collect(s);
+	/* Only pages whose blocks all went on a free list once: the blocks
+	 * past extended are put there by span_extend, which writes them. */
+	unsigned elig = s->extended == s->capacity
+				? s->npages
+				: (unsigned)(((uintptr_t)s->extended * s->bsize) >> SPB_PAGE_SHIFT);
+	if (elig == 0)
+		return 0;
+	uint64_t all = elig >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << elig) - 1;
+	uint64_t give = all & ~busy_pages(s) & ~s->rel;
+	unsigned n = (unsigned)__builtin_popcountll(give);
+	if (!n)
+		return 0;
+	/* A huge page is split only for enough pages of a heap that shrank
+	 * (a heap that churns at its size would split its huge pages for
+	 * pages it takes back soon after); where the pageblock is split
+	 * already, either is enough. */
+	bool enough = (unsigned)__builtin_popcountll(give | s->rel) * 100u >= pct * s->npages;
+	if (!enough && !shrunk)
+		return 0;
+	int how = spb__span_pages_given((void *)s->start, (int)n, enough && shrunk);
+	if (how == SPB_TRIM_NO)
+		return 0;
+	if (how == SPB_TRIM_ADVISE &&
+	    !spb__os_advise_nohugepage((void *)(s->start & ~(uintptr_t)(SPB_PB_SIZE - 1)),
+				       SPB_PB_SIZE))
+		counters[MALLOC_SPAN_TRIM_FAIL]++; /* khugepaged may fold it again */
+	s->rel |= give;
+	/* The free list without the blocks on given-back pages: their links
+	 * go with the pages. */
+	relink(s, s->rel, false);
+	for (uint64_t g = give; g;) {
+		unsigned pos = (unsigned)__builtin_ctzll(g);
+		uint64_t run = g >> pos;
+		unsigned len = ~run ? (unsigned)__builtin_ctzll(~run) : 64 - pos;
+		if (!spb__os_dontneed((void *)(s->start + ((uintptr_t)pos << SPB_PAGE_SHIFT)),
+				      (size_t)len << SPB_PAGE_SHIFT))
+			counters[MALLOC_SPAN_TRIM_FAIL]++;
+		g = len + pos >= 64 ? 0 : g & ~((((uint64_t)1 << len) - 1) << pos);
+	}
+	counters[MALLOC_SPAN_TRIM]++;
+	counters[MALLOC_SPAN_TRIM_PAGES] += n;
+	return n;
+}
+
+bool spb__span_untrim(struct spb_span *s, uint64_t *counters)
+{
+	if (!s->rel)
+		return false;
+	uint64_t rel = s->rel;
+	unsigned n = (unsigned)__builtin_popcountll(rel);
+	relink(s, rel, true);
+	s->rel = 0;
+	spb__span_pages_given((void *)s->start, -(int)n, true);
+	counters[MALLOC_SPAN_UNTRIM_PAGES] += n;
+	return s->free != NULL;
 }
 
 void spb__span_prefork(void)

@@ -435,11 +435,11 @@ static void uncache_locked(struct spb_pageblock *pb, unsigned pg, bool cached, c
 				  : "free(): double free detected", p);
 }
 
-static size_t free_in_spb(struct spb *s, void *p, bool cached);
+static size_t free_in_spb(struct spb *s, void *p, bool cached, uint64_t rel);
 
 size_t spb__free_cached(void *p)
 {
-	return free_in_spb((struct spb *)spb__region_of(p), p, true);
+	return free_in_spb((struct spb *)spb__region_of(p), p, true, 0);
 }
 
 size_t spb__free(void *p)
@@ -452,10 +452,15 @@ size_t spb__free(void *p)
 		spb__large_free(r, p);
 		return size;
 	}
-	return free_in_spb((struct spb *)r, p, false);
+	return free_in_spb((struct spb *)r, p, false, 0);
 }
 
-static size_t free_in_spb(struct spb *s, void *p, bool cached)
+size_t spb__free_trimmed(void *run, uint64_t rel)
+{
+	return free_in_spb((struct spb *)spb__region_of(run), run, false, rel);
+}
+
+static size_t free_in_spb(struct spb *s, void *p, bool cached, uint64_t rel)
 {
 	struct spb_zone *z = s->zone;
 	unsigned i = (unsigned)(((uintptr_t)p >> SPB_PB_SHIFT) & (SPB_PB_PER_SPB - 1));
@@ -474,7 +479,13 @@ static size_t free_in_spb(struct spb *s, void *p, bool cached)
 			spb__fatal("free(): invalid pointer (inside an allocation, not its start)", p);
 		unsigned pg = (unsigned)(((uintptr_t)p >> SPB_PAGE_SHIFT) & (SPB_PAGES_PER_PB - 1));
 		uncache_locked(pb, pg, cached, p);
+		if (rel) { /* a trimmed span's run (span.c) */
+			unsigned r = (unsigned)__builtin_popcountll(rel);
+			pb->nr_span_rel = (uint16_t)(pb->nr_span_rel > r ? pb->nr_span_rel - r : 0);
+		}
 		freed = (size_t)spb__pb_run_free_locked(s, pb, pg, p) << SPB_PAGE_SHIFT;
+		if (rel)
+			spb__trimmed_run_freed_locked(z, pb, pg, rel);
 		break;
 	}
 	case SPB_PB_MODE_MULTI_HEAD:

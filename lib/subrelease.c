@@ -127,12 +127,15 @@ void spb__sparse_update_locked(struct spb_zone *z, struct spb_pageblock *pb)
 		    pb->nr_free < SPB_PAGES_PER_PB;
 	bool sparse = runs && pct && splittable(pb) &&
 		      resident_free * 100 >= pct * SPB_PAGES_PER_PB;
-	/* A split pageblock is dense again when its runs fill it; a lazy one
+	/* A split pageblock is dense again when its runs fill it (pages
+	 * given back inside spans count as free: khugepaged would fill them
+	 * again); a lazy one
 	 * only when its pages are resident (the look, rehuge_locked): a
 	 * sparsely written buffer fills a pageblock with runs and little
 	 * memory. */
 	bool dense = runs && pb->nohuge &&
-		     (pb->lazy || pb->nr_free * 100u <= SPB_DENSE_PCT * SPB_PAGES_PER_PB);
+		     (pb->lazy || ((unsigned)pb->nr_free + pb->nr_span_rel) * 100u <=
+				  SPB_DENSE_PCT * SPB_PAGES_PER_PB);
 	if (sparse && pb->sparse != 1) {
 		sparse_del(pb);
 		sparse_add(z, pb, spb__os_now_ms());
@@ -509,4 +512,59 @@ void spb__subrelease_all_locked(struct spb_zone *z)
 				}
 			}
 		}
+}
+
+/* Span trim: pages inside a span its owner gave back (span.c). The
+ * pageblock leaves its huge page here, under the lock (the owner advises
+ * MADV_NOHUGEPAGE right after, so that khugepaged does not fill the holes
+ * again), and counts them: while they and its free pages are many, it is
+ * not put on huge pages again (spb__sparse_update_locked). subrel_gen
+ * moves, so a rehuge pass that looked at it meanwhile keeps its flags. */
+int spb__span_pages_given(void *run, int n, bool may_split)
+{
+	struct spb *s = (struct spb *)spb__region_of(run);
+	struct spb_zone *z = s->zone;
+	int ret = SPB_TRIM_OK;
+	spb__zone_lock(z);
+	struct spb_pageblock *pb = spb__pb_of(s, run);
+	if (n > 0) {
+		if (!splittable(pb) || (!may_split && pb->rung == SPB_RUNG_THP && !pb->nohuge)) {
+			ret = SPB_TRIM_NO;
+		} else {
+			if (pb->rung == SPB_RUNG_THP && !pb->nohuge) {
+				pb->nohuge = 1;
+				spb__pb_set_rung_locked(z, pb, SPB_RUNG_4K);
+				z->counters[SPAN_TRIM_SPLIT]++;
+				ret = SPB_TRIM_ADVISE;
+			}
+			pb->subrel_gen++;
+			pb->nr_span_rel = (uint16_t)(pb->nr_span_rel + (unsigned)n);
+		}
+	} else {
+		unsigned m = (unsigned)-n;
+		pb->nr_span_rel = (uint16_t)(pb->nr_span_rel > m ? pb->nr_span_rel - m : 0);
+	}
+	if (ret != SPB_TRIM_NO)
+		spb__sparse_update_locked(z, pb);
+	spb__zone_unlock(z);
+	return ret;
+}
+
+void spb__trimmed_run_freed_locked(struct spb_zone *z, struct spb_pageblock *pb, unsigned pg,
+				   uint64_t rel)
+{
+	if (pb->cls >= SPB_NR_CLASSES || pb->mode != SPB_PB_MODE_RUNS)
+		return; /* entirely free: back to its SPB, released whole later */
+	unsigned n = 0;
+	while (rel) {
+		unsigned i = pg + (unsigned)__builtin_ctzll(rel);
+		rel &= rel - 1;
+		if (!spb__map_test(&spb__pbm(pb)->released_map, i)) {
+			spb__map_set_range(&spb__pbm(pb)->released_map, i, 1);
+			n++;
+		}
+	}
+	pb->nr_released = (uint16_t)(pb->nr_released + n);
+	z->released_pages += n;
+	spb__sparse_update_locked(z, pb);
 }
