@@ -431,6 +431,9 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 		 * there fails its CAS to COPY. */
 		if (!cas_hdr(hp, v, 0))
 			continue; /* a move finished meanwhile, or a reader cancelled */
+		/* h's block, ours now: a real acquire for ThreadSanitizer (the
+		 * mover's store of the tag there happens before the free). */
+		(void)__atomic_load_n(hp, __ATOMIC_ACQUIRE);
 		if (v != t)
 			spb__heap_count(COMPACT_CANCELLED, 1);
 		/* FREE, and the index's next generation. Only a pin taken
