@@ -63,7 +63,9 @@ struct move {
  * (a block is moved only if its entry names exactly that address, NORMAL,
  * and the CAS of its header to tag^MARK succeeds). Such reads race by
  * design, like the kernel's compaction scanners; ThreadSanitizer is told
- * not to look at these four, and nothing else. */
+ * not to look at these two, span_evac below, and handle.h's spb__h_peek
+ * and spb__h_cas (the header read and CASed the same way), and nothing
+ * else. */
 #define SPB_SPECULATIVE static __attribute__((noinline, no_sanitize("thread")))
 
 struct span_snap {
@@ -84,20 +86,6 @@ SPB_SPECULATIVE bool peek_live(const struct spb_span *sp, uintptr_t off)
 	const volatile uint64_t *w = (const volatile uint64_t *)(sp + 1) + ((i >> 6) << 1);
 	uint64_t bit = (uint64_t)1 << (i & 63);
 	return (w[0] & bit) && !(w[1] & bit);
-}
-
-SPB_SPECULATIVE uint64_t peek_word(const void *p)
-{
-	return *(volatile const uint64_t *)p;
-}
-
-/* A CAS of a header that may no longer be one (its block freed since):
- * it succeeds only if the word still holds what it held, which a freed
- * block's first word does not (the tag is keyed). */
-SPB_SPECULATIVE bool cas_word(void *p, uint64_t from, uint64_t to)
-{
-	return __atomic_compare_exchange_n((uint64_t *)p, &from, to, false, __ATOMIC_SEQ_CST,
-					   __ATOMIC_SEQ_CST);
 }
 
 /* A span to empty, or (span NULL) a page run that may be one object
@@ -151,7 +139,7 @@ static struct spb_hentry *entry_at(const char *p, uint32_t hwm, uint64_t *wp, ui
 {
 	if (!spb__htab)
 		return NULL;
-	uint64_t v = *vp = peek_word(p);
+	uint64_t v = *vp = spb__h_peek(p);
 	uint32_t idx = spb__h_index(v ^ spb__hkey); /* whatever the mark bits */
 	if (idx == 0 || idx > hwm)
 		return NULL;
@@ -320,7 +308,7 @@ static void sort_spans(struct source *v, unsigned n)
 static void unchoose(struct move *m, uint64_t from)
 {
 	if (from == (m->tag ^ SPB_HDR_MARK)) /* the block may have been freed since */
-		cas_word(spb__h_hdr(m->from), from, m->tag);
+		spb__h_cas(spb__h_hdr(m->from), from, m->tag);
 	else /* ours while copying: nobody frees it; a waiter acquires this */
 		__atomic_compare_exchange_n(spb__h_hdr(m->from), &from, m->tag, false,
 					    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
@@ -400,7 +388,7 @@ static size_t run_batch(struct move *b, unsigned n)
 			unchoose(m, marked);
 			continue;
 		}
-		if (!cas_word(hp, marked, copying)) {
+		if (!spb__h_cas(hp, marked, copying)) {
 			__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
 			spb__free_ptr(nb); /* cancelled by a reader, pinner or freer */
 			continue;
@@ -610,7 +598,7 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 			}
 			/* Chosen: a CAS on a header read speculatively (the block
 			 * may have been freed since: then it no longer holds v). */
-			if (!cas_word(blk, v, v ^ SPB_HDR_MARK))
+			if (!spb__h_cas(blk, v, v ^ SPB_HDR_MARK))
 				continue;
 			batch[nb++] = (struct move){e, blk + SPB_HANDLE_HDR, sp, w, v, sn.bsize,
 						    sources[k].whole != NULL, sources[k].whole};

@@ -244,21 +244,16 @@ __attribute__((noreturn, cold, noinline)) void spb__handle_fault(const char *wha
 	spb__fatal(what, (const void *)(uintptr_t)h);
 }
 
-/* A header read through an entry read just before: the object may have
- * moved meanwhile and the place been reused (the caller reads the entry
- * again before it believes a mismatch). A race by design, like the
- * inline spb_hget's load; ThreadSanitizer is told not to look. */
-static __attribute__((noinline, no_sanitize("thread"))) uint64_t peek_hdr(const uint64_t *hp)
+/* The speculative header accesses (handle.h): a race by design, like
+ * the inline spb_hget's load; ThreadSanitizer is told not to look. */
+__attribute__((noinline, no_sanitize("thread"))) uint64_t spb__h_peek(const void *hp)
 {
-	return __atomic_load_n(hp, __ATOMIC_SEQ_CST);
+	return __atomic_load_n((const uint64_t *)hp, __ATOMIC_SEQ_CST);
 }
 
-/* A CAS of a header read that way: it fails (as it should) if the
- * place was freed and reused meanwhile. */
-static __attribute__((noinline, no_sanitize("thread"))) bool cas_hdr(uint64_t *hp, uint64_t from,
-								   uint64_t to)
+__attribute__((noinline, no_sanitize("thread"))) bool spb__h_cas(void *hp, uint64_t from, uint64_t to)
 {
-	return __atomic_compare_exchange_n(hp, &from, to, false, __ATOMIC_SEQ_CST,
+	return __atomic_compare_exchange_n((uint64_t *)hp, &from, to, false, __ATOMIC_SEQ_CST,
 					   __ATOMIC_SEQ_CST);
 }
 
@@ -309,11 +304,11 @@ static char *locate(spb_handle_t h, const char *why)
 			spb__handle_fault(why, h);
 		char *p = spb__h_addr(w);
 		uint64_t *hp = spb__h_hdr(p);
-		uint64_t v = peek_hdr(hp);
+		uint64_t v = spb__h_peek(hp);
 		/* Settled, or a move chosen and now cancelled: h's object, here
 		 * for the rest of the read section (a new choice waits for it).
 		 * Read again for a real acquire (ThreadSanitizer sees it). */
-		if (v == t || (v == (t ^ SPB_HDR_MARK) && cas_hdr(hp, v, t))) {
+		if (v == t || (v == (t ^ SPB_HDR_MARK) && spb__h_cas(hp, v, t))) {
 			if (v != t)
 				spb__heap_count(COMPACT_CANCELLED, 1);
 			(void)__atomic_load_n(hp, __ATOMIC_SEQ_CST);
@@ -381,7 +376,7 @@ SPB_EXPORT __attribute__((noinline)) void *spb__hget_slow(spb_handle_t h)
 	char *a = (char *)spb__harena16 + (h & spb__hmask);
 	uint64_t t = spb__h_tag(h);
 	if (__atomic_load_n(&spb__hlive[(h & spb__hmask) >> 30], __ATOMIC_ACQUIRE) &&
-	    peek_hdr(spb__h_hdr(a)) == t &&
+	    spb__h_peek(spb__h_hdr(a)) == t &&
 	    __atomic_load_n(spb__h_hdr(a), __ATOMIC_SEQ_CST) == t)
 		return a;
 	/* In the caller's read section: the place stays put until it ends. */
@@ -415,7 +410,7 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 		if ((w & SPB_HS_MASK) == SPB_HS_FREE)
 			spb__handle_fault(why, h);
 		uint64_t *hp = spb__h_hdr(spb__h_addr(w));
-		uint64_t v = peek_hdr(hp);
+		uint64_t v = spb__h_peek(hp);
 		if (v == (t ^ SPB_HDR_COPY)) { /* the mover's copy: it ends soon */
 			backoff(&spins);
 			continue;
@@ -429,7 +424,7 @@ SPB_EXPORT void spb_hfree(spb_handle_t h)
 			spb__handle_fault("spb_hfree(): handle is pinned", h);
 		/* Scrubbed, the place answers for h no more and a move chosen
 		 * there fails its CAS to COPY. */
-		if (!cas_hdr(hp, v, 0))
+		if (!spb__h_cas(hp, v, 0))
 			continue; /* a move finished meanwhile, or a reader cancelled */
 		/* h's block, ours now: a real acquire for ThreadSanitizer (the
 		 * mover's store of the tag there happens before the free). */

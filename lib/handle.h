@@ -77,6 +77,13 @@ static inline uint64_t spb__h_free_word(uint32_t gen, uint32_t next)
 static inline uint32_t spb__h_free_gen(uint64_t w) { return (uint32_t)(w >> 32) & SPB_H_GEN_MASK; }
 static inline uint32_t spb__h_free_next(uint64_t w) { return (uint32_t)(w >> 4) & 0x0fffffffu; }
 
+/* A header read where the object may have left meanwhile and the place
+ * been reused (the caller validates what it read: the entry read again,
+ * or the entry's CAS), and a CAS of such a header, which fails (as it
+ * should) if the place was freed and reused since: the keyed tag is not
+ * there by chance. handle.c and the mover's (compact.c). */
+uint64_t spb__h_peek(const void *hp) SPB_HIDDEN;
+bool spb__h_cas(void *hp, uint64_t from, uint64_t to) SPB_HIDDEN;
 __attribute__((noreturn, cold)) void spb__handle_fault(const char *what, spb_handle_t h) SPB_HIDDEN;
 /* Indices handed out so far (entries above are unused). */
 uint32_t spb__handle_hwm(void) SPB_HIDDEN;
