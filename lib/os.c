@@ -127,26 +127,33 @@ static bool do_advise(enum spb_os_call kind, int *knob, void *p, size_t size,
 	return madvise(p, size, advice) == 0;
 }
 
-__attribute__((noinline)) void *spb__os_reserve_aligned(size_t size, size_t align)
+static bool trim(void *p, size_t size, bool seam, const void *caller)
 {
-	const void *caller = CALLER;
+	return seam ? do_unmap(p, size, caller) : munmap(p, size) == 0;
+}
+
+/* Over-reserve by align, then trim both ends: one mmap, two munmaps, and
+ * the result is aligned whatever the kernel picked. seam: through the
+ * fault-injection seam (an SPB's reservation), or not (the handle arena's,
+ * made once at engine start before any test can arm the seam: a refusal
+ * only means no arena). */
+static void *map_aligned(size_t size, size_t align, int prot, bool seam, const void *caller)
+{
 	if (size + align < size) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	/* Over-reserve by align, then trim both ends: one mmap, two munmaps,
-	 * and the result is aligned whatever the kernel picked. */
 	size_t span = size + align;
-	if (injected(SPB_OS_MMAP_RESERVE, &spb__os_inject.fail_reserve, NULL, span, caller))
+	if (seam && injected(SPB_OS_MMAP_RESERVE, &spb__os_inject.fail_reserve, NULL, span, caller))
 		return NULL;
-	char *p = map_anon(NULL, span, MAP_NORESERVE);
+	char *p = map_anon_prot(NULL, span, prot, MAP_NORESERVE);
 	if (!p)
 		return NULL;
 	uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
 	size_t head = a - (uintptr_t)p, tail = span - head - size;
-	if (head && !do_unmap(p, head, caller))
+	if (head && !trim(p, head, seam, caller))
 		goto undo;
-	if (tail && !do_unmap((char *)a + size, tail, caller)) {
+	if (tail && !trim((char *)a + size, tail, seam, caller)) {
 		p = (char *)a;
 		span = size + tail;
 		goto undo;
@@ -155,33 +162,19 @@ __attribute__((noinline)) void *spb__os_reserve_aligned(size_t size, size_t alig
 undo:
 	/* A trim refused (a VMA split over the map count): give the whole
 	 * untouched range back rather than keep more than we account. */
-	do_unmap(p, span, caller);
+	trim(p, span, seam, caller);
 	errno = ENOMEM;
 	return NULL;
 }
 
-__attribute__((noinline)) void *spb__os_reserve_none(size_t size, size_t align)
+__attribute__((noinline)) void *spb__os_reserve_aligned(size_t size, size_t align)
 {
-	/* Once, at engine start, before any test can arm the seam: not
-	 * through it (a refusal only means no arena). */
-	size_t span = size + align;
-	char *p = map_anon_prot(NULL, span, PROT_NONE, MAP_NORESERVE);
-	if (!p)
-		return NULL;
-	uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
-	size_t head = a - (uintptr_t)p, tail = span - head - size;
-	if ((head && munmap(p, head) != 0) || (tail && munmap((char *)a + size, tail) != 0)) {
-		munmap(p, span);
-		return NULL;
-	}
-	return (void *)a;
+	return map_aligned(size, align, PROT_READ | PROT_WRITE, true, CALLER);
 }
 
-__attribute__((noinline)) bool spb__os_map_at(void *p, size_t size)
+__attribute__((noinline)) void *spb__os_reserve_none(size_t size, size_t align)
 {
-	if (injected(SPB_OS_MMAP_RESERVE, &spb__os_inject.fail_reserve, p, size, CALLER))
-		return false;
-	return map_anon(p, size, MAP_FIXED | MAP_NORESERVE) == p;
+	return map_aligned(size, align, PROT_NONE, false, CALLER);
 }
 
 __attribute__((noinline)) bool spb__os_unmap_readonly(void *p, size_t size)

@@ -98,8 +98,6 @@ void *spb__os_reserve_none(size_t size, size_t align) SPB_HIDDEN;
 bool spb__os_protect_none(void *p, size_t size) SPB_HIDDEN;
 /* Read-write again (through the seam, as an SPB reservation). */
 bool spb__os_protect_rw(void *p, size_t size) SPB_HIDDEN;
-/* Fresh read-write memory over [p, p+size) (MAP_FIXED, NORESERVE). */
-bool spb__os_map_at(void *p, size_t size) SPB_HIDDEN;
 /* Give [p, p+size) back but keep the range readable (a fresh read-only
  * mapping over it, MAP_FIXED: there is never a moment it is unmapped). */
 bool spb__os_unmap_readonly(void *p, size_t size) SPB_HIDDEN;
