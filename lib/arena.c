@@ -142,8 +142,11 @@ unsigned spb__arena_quiesce(bool may_wait)
 	if (!may_wait && __atomic_load_n(&spb__arena_sync_hook, __ATOMIC_SEQ_CST))
 		return 0;
 	for (unsigned k = 1; k < ARENA_SLOTS; k++) {
-		uint8_t st = SLOT_RELEASED;
-		if (!__atomic_compare_exchange_n(&slot_state[k], &st, SLOT_QUIESCING, false,
+		/* A look first: this runs every round of two threads, and a
+		 * released slot is rare. */
+		uint8_t st = __atomic_load_n(&slot_state[k], __ATOMIC_ACQUIRE);
+		if (st != SLOT_RELEASED ||
+		    !__atomic_compare_exchange_n(&slot_state[k], &st, SLOT_QUIESCING, false,
 						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 			continue;
 		__atomic_store_n(&spb__hlive[k], 0, __ATOMIC_SEQ_CST);
