@@ -42,8 +42,6 @@ static __attribute__((noinline)) void *alloc_small_slow(struct spb_heap *h, size
 			return NULL;
 		}
 	}
-	if (spb__tls_primary)
-		spb__remote_flush(spb__tls_primary);
 	/* The bin the fast path computed may predate the size-class table. */
 	unsigned bin = bin_hint < SPB_NR_BINS && spb__bin_size[bin_hint] >= size
 			       ? bin_hint : spb__bin_of(size);

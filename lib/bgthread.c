@@ -99,7 +99,7 @@ static uint64_t bg_round(uint64_t *next_publish)
 	uint64_t now = spb__os_now_ms();
 	if (now >= *next_publish) {
 		void (*reclaim)(bool) = spb__reclaim_hook;
-		if (reclaim) /* idle cross-thread batches; spans exited threads left */
+		if (reclaim) /* spans exited threads left; idle cached runs */
 			reclaim(false);
 		spb__statseg_init(); /* a forked child's, once it is due */
 		spb__statseg_publish();

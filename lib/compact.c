@@ -615,10 +615,8 @@ static size_t compact_zone(struct spb_zone *z, const struct pass_opts *o,
 	for (unsigned k = 0; k < ns; k++)
 		if (sources[k].span)
 			__atomic_store_n(&sources[k].span->compact_src, 0, __ATOMIC_RELAXED);
-	/* The old blocks are in this thread's batch of cross-thread frees:
-	 * push it, then release the spans that emptied. */
-	if (spb__tls_primary)
-		spb__remote_flush(spb__tls_primary);
+	/* The old blocks went back as cross-thread frees: release the spans
+	 * that emptied. */
 	unsigned freed = spb__heap_sweep_abandoned();
 	st->spans_freed += freed;
 	spb__heap_count(COMPACT_SPANS_FREED, freed);

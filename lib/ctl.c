@@ -199,13 +199,12 @@ static uint64_t figure(enum ctl_fig f)
 	return 0;
 }
 
-/* The calling thread's cross-thread frees out, its cached runs back. */
+/* The calling thread's cached runs back. */
 static uint64_t thread_flush(void)
 {
 	struct spb_heap *h = spb__tls_primary;
 	if (!h)
 		return 0;
-	spb__remote_flush(h);
 	void *v[64];
 	unsigned n;
 	uint64_t total = 0;

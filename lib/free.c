@@ -1,8 +1,9 @@
 /*
  * free.c — the free paths: a block of the calling thread's span goes back
  * on that span's free list (no lock, no atomic, no load from the block); a
- * block of another thread's span joins this thread's batch for that span,
- * pushed to the span's atomic xfree stack in one compare-and-swap; page
+ * block of another thread's span is flagged in that span's xfreed bitmap
+ * (one fetch_or, which also catches a double free) and its word in the
+ * span's xsum, nothing written in the block; page
  * runs of 128-256 KiB into the thread's run cache (runcache.c); other
  * runs, pageblocks and large mappings back to the engine. Every pointer
  * is checked against metadata before it is trusted: foreign, interior,
@@ -11,40 +12,21 @@
  */
 #include "heap.h"
 
-/* Blocks this thread freed into one other thread's span are batched in
- * its primary heap (struct spb_remote) and pushed in one CAS when the
- * batch is full, when a block of another span comes, on this thread's
- * malloc slow path and at thread exit: a producer/consumer pair pays one
- * CAS on the consumer's span per REMOTE_BATCH frees. The blocks stay
- * counted as used by their span meanwhile. The head is an atomic that the
- * background thread may take (exchange to NULL) when the batch sits idle,
- * so a thread that frees one block and sleeps pins it for about a second:
- * the owner adds with a compare-and-swap on its own (uncontended) line and
- * starts a new batch when it finds the head taken. */
-#define REMOTE_BATCH 32
-
-void spb__xfree_push(struct spb_span *s, struct spb_block *first, struct spb_block *last)
+/* Tell the owner of s that word pair wi of its bitmap holds a block
+ * flagged xfreed (the flag is set already), and notify it if it had seen
+ * s full. The xsum bit is set only when not set already: a collect that
+ * takes it afterwards (exchange) looks at the word after our flag was
+ * set (both sequentially consistent), so a block is never left behind.
+ * s may be recycled by now (see the protocol in heap.c). */
+static void xfree_note(struct spb_span *s, uintptr_t wi)
 {
-	struct spb_block *head = __atomic_load_n(&s->xfree, __ATOMIC_RELAXED);
-	do
-		last->next_enc = spb__link_enc(head, last);
-	while (!__atomic_compare_exchange_n(&s->xfree, &head, first, true, __ATOMIC_SEQ_CST,
-					    __ATOMIC_RELAXED));
+	uint64_t sb = spb__xsum_bit(s, wi);
+	if (!(__atomic_load_n(&s->xsum, __ATOMIC_SEQ_CST) & sb))
+		__atomic_fetch_or(&s->xsum, sb, __ATOMIC_SEQ_CST);
 	/* Paired with mark_full (heap.c): either the owner's second look at
-	 * xfree sees these blocks, or this load sees the span flagged full.
-	 * (s may be recycled by now: see the protocol in heap.c.) */
+	 * xsum sees this block, or this load sees the span flagged full. */
 	if (__atomic_load_n(&s->full, __ATOMIC_SEQ_CST) == SPB_SPAN_FULL)
 		spb__heap_notify(s);
-}
-
-void spb__remote_flush(struct spb_heap *h)
-{
-	struct spb_remote *r = &h->remote;
-	if (!__atomic_load_n(&r->head, __ATOMIC_RELAXED))
-		return;
-	struct spb_block *list = __atomic_exchange_n(&r->head, NULL, __ATOMIC_ACQUIRE);
-	if (list) /* else the background thread took it */
-		spb__xfree_push(r->span, list, r->tail);
 }
 
 /* Counters of a free off the fast path; a thread that only frees gets a
@@ -74,46 +56,11 @@ static __attribute__((noinline)) void free_xthread(struct spb_heap *h, struct sp
 	uint32_t bsize = s->bsize;
 	/* Flag it freed by another thread; a block flagged already is on its
 	 * way back (a double free, maybe by two threads at once). */
+	uintptr_t wi = ((uintptr_t)b - s->start) >> s->gshift >> 6;
 	uint64_t bit, *w = spb__bit_word(s, (uintptr_t)b - s->start, &bit);
-	if (SPB_UNLIKELY(__atomic_fetch_or(&w[1], bit, __ATOMIC_RELAXED) & bit))
+	if (SPB_UNLIKELY(__atomic_fetch_or(&w[1], bit, __ATOMIC_SEQ_CST) & bit))
 		spb__block_fault(SPB_BLOCK_FREE, false, b);
-	if (h == &spb__empty_heap && spb__thread_gone) {
-		spb__xfree_push(s, b, b); /* no batch: nothing would flush it */
-		count_free(h, bsize, true);
-		return;
-	}
-	if (h == &spb__empty_heap)
-		h = spb__heap_get();
-	struct spb_heap *ph = spb__tls_primary;
-	if (!ph) { /* the OS refused a heap: no batch */
-		spb__xfree_push(s, b, b);
-		return;
-	}
-	struct spb_remote *r = &ph->remote;
-	struct spb_block *head = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
-	for (;;) {
-		if (head && r->span != s) {
-			spb__remote_flush(ph);
-			head = NULL;
-		}
-		if (!head) {
-			/* A new batch. Only this thread makes the head non-NULL. */
-			r->span = s;
-			r->tail = b;
-			r->n = 1;
-			b->next_enc = spb__link_enc(NULL, b);
-			__atomic_store_n(&r->head, b, __ATOMIC_RELEASE);
-			break;
-		}
-		b->next_enc = spb__link_enc(head, b);
-		if (__atomic_compare_exchange_n(&r->head, &head, b, false, __ATOMIC_RELEASE,
-						__ATOMIC_RELAXED)) {
-			if (++r->n >= REMOTE_BATCH)
-				spb__remote_flush(ph);
-			break;
-		}
-		/* Taken by the background thread meanwhile: head is NULL now. */
-	}
+	xfree_note(s, wi);
 	count_free(h, bsize, true);
 }
 

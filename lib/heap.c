@@ -4,16 +4,15 @@
  * span of the same zone and class -> a new span), full/available span
  * lists, cross-thread notifications, thread exit (spans handed back or
  * abandoned), the shared late heaps of threads that allocate after their
- * heaps were retired, idle cross-thread batches pushed on the owner's
- * behalf, the MALLOC_* counters, and the fork hooks. Heap descriptors are
+ * heaps were retired, the MALLOC_* counters, and the fork hooks. Heap descriptors are
  * pooled and never unmapped, so a late reader never touches unmapped
  * memory.
  *
  * The full/notify protocol. A span's `full` moves only by compare-and-swap:
  *   AVAIL -> FULL       the owner, finding no free block (mark_full);
  *   FULL -> AVAIL       the owner, taking it back (mark_avail, thread exit);
- *   FULL -> NOTIFIED    a thread that pushed blocks on the span's xfree and
- *                       then saw it FULL (spb__heap_notify); only that
+ *   FULL -> NOTIFIED    a thread that flagged a block xfreed (bitmap and
+ *                       xsum, free.c) and then saw it FULL (spb__heap_notify); only that
  *                       thread then reads s->heap and pushes the span on
  *                       that heap's xnotify list;
  *   NOTIFIED -> AVAIL   the owner, after taking the span off its xnotify
@@ -81,14 +80,8 @@ static void heap_init(struct spb_heap *h, unsigned cls)
 	}
 	h->zone = spb__zone_current();
 	h->cls = (uint8_t)cls;
-	/* Invariant (3): no push can reach a pooled heap's xnotify; its
-	 * remote batch was flushed when its thread exited. */
+	/* Invariant (3): no push can reach a pooled heap's xnotify. */
 	__atomic_store_n(&h->xnotify, NULL, __ATOMIC_RELAXED);
-	__atomic_store_n(&h->remote.head, NULL, __ATOMIC_RELAXED);
-	h->remote.span = NULL;
-	h->remote.tail = NULL;
-	h->remote.n = 0;
-	h->remote.seen = NULL;
 	memset(&h->rc, 0, sizeof h->rc); /* emptied when its thread exited */
 	spb__list_init(&h->trimq);
 	h->trim_peak = 0;
@@ -692,7 +685,6 @@ void spb__heap_thread_exit(struct spb_heap *primary)
 		return;
 	primary->counters[MALLOC_THREAD_EXIT]++;
 	spb__handle_thread_exit();
-	spb__remote_flush(primary);
 	spb__tls_heap = &spb__empty_heap;
 	spb__tls_primary = NULL;
 	/* From now on this thread's mallocs go to the late heaps and its
@@ -763,50 +755,6 @@ void spb__heap_count(enum spb_counter c, uint64_t n)
 		__atomic_fetch_add(&retired_counters[c], n, __ATOMIC_RELAXED);
 }
 
-/* The last block of a batch (links are encoded, so it is walked). */
-static struct spb_block *batch_tail(const struct spb_span *s, struct spb_block *b)
-{
-	uint32_t n = 0;
-	for (;;) {
-		struct spb_block *nx = spb__link_dec(b->next_enc, b);
-		if (!nx)
-			return b;
-		if (++n > s->capacity || (uintptr_t)nx - s->start >= s->limit)
-			spb__link_fault(b);
-		b = nx;
-	}
-}
-
-unsigned spb__heap_steal_batches(bool all)
-{
-	unsigned n = 0;
-	pthread_mutex_lock(&heaps_lock);
-	for (struct spb_link *l = heaps_live.next; l != &heaps_live; l = l->next) {
-		struct spb_remote *r = &spb__container_of(l, struct spb_heap, all_link)->remote;
-		struct spb_block *head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
-		struct spb_block *seen = r->seen;
-		r->seen = head;
-		if (!head || (!all && head != seen))
-			continue; /* empty, or changed since the last look: active */
-		struct spb_block *list = __atomic_exchange_n(&r->head, NULL, __ATOMIC_ACQUIRE);
-		r->seen = NULL;
-		if (!list)
-			continue;
-		/* The blocks are live in their span (counted used): the span
-		 * cannot go away meanwhile. */
-		struct spb_region *rg = spb__region_of(list);
-		struct spb_span *s = rg && rg->kind == SPB_REGION_SPB
-					     ? spb__span_of((struct spb *)rg, list) : NULL;
-		if (!s)
-			spb__link_fault(&r->head);
-		spb__xfree_push(s, list, batch_tail(s, list));
-		n++;
-	}
-	pthread_mutex_unlock(&heaps_lock);
-	spb__heap_count(MALLOC_BATCH_STOLEN, n);
-	return n;
-}
-
 unsigned spb__heap_steal_runs(bool all)
 {
 	void *v[64];
@@ -830,15 +778,12 @@ unsigned spb__heap_steal_runs(bool all)
 void spb__heap_reclaim(bool all)
 {
 	struct spb_heap *p = spb__tls_primary;
-	if (p)
-		spb__remote_flush(p);
 	/* spb_trim: the calling thread's queued spans, due or not (only
 	 * their owner may trim them). */
 	if (p && all)
 		for (unsigned c = SPB_UNMOVABLE; c <= SPB_RECLAIMABLE; c++)
 			if (p->by_class[c])
 				trim_due(p->by_class[c], true, UINT32_MAX);
-	spb__heap_steal_batches(all);
 	spb__heap_steal_runs(all);
 	spb__heap_sweep_abandoned();
 }
@@ -893,8 +838,8 @@ void spb__heap_postfork_parent(void)
 
 /* In a forked child: a span of the forking thread's heap flagged NOTIFIED
  * by a thread that was between its flag and its push has lost its
- * notifier (that thread is gone), and one flagged FULL with blocks on its
- * xfree may have lost it between the push and the look at the flag:
+ * notifier (that thread is gone), and one flagged FULL with blocks flagged
+ * xfreed (xsum) may have lost it between the flag and the look at `full`:
  * both become AVAIL here, or the child's thread exit would wait for ever
  * (make_avail_for_exit) and the span's frees would never be noticed.
  * Found by the model (tests/model, variant FORK). */
@@ -908,7 +853,7 @@ static void heap_fixup_child(struct spb_heap *h)
 			struct spb_span *s = spb__container_of(l, struct spb_span, link);
 			uint8_t st = __atomic_load_n(&s->full, __ATOMIC_RELAXED);
 			if (st == SPB_SPAN_NOTIFIED ||
-			    (st == SPB_SPAN_FULL && __atomic_load_n(&s->xfree, __ATOMIC_RELAXED))) {
+			    (st == SPB_SPAN_FULL && __atomic_load_n(&s->xsum, __ATOMIC_RELAXED))) {
 				__atomic_store_n(&s->full, SPB_SPAN_AVAIL, __ATOMIC_RELAXED);
 				move_to(&h->avail[b], s);
 			}
@@ -938,8 +883,8 @@ void spb__heap_postfork_child(void)
 	 * heaps are left as they are: fork may have caught one of them in the
 	 * middle of its lock-free fast path or of a list move, so nothing in
 	 * them can be trusted to walk. Their spans stay owned by heaps that
-	 * never run again; a block the child frees into one lands on its
-	 * xfree stack. A bounded leak (what their caches held at fork), as in
+	 * never run again; a block the child frees into one is flagged
+	 * xfreed there. A bounded leak (what their caches held at fork), as in
 	 * jemalloc and mimalloc, instead of a corrupted heap. */
 }
 
@@ -958,16 +903,6 @@ void spb__heap_forget_class_child(unsigned cls)
 		for (unsigned b = 0; b < SPB_NR_BINS; b++) {
 			spb__list_init(&a->l[cls][b]);
 			a->n[cls][b] = 0;
-		}
-	}
-	/* Batches of cross-thread frees into the class's spans: their links
-	 * lived in the blocks. */
-	for (struct spb_link *l = heaps_live.next; l != &heaps_live; l = l->next) {
-		struct spb_remote *r = &spb__container_of(l, struct spb_heap, all_link)->remote;
-		if (r->head && r->span && r->span->cls == cls) {
-			r->head = NULL;
-			r->span = NULL;
-			r->n = 0;
 		}
 	}
 }

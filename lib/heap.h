@@ -8,8 +8,8 @@
  * Hot path: a thread's heap holds, per size class ("bin"), a current span;
  * malloc pops that span's free list, free of a block owned by the calling
  * thread pushes it back. No lock, no atomic, no syscall. A block freed by
- * another thread goes on the span's atomic xfree stack; the owner collects
- * it on its slow path. A thread that exits hands its spans back (empty
+ * another thread is flagged in the span's xfreed bitmap (and its word in
+ * the span's xsum); the owner collects it on its slow path. A thread that exits hands its spans back (empty
  * ones to the engine, the rest to an "abandoned" list other threads adopt).
  *
  * Pointer -> span: spb__map[p >> 30] is the SPB, spb->pagemap[page] the
@@ -68,7 +68,7 @@ struct spb_span {
 	uint32_t npages;
 	/* The owner's. */
 	struct spb_block *free __attribute__((aligned(64))); /* owner only (decoded head) */
-	uint32_t used;                   /* owner only: blocks out, xfree included */
+	uint32_t used;                   /* owner only: blocks out, flagged xfreed included */
 	uint32_t extended;               /* blocks put on a free list so far */
 	uint8_t free_zero;               /* every block on free reads as zero past
 					    its link word (calloc skips) */
@@ -82,21 +82,11 @@ struct spb_span {
 	uint64_t trim_due;               /* ms: on the trimq, looked at from then on */
 	struct spb_link trim_link;       /* heap->trimq */
 	/* Other threads'. */
-	struct spb_block *_Atomic xfree __attribute__((aligned(64))); /* frees from other
-					    threads (links encoded) */
-};
-
-/* Cross-thread frees of one span, batched by the freeing thread in its
- * heap (free.c). head is the only field another thread touches: the
- * background thread and spb_trim take an idle batch with one exchange
- * (spb__heap_steal_batches), so a thread that frees one remote block and
- * sleeps pins it for a bounded time. */
-struct spb_remote {
-	struct spb_block *_Atomic head;  /* encoded links, NULL-terminated */
-	struct spb_span *span;           /* owner only: span of the current batch */
-	struct spb_block *tail;          /* owner only */
-	uint32_t n;                      /* owner only (stale after a steal: a hint) */
-	struct spb_block *seen;          /* stealer only: head at its last look */
+	/* Blocks freed by other threads are flagged in the xfreed words of
+	 * the bitmap; bit k here says that word pair k (k >> xsum_shift of
+	 * a bitmap over 64 words) may hold some the owner has not collected
+	 * (span.c, spb__span_collect). Nothing is written in the blocks. */
+	uint64_t _Atomic xsum __attribute__((aligned(64)));
 };
 
 /* The run cache (runcache.c): page runs of 128-256 KiB the thread freed,
@@ -120,7 +110,6 @@ struct spb_heap {
 	struct spb_zone *zone;
 	uint8_t cls;                          /* lifetime class of plain malloc */
 	struct spb_span *_Atomic xnotify;     /* full spans that got an xfree */
-	struct spb_remote remote;             /* primary heap: the thread's batch */
 	struct spb_link avail[SPB_NR_BINS];   /* spans with (maybe) free blocks */
 	struct spb_link full[SPB_NR_BINS];    /* spans seen full */
 	struct spb_link all_link;             /* all heaps (live or pooled) */
@@ -166,14 +155,21 @@ static inline struct spb_block *spb__link_next(const struct spb_span *s, const s
  * owner (or whoever collects an ownerless span under the abandoned lock)
  * writes live words, other threads read them: relaxed atomics, plain moves
  * on x86. xfreed bits are set by fetch_or (several threads may free into
- * one span at once) and cleared by the owner's collect (fetch_and). A
- * block is free (live 0), live (1, xfreed 0), or freed by another thread
- * and on its way back (1, 1). */
+ * one span at once) and taken by the owner's collect (exchange of the
+ * word), which finds the words to look at in the span's xsum. A block is
+ * free (live 0), live (1, xfreed 0), or freed by another thread and on
+ * its way back (1, 1). */
 static inline uint64_t *spb__bit_word(const struct spb_span *s, uintptr_t off, uint64_t *bit)
 {
 	uintptr_t i = off >> s->gshift;
 	*bit = (uint64_t)1 << (i & 63);
 	return (uint64_t *)(s + 1) + ((i >> 6) << 1); /* live; [1] is xfreed */
+}
+/* The xsum bit of the bitmap's word pair wi (wi = off >> gshift >> 6). */
+static inline uint64_t spb__xsum_bit(const struct spb_span *s, uintptr_t wi)
+{
+	unsigned sh = s->words_order > 6 ? s->words_order - 6u : 0u;
+	return (uint64_t)1 << ((wi >> sh) & 63);
 }
 static inline bool spb__live_test(const struct spb_span *s, uintptr_t off)
 {
@@ -216,7 +212,8 @@ struct spb_span *spb__span_new(struct spb_heap *h, unsigned bin) SPB_HIDDEN;
 void spb__span_release(struct spb_span *s) SPB_HIDDEN;
 /* Put up to a page's worth of never-used blocks on the free list. */
 bool spb__span_extend(struct spb_span *s) SPB_HIDDEN;
-/* Move the xfree stack onto the free list; returns blocks collected. */
+/* Blocks flagged xfreed (the words xsum names) onto the free list;
+ * returns blocks collected. */
 uint32_t spb__span_collect(struct spb_span *s) SPB_HIDDEN;
 /* Span trim: give back the pages of s (its owner's) that no live block
  * touches; blocks on them leave the free list. Only when, with those
@@ -341,15 +338,10 @@ unsigned spb__heap_steal_begin(bool (*want)(const struct spb_span *), struct spb
 void spb__heap_steal_end(struct spb_span **v, unsigned n) SPB_HIDDEN;
 /* The calling thread's MOVABLE heap abandons its current spans. */
 void spb__heap_drop_movable(void) SPB_HIDDEN;
-/* Push other threads' cross-thread batches to their spans: every batch
- * (all), or only those that did not change since the previous call (the
- * background thread, once a second). Returns batches pushed. */
-unsigned spb__heap_steal_batches(bool all) SPB_HIDDEN;
 /* Every thread's idle cached runs (all: every cached run) back to the
  * engine; returns runs given back. */
 unsigned spb__heap_steal_runs(bool all) SPB_HIDDEN;
-/* spb__reclaim_hook: every batch of cross-thread frees out, abandoned
- * swept, idle cached runs back. */
+/* spb__reclaim_hook: abandoned spans swept, idle cached runs back. */
 void spb__heap_reclaim(bool all) SPB_HIDDEN;
 /* Add to a MALLOC_* counter from where no heap is at hand (atomic). */
 void spb__heap_count(enum spb_counter c, uint64_t n) SPB_HIDDEN;
@@ -390,12 +382,6 @@ void *spb__calloc(size_t n, size_t size) SPB_HIDDEN;
 void *spb__realloc(void *p, size_t size) SPB_HIDDEN;
 void *spb__aligned(size_t align, size_t size) SPB_HIDDEN;
 void spb__free_ptr(void *p) SPB_HIDDEN;
-/* Push the batch of cross-thread frees of heap h (the calling thread's
- * primary heap) to its span (free.c). */
-void spb__remote_flush(struct spb_heap *h) SPB_HIDDEN;
-/* Push a list of blocks (encoded links, first..last) onto span s's xfree
- * stack and notify its owner when it had seen s full (free.c). */
-void spb__xfree_push(struct spb_span *s, struct spb_block *first, struct spb_block *last) SPB_HIDDEN;
 size_t spb__usable(const void *p) SPB_HIDDEN;
 
 /* ---- secret.c (malloc side) ---- */

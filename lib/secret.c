@@ -23,9 +23,8 @@
  * atfork handler maps zeroed plain memory there: free ones become plain
  * free pageblocks, pageblocks holding SECRET allocations become LOST
  * (never allocated from again, their frees ignored and counted), and the
- * child's SECRET heaps, abandoned SECRET spans and cross-thread batches
- * into them are dropped (their free lists lived in the memory the child
- * did not get). An inherited secret pointer reads zero in the child.
+ * child's SECRET heaps and abandoned SECRET spans are dropped (their
+ * free lists lived in the memory the child did not get). An inherited secret pointer reads zero in the child.
  *
  * SPBs on the 1 GiB hugetlb rung are passed over (steer.c): one pageblock
  * of a 1 GiB page cannot be remapped.

@@ -56,7 +56,7 @@ static struct spb_span *desc_alloc(unsigned order)
 	memset(s + 1, 0, (size_t)16 << order); /* live and xfreed words */
 	s->free = NULL;
 	s->used = s->extended = 0;
-	__atomic_store_n(&s->xfree, NULL, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->xsum, 0, __ATOMIC_RELAXED);
 	s->notify_next = NULL;
 	s->link.next = s->link.prev = NULL;
 	return s;
@@ -190,31 +190,47 @@ bool spb__span_extend(struct spb_span *s)
 uint32_t spb__span_collect(struct spb_span *s)
 {
 	/* Sequentially consistent: mark_full's second look (heap.c) pairs
-	 * with the pusher's load of the full flag (free.c). */
-	struct spb_block *list = __atomic_exchange_n(&s->xfree, NULL, __ATOMIC_SEQ_CST);
-	if (!list)
+	 * with the freer's load of the full flag (free.c), and a freer that
+	 * found its xsum bit set already flagged its block before this
+	 * exchange took the bit. */
+	uint64_t sum = __atomic_exchange_n(&s->xsum, 0, __ATOMIC_SEQ_CST);
+	if (!sum)
 		return 0;
-	/* Each block: a block start inside the span (the links are checked
-	 * like the free list's), live and flagged freed by another thread
-	 * (anything else is a double free), and free from now on. Then the
-	 * list goes in front of the free list. */
-	uint32_t n = 0;
-	struct spb_block *b = list, *last = NULL;
-	while (b) {
-		uintptr_t off = (uintptr_t)b - s->start;
-		if (off >= s->limit || ((off * s->inv) >> SPB_INV_SHIFT) * s->bsize != off)
-			spb__link_fault(last ? (const void *)last : (const void *)&s->xfree);
-		uint64_t bit, *w = spb__bit_word(s, off, &bit);
-		uint64_t lv = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
-		if (!(lv & bit) || !(__atomic_fetch_and(&w[1], ~bit, __ATOMIC_RELAXED) & bit))
-			spb__fatal("free(): double free detected", b);
-		__atomic_store_n(&w[0], lv & ~bit, __ATOMIC_RELAXED);
-		n++;
-		last = b;
-		b = spb__link_dec(b->next_enc, b);
+	unsigned sh = s->words_order > 6 ? s->words_order - 6u : 0u;
+	uint32_t nwords = 1u << s->words_order, n = 0;
+	uint64_t *w = (uint64_t *)(s + 1);
+	struct spb_block *head = s->free;
+	/* Each word named: its xfreed bits taken at once; each such block
+	 * must be live (anything else is a double free) and is free from
+	 * now on, in front of the free list. The blocks themselves are
+	 * written (their links), never read: no miss waits for another. */
+	while (sum) {
+		uint32_t k = (uint32_t)__builtin_ctzll(sum) << sh, kend = k + (1u << sh);
+		sum &= sum - 1;
+		for (; k < kend && k < nwords; k++) {
+			if (!__atomic_load_n(&w[2 * k + 1], __ATOMIC_RELAXED))
+				continue;
+			uint64_t x = __atomic_exchange_n(&w[2 * k + 1], 0, __ATOMIC_SEQ_CST);
+			uint64_t lv = __atomic_load_n(&w[2 * k], __ATOMIC_RELAXED);
+			if (SPB_UNLIKELY((lv & x) != x))
+				spb__fatal("free(): double free detected",
+					   (void *)(s->start + ((uintptr_t)k * 64 << s->gshift)));
+			__atomic_store_n(&w[2 * k], lv & ~x, __ATOMIC_RELAXED);
+			n += (uint32_t)__builtin_popcountll(x);
+			do {
+				/* Bit j covers offsets [j << gshift, (j + 1) << gshift):
+				 * the block there starts at the first multiple of
+				 * bsize at or after j << gshift. */
+				uintptr_t lo = ((uintptr_t)k * 64 + (unsigned)__builtin_ctzll(x)) << s->gshift;
+				uintptr_t off = (((lo + s->bsize - 1) * s->inv) >> SPB_INV_SHIFT) * s->bsize;
+				struct spb_block *b = (struct spb_block *)(s->start + off);
+				b->next_enc = spb__link_enc(head, b);
+				head = b;
+				x &= x - 1;
+			} while (x);
+		}
 	}
-	last->next_enc = spb__link_enc(s->free, last);
-	s->free = list;
+	s->free = head;
 	s->free_zero = 0;
 	s->used -= n;
 	return n;
@@ -229,8 +245,8 @@ static inline uint64_t page_bits(uintptr_t off, uint32_t len)
 	return hi & ~(((uint64_t)1 << a) - 1);
 }
 
-/* Pages of s a live block (or one on its way back from another thread:
- * its link is written in it) touches. */
+/* Pages of s a live block (or one on its way back from another thread,
+ * flagged xfreed and not collected yet) touches. */
 static uint64_t busy_pages(const struct spb_span *s)
 {
 	const uint64_t *w = (const uint64_t *)(s + 1);

@@ -7,10 +7,11 @@
  *   late_free_batch   a free after the thread's key destructors made a
  *                     heap that was never retired, and the block waited in
  *                     its cross-thread batch for ever;
- *   idle_batch_bg     a thread that frees one remote block and sleeps
- *                     pinned it for ever (now: the background thread
- *                     pushes idle batches within about two rounds);
- *   idle_batch_trim   ... and spb_trim could not recover it either;
+ *   idle_xfree        a thread that frees one remote block and sleeps
+ *                     pinned it in its batch for ever (later: until the
+ *                     background thread pushed it; now a cross-thread
+ *                     free is flagged in the owner's span at once and no
+ *                     thread holds a batch);
  *   corrupt_link      a write after free into a block's link made a later
  *                     malloc return an arbitrary address (now: one line);
  *   xthread_double    a block freed twice by another thread.
@@ -164,7 +165,7 @@ static void test_late_free_batch(void)
 	pthread_key_delete(late_key);
 }
 
-/* ---- an idle thread's batch of remote frees ---- */
+/* ---- a remote free by a thread that then sleeps ---- */
 
 struct idle_arg {
 	void *victim;
@@ -186,47 +187,59 @@ static void *free_then_sleep(void *arg)
 	return NULL;
 }
 
-static bool victim_back(void *victim)
+static struct spb_span *span_of(void *p)
 {
-	struct spb_region *r = spb__region_of(victim);
-	struct spb_span *s = spb__span_of((struct spb *)r, victim);
-	/* Pushed to the span: on its xfree stack, flagged (live, xfreed). */
-	return __atomic_load_n(&s->xfree, __ATOMIC_ACQUIRE) != NULL;
+	struct spb_region *r = spb__region_of(p);
+	return spb__span_of((struct spb *)r, p);
 }
 
-static void idle_batch(bool use_trim)
+/* The block's state in its span: flagged by another thread's free (live,
+ * xfreed) and its word named in the span's xsum. */
+static bool victim_flagged(void *victim)
+{
+	struct spb_span *s = span_of(victim);
+	uintptr_t off = (uintptr_t)victim - s->start;
+	uint64_t bit, *w = spb__bit_word(s, off, &bit);
+	return (__atomic_load_n(&w[0], __ATOMIC_ACQUIRE) & bit) &&
+	       (__atomic_load_n(&w[1], __ATOMIC_ACQUIRE) & bit) &&
+	       (__atomic_load_n(&s->xsum, __ATOMIC_ACQUIRE) &
+		spb__xsum_bit(s, off >> s->gshift >> 6));
+}
+
+static void test_idle_xfree(void)
 {
 	void *keep[32];
-	for (int i = 0; i < 32; i++) /* a size of its own: an untouched xfree */
-		keep[i] = spb__malloc(use_trim ? 240 : 400);
+	for (int i = 0; i < 32; i++) /* a size of its own: nothing flagged yet */
+		keep[i] = spb__malloc(400);
 	struct idle_arg a = {.victim = keep[5], .mu = PTHREAD_MUTEX_INITIALIZER,
 			     .cv = PTHREAD_COND_INITIALIZER};
 	keep[5] = NULL;
-	uint64_t st0 = ctr(MALLOC_BATCH_STOLEN);
+	struct spb_span *s = span_of(a.victim);
+	CHECK(__atomic_load_n(&s->xsum, __ATOMIC_ACQUIRE) == 0);
+	uint32_t used0 = s->used;
 	pthread_t t;
 	REQUIRE(pthread_create(&t, NULL, free_then_sleep, &a) == 0);
 	pthread_mutex_lock(&a.mu);
 	while (!a.freed)
 		pthread_cond_wait(&a.cv, &a.mu);
 	pthread_mutex_unlock(&a.mu);
-	CHECK(!victim_back(a.victim)); /* batched in the sleeping thread */
-	double waited = 0;
-	if (use_trim) {
-		spb_trim();
-	} else {
-		/* The background thread looks once a second (stats interval);
-		 * an idle batch goes at its second look. */
-		while (!victim_back(a.victim) && waited < 10.0) {
-			usleep(50 * 1000);
-			waited += 0.05;
-		}
-	}
-	printf("idle_batch(%s): block back in its span after %.2f s, batches stolen %llu\n",
-	       use_trim ? "spb_trim" : "background", waited,
-	       (unsigned long long)(ctr(MALLOC_BATCH_STOLEN) - st0));
-	CHECK(victim_back(a.victim));
-	CHECK(ctr(MALLOC_BATCH_STOLEN) - st0 >= 1);
-	CHECK(waited < 4.0);
+	/* The freeing thread sleeps: nothing of it holds the block. */
+	CHECK(victim_flagged(a.victim));
+	CHECK(s->used == used0); /* counted until the owner collects it */
+	/* The owner (this thread) collects it: free, off the xsum. */
+	CHECK(spb__span_collect(s) == 1);
+	uint64_t bit, *w = spb__bit_word(s, (uintptr_t)a.victim - s->start, &bit);
+	CHECK(!(__atomic_load_n(&w[0], __ATOMIC_RELAXED) & bit));
+	CHECK(!(__atomic_load_n(&w[1], __ATOMIC_RELAXED) & bit));
+	CHECK(__atomic_load_n(&s->xsum, __ATOMIC_RELAXED) == 0);
+	CHECK(s->used == used0 - 1);
+	CHECK(spb__span_collect(s) == 0);
+	/* ... and hands it out again (first on the free list). */
+	void *again = spb__malloc(400);
+	printf("idle_xfree: flagged at once, collected, handed out again: %s\n",
+	       again == a.victim ? "yes" : "no");
+	CHECK(again == a.victim);
+	spb__free_ptr(again);
 	pthread_mutex_lock(&a.mu);
 	a.release = 1;
 	pthread_cond_broadcast(&a.cv);
@@ -300,8 +313,7 @@ int main(void)
 #else
 	test_late_free_batch();
 #endif
-	idle_batch(true);
-	idle_batch(false);
+	test_idle_xfree();
 #ifndef __SANITIZE_THREAD__ /* no threads in the child of a threaded fork */
 	death("corrupt_link", c_corrupt_link, "free list corrupted");
 	death("xthread_double", c_xthread_double, "double free");
