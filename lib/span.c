@@ -208,7 +208,10 @@ uint32_t spb__span_collect(struct spb_span *s)
 		uint32_t k = (uint32_t)__builtin_ctzll(sum) << sh, kend = k + (1u << sh);
 		sum &= sum - 1;
 		for (; k < kend && k < nwords; k++) {
-			if (!__atomic_load_n(&w[2 * k + 1], __ATOMIC_RELAXED))
+			/* Sequentially consistent too: a freer that skipped
+			 * setting xsum (found its bit set) flagged its block
+			 * before our exchange of xsum, in that order only. */
+			if (!__atomic_load_n(&w[2 * k + 1], __ATOMIC_SEQ_CST))
 				continue;
 			uint64_t x = __atomic_exchange_n(&w[2 * k + 1], 0, __ATOMIC_SEQ_CST);
 			uint64_t lv = __atomic_load_n(&w[2 * k], __ATOMIC_RELAXED);

@@ -1,36 +1,57 @@
 /*
  * notify.pml — an exhaustive SPIN model of the full/notify protocol of
- * lib/heap.c (see the comment at its top), lib/free.c (spb__xfree_push, the
- * owner's fast-path free) and lib/span.c (spb__span_collect, the pooled
- * span descriptors). Run by tests/model/run-model.sh (ctest model.*).
+ * lib/heap.c (see the comment at its top), of the cross-thread free of
+ * lib/free.c (free_xthread, xfree_note) and the owner's fast-path free,
+ * and of lib/span.c (spb__span_collect, the pooled span descriptors). Run
+ * by tests/model/run-model.sh (ctest model.*).
  *
  * What is modelled, one size class ("bin"), one zone and class:
  *   - NS span descriptors (2 or 3), pooled and reused (desc_alloc,
  *     desc_free_one): a descriptor is an index, so a remote freer that
- *     keeps an index after its push holds a stale pointer exactly as the
+ *     keeps an index after its flag holds a stale pointer exactly as the
  *     code does (the span may be released and reused by another heap);
  *   - 2 heap structs: owner A (heap 0) works then exits, retiring heap 0
  *     to the pool; owner C then reuses heap 0 (heap_init); owner B (heap 1)
  *     works throughout. An owner's actions: malloc (fast path, refill:
- *     drain_notify, span_ready with mark_full and the second look at xfree,
- *     the avail list, adopt, span_new), its own frees (fast path, then
- *     spb__heap_span_empty: mark_avail, free-to-empty-and-release) and, for
- *     A, thread exit (heap_release_spans: make_avail_for_exit, collect,
- *     release or abandon_span, the last drain; retire);
- *   - 2 remote freers: blocks an owner hands over; each is pushed on its
- *     span's xfree, then `full` is loaded and FULL -> NOTIFIED tried, then
- *     s->heap read and the span pushed on that heap's xnotify list;
+ *     drain_notify, span_ready with mark_full and the second look (a
+ *     collect), the avail list, adopt, span_new), its own frees (fast
+ *     path, then spb__heap_span_empty: mark_avail, free-to-empty-and-
+ *     release) and, for A, thread exit (heap_release_spans:
+ *     make_avail_for_exit, collect, release or abandon_span, the last
+ *     drain; retire);
+ *   - 2 remote freers: blocks an owner hands over. Each (free_xthread,
+ *     xfree_note): (1) fetch_or of the block's bit into the span's xfreed
+ *     bitmap word: the block is "flagged"; (2) load of s->xsum; (3) if the
+ *     word's xsum bit was clear, fetch_or of it into s->xsum (else no
+ *     store); (4) load of `full`, and if FULL the CAS FULL -> NOTIFIED,
+ *     then s->heap read and the span pushed on that heap's xnotify list;
+ *   - the collect (spb__span_collect), by the owner or (SWEEP) by the
+ *     sweeper under aband_lock: (a) sum = exchange(&s->xsum, 0); if sum
+ *     is not 0, (b) the look at the word (a relaxed load) and, if not 0,
+ *     (c) exchange(word, 0): those blocks are free again (used -=
+ *     popcount);
+ *   - desc_alloc's reset of the bitmap (memset) and of xsum (a store): a
+ *     late freer may still set the xsum bit of a reused descriptor (a
+ *     spurious look for its new owner);
  *   - (SWEEP) the background thread's sweep of abandoned spans.
- * Every load, store, CAS and exchange of a shared word is one step; what
- * only the owner touches (its lists, bins[bin], `used`, the free list) is
- * local to its process and folded into the neighbouring step (a lock-held
- * region is one step). The interleaving is sequentially consistent: the
- * code makes the one Dekker pair that needs it (xfree push + load of full
- * against mark_full + the exchange of xfree) seq_cst. Blocks are counts:
- * u[s] (span->used: handed out, xfree included), xf[s] (on the xfree
- * stack), hold[s] (kept by the owner's program), out[s] (handed to another
- * thread, not pushed yet). Lists are sets and are walked in any order, a
- * superset of the orders the code can take.
+ * Every load, store, CAS, fetch_or and exchange of a shared word is one
+ * step; what only the owner touches (its lists, bins[bin], `used`, the
+ * free list) is local to its process and folded into the neighbouring
+ * step (a lock-held region is one step, but for the sweeper's, whose
+ * collect races the freers: aband_lock is then a ghost lock). The
+ * interleaving is sequentially consistent: the code makes seq_cst the
+ * accesses whose order the protocol needs (the flag, the load and
+ * fetch_or of xsum and the load of full, against mark_full's CAS and the
+ * collect's exchanges), but for the collect's look at the word (b), a
+ * relaxed load, taken here as sequentially consistent too: C11 does not
+ * order it after the exchange of xsum (a) against a freer's flag. The
+ * bitmap is one word per span, so all of a
+ * span's blocks share one xsum bit. Blocks are counts: u[s] (span->used:
+ * handed out, flagged included), fl[s] (flagged in the xfreed word, not
+ * collected), hold[s] (kept by the owner's program), out[s] (handed to
+ * another thread, not flagged yet); xsum[s] is the span's xsum bit. Lists
+ * are sets and are walked in any order, a superset of the orders the code
+ * can take.
  *
  * Properties (assertions; SPIN also reports a deadlock as an invalid end
  * state, and an exit that waits forever trips a timeout assertion):
@@ -42,10 +63,16 @@
  *       empty;
  *   (c) drain_notify finds s->heap == h and the span NOTIFIED (the code's
  *       fatal check never fires); a notifier reads a non-NULL s->heap;
- *   (d) no lost wake-up: when every thread is done, every span its owner
- *       saw FULL has an empty xfree; a NOTIFIED one is on its owner's
- *       list, an AVAIL one on its avail list (the owner looks there
- *       again); desc_alloc's reset of xfree drops no block;
+ *   (d) no lost wake-up, no block left behind: when every thread is
+ *       done, (d1) a span with a flagged block has its xsum bit set, so
+ *       the next collect of the span (its owner's, an adopter's, the
+ *       sweeper's) takes the block: a block flagged with the bit clear
+ *       and no freer left to set it is never collected; (d2) a span its
+ *       owner saw FULL has no flagged block (nobody collects a FULL span
+ *       until a notification: its freers had to see FULL and notify); a
+ *       NOTIFIED one is on its owner's list, an AVAIL one on its avail
+ *       list (the owner looks there again); desc_alloc's reset of the
+ *       bitmap and xsum drops no block (nothing flagged at reuse);
  *   (e) a span is released or abandoned only AVAIL and on no xnotify list.
  *
  * Variants (cpp defines: `spin -DNAME -a notify.pml`):
@@ -57,8 +84,17 @@
  *   CONSEQUENCES_ONLY leave out the checks of the invariants themselves
  *                     ((e) and the empty list at retirement), to see what
  *                     breaking them leads to: (a), (b), (c), (d).
- *   NO_SECOND_LOOK    span_ready without its second look at xfree after
- *                     mark_full. Must fail (d).
+ *   NO_SECOND_LOOK    span_ready without its second look (collect) after
+ *                     mark_full. Must fail (d2).
+ *   XSUM_LOAD_BEFORE_FLAG  the freer loads xsum before it flags its block
+ *                     (steps (2) and (1) swapped): it sees the bit set, a
+ *                     collect then takes the bit and the word, then the
+ *                     flag lands with no bit to name it. Must fail (d1).
+ *   XSUM_CLEAR_AFTER_WORD  the collect takes the word before it clears
+ *                     xsum (a load of xsum, the word's exchange, then a
+ *                     store of 0 to xsum): a freer that flags in between
+ *                     sees the bit set and the store clears it. Must fail
+ *                     (d1).
  *   FORK              owner A may fork(); the model follows the child, in
  *                     which every other thread is gone (provided clauses
  *                     freeze them; run pan with -E: the frozen threads
@@ -66,9 +102,11 @@
  *                     its FULL -> NOTIFIED and its push leaves A's span
  *                     NOTIFIED for good: A's thread exit then waits
  *                     forever in make_avail_for_exit (the timeout assert).
- *   FORK_FIX          with FORK: a fix in the child's fork handler (drain,
- *                     then any span of the thread's heap still NOTIFIED
- *                     lost its notifier: AVAIL again, on the avail list).
+ *   FORK_FIX          with FORK: the fix in the child's fork handler
+ *                     (heap_fixup_child: drain, then any span of the
+ *                     thread's heap still NOTIFIED lost its notifier, and
+ *                     one FULL with its xsum bit set may have lost it:
+ *                     AVAIL again, on the avail list).
  *   SWEEP             add the background sweep of abandoned spans.
  *   NS=2|3, CAP=n, OPS_A/OPS_B/OPS_C: the size of the model (owners stop
  *                     after up to OPS_x mallocs; OPS_B=0: B idle).
@@ -120,7 +158,8 @@
 /* Shared: the span descriptors (arrays sized 3; NS of them are used). */
 byte sfull[3];  /* span->full */
 byte sheap[3];  /* span->heap */
-byte xf[3];     /* blocks on span->xfree */
+byte fl[3];     /* blocks flagged in the span's xfreed word, not collected */
+bool xsum[3];   /* the word's bit in span->xsum */
 byte aused[3];  /* span->used while abandoned (under aband_lock) */
 byte lst[3];    /* ghost: L_* */
 byte onl[3];    /* ghost: the heap whose xnotify holds the span (or whose
@@ -133,6 +172,7 @@ byte xn[NH];    /* heap->xnotify as a set of spans */
 
 byte nfresh;    /* descriptors nfresh.. were never used */
 byte ndone;     /* owners finished */
+bool alk;       /* SWEEP: aband_lock, held by the sweeper across its collect */
 bool forked;    /* FORK: owner A forked; we follow the child, where every
 		   other thread is gone (their processes are frozen) */
 chan blk = [2] of { byte }; /* blocks for the remote freers: span index */
@@ -156,9 +196,31 @@ chan blk = [2] of { byte }; /* blocks for the remote freers: span index */
 	:: else -> v = NOS \
 	fi
 
-/* spb__span_collect: exchange(&s->xfree, NULL) (seq_cst); the blocks go
- * on the owner's free list: u[s] counts blocks out, xfree included. */
-#define COLLECT(s) got = xf[s]; u[s] = u[s] - got; xf[s] = 0
+/* spb__span_collect(s): sets got (blocks collected); cnt: the span's
+ * used count (the owner's u[s], the sweeper's aused[s]). (a) sum =
+ * exchange(&s->xsum, 0); if not 0, for the word it names: (b) a relaxed
+ * look at the word, and if not 0 (c) x = exchange(word, 0): those blocks
+ * go on the free list (used -= popcount). (a) and (c) are seq_cst. */
+inline collect(s, cnt)
+{
+#ifndef XSUM_CLEAR_AFTER_WORD
+	atomic { got = xsum[s]; xsum[s] = 0 } /* (a) */
+#else
+	got = xsum[s]; /* the variant: a load of xsum */
+#endif
+	if
+	:: got ->
+		if
+		:: fl[s] == 0 -> got = 0 /* (b): nothing flagged */
+		:: else -> /* (c) */
+			atomic { got = fl[s]; cnt = cnt - got; fl[s] = 0 }
+		fi
+#ifdef XSUM_CLEAR_AFTER_WORD
+		; xsum[s] = 0 /* the variant: xsum cleared after the word */
+#endif
+	:: else -> skip
+	fi
+}
 
 /* drain_notify(h, relink) */
 inline drain(relink)
@@ -197,7 +259,7 @@ inline release(s, n)
 #ifdef OLD_PLAIN_STORES
 		sfull[s] = AVAIL; /* old: __atomic_store_n(&s->full, AVAIL) */
 #endif
-		assert(n == 0 && xf[s] == 0 && out[s] == 0);
+		assert(n == 0 && fl[s] == 0 && out[s] == 0);
 		sheap[s] = NOH;
 		lst[s] = L_POOL
 	}
@@ -217,13 +279,14 @@ inline abandon(s)
 #ifdef OLD_PLAIN_STORES
 	sfull[s] = AVAIL; /* old: a plain store after the heap's */
 #endif
-	atomic { lst[s] = L_ABAND; aused[s] = u[s]; u[s] = 0 } /* aband_lock */
+	atomic { !alk -> lst[s] = L_ABAND; aused[s] = u[s]; u[s] = 0 } /* aband_lock */
 }
 
 /* span_ready(h, s): sets ok */
 inline span_ready(s)
 {
-	atomic { COLLECT(s); ok = (u[s] < CAP) } /* s->free, or extend */
+	collect(s, u[s]);
+	ok = (u[s] < CAP); /* s->free, or extend */
 	if
 	:: !ok ->
 		/* mark_full: move_to(full list); full_cas(AVAIL, FULL) */
@@ -235,7 +298,8 @@ inline span_ready(s)
 			fi
 		}
 #ifndef NO_SECOND_LOOK
-		atomic { COLLECT(s); ok = (got > 0) } /* the second look */
+		collect(s, u[s]); /* the second look */
+		ok = (got > 0)
 #endif
 		if
 		:: ok ->
@@ -278,6 +342,7 @@ inline refill()
 	:: ok -> break
 	:: else ->
 		atomic { /* under aband_lock */
+			!alk;
 			PICK(s, IS_ABAND);
 			if
 			:: s != NOS -> lst[s] = L_NONE; u[s] = aused[s]; aused[s] = 0
@@ -304,12 +369,14 @@ inline refill()
 	if
 	:: ok -> skip
 	:: else ->
-		/* desc_alloc, under desc_lock: resets xfree and notify_next */
+		/* desc_alloc, under desc_lock: resets the bitmap, xsum and
+		 * notify_next */
 		atomic {
 			PICK(s, IS_POOL);
 			if
 			:: s != NOS ->
-				assert(xf[s] == 0 && out[s] == 0); /* (d) no block dropped */
+				assert(fl[s] == 0 && out[s] == 0); /* (d) no block dropped */
+				xsum[s] = 0;
 				assert(onl[s] == NOH);             /* (a) */
 				assert(sfull[s] == AVAIL);
 				lst[s] = L_NONE;
@@ -390,7 +457,8 @@ inline thread_exit()
 #ifndef OLD_PLAIN_STORES
 			make_avail_for_exit(s);
 #endif
-			atomic { COLLECT(s); got = 0 }
+			collect(s, u[s]);
+			got = 0;
 			if
 			:: u[s] == 0 -> release(s, u[s])
 			:: else -> abandon(s)
@@ -471,20 +539,22 @@ proctype owner(byte h; byte nops; bool reuse; bool exits) PROVIDED_OWNER
 		s = 0
 	:: break /* the thread stops (or goes idle) here: after up to nops */
 #ifdef FORK
-	:: exits && !forked ->
-		/* fork(): the prefork handler takes heaps_lock, aband_lock,
-		 * the zone and descriptor locks (no modelled step runs under
-		 * them but as one atomic step); we follow the child. */
+	:: exits && !forked && !alk ->
+		/* fork(): the prefork handler takes heaps_lock, aband_lock
+		 * (so not while the sweeper holds it), the zone and
+		 * descriptor locks (no other modelled step runs under them
+		 * but as one atomic step); we follow the child. */
 		forked = 1;
 #ifdef FORK_FIX
-		/* A fix in the child's postfork handler: this thread's heaps
-		 * can no longer be notified by anyone but itself, so a span
-		 * still NOTIFIED after a drain lost its notifier to the fork:
-		 * make it AVAIL, back on the avail list. */
+		/* The fix in the child's postfork handler (heap_fixup_child):
+		 * this thread's heaps can no longer be notified by anyone but
+		 * itself, so a span still NOTIFIED after a drain lost its
+		 * notifier to the fork, and one FULL with its xsum bit set
+		 * may have lost it: make it AVAIL, back on the avail list. */
 		drain(1);
 		for (t : 0 .. NS - 1) {
 			if
-			:: my[t] != M_NO && sfull[t] == NOTIFIED ->
+			:: my[t] != M_NO && (sfull[t] == NOTIFIED || (sfull[t] == FULL && xsum[t])) ->
 				assert(onl[t] == NOH);
 				sfull[t] = AVAIL;
 				my[t] = M_AVAIL
@@ -505,7 +575,8 @@ proctype owner(byte h; byte nops; bool reuse; bool exits) PROVIDED_OWNER
 				if
 				:: sheap[t] == h ->
 					assert(lst[t] == L_OWN);
-					assert(sfull[t] != FULL || (xf[t] == 0 && my[t] == M_FULL));
+					assert(fl[t] == 0 || xsum[t]); /* (d1) */
+					assert(sfull[t] != FULL || (fl[t] == 0 && my[t] == M_FULL)); /* (d2) */
 					assert(sfull[t] != NOTIFIED || onl[t] == h);
 					assert(sfull[t] != AVAIL || my[t] == M_AVAIL)
 				:: else -> assert(my[t] == M_NO)
@@ -516,20 +587,42 @@ proctype owner(byte h; byte nops; bool reuse; bool exits) PROVIDED_OWNER
 	ndone++
 }
 
-/* A thread freeing blocks of other threads' spans: spb__xfree_push, then
- * spb__heap_notify. After the push s may be stale: released, reused. */
+/* A thread freeing blocks of other threads' spans: free_xthread and
+ * xfree_note, then spb__heap_notify. After the flag s may be stale:
+ * released, reused. */
 proctype remote() PROVIDED_OTHER
 {
 	byte s, h;
 	bool won;
+#ifdef XSUM_LOAD_BEFORE_FLAG
+	bool seen;
+#endif
 end:
 	do
+#ifndef XSUM_LOAD_BEFORE_FLAG
 	:: atomic {
 		blk?s ->
 		assert(lst[s] != L_POOL && out[s] > 0);
 		out[s]--;
-		xf[s]++ /* CAS push on s->xfree (seq_cst) */
+		fl[s]++ /* (1) fetch_or of the block's xfreed bit (seq_cst) */
 	   }
+		if
+		:: xsum[s] -> skip /* (2) load of xsum (seq_cst): set already */
+		:: else -> xsum[s] = 1 /* (2) clear; (3) fetch_or of the bit (seq_cst) */
+		fi;
+#else
+	:: atomic {
+		blk?s ->
+		assert(lst[s] != L_POOL && out[s] > 0);
+		seen = xsum[s] /* the variant: (2) first */
+	   }
+		atomic { out[s]--; fl[s]++ } /* (1) */
+		if
+		:: !seen -> xsum[s] = 1 /* (3) */
+		:: else -> skip
+		fi;
+		seen = 0;
+#endif
 		if
 		:: sfull[s] == FULL -> /* load (seq_cst) */
 			atomic { /* CAS FULL -> NOTIFIED */
@@ -561,22 +654,29 @@ end:
 /* The background thread: spb__heap_sweep_abandoned, one span a pass. */
 proctype sweeper() PROVIDED_OTHER
 {
-	byte s, n = 2;
+	byte s, got, n = 2;
 	do
 	:: n > 0 ->
 		n--;
-		atomic { /* under aband_lock: collect; take the empty ones */
+		atomic { /* aband_lock; a span of the list */
 			PICK(s, IS_ABAND);
 			if
-			:: s != NOS ->
-				aused[s] = aused[s] - xf[s]; xf[s] = 0;
-				if
-				:: aused[s] == 0 -> lst[s] = L_NONE
-				:: else -> s = NOS
-				fi
+			:: s != NOS -> alk = 1
 			:: else -> skip
 			fi
 		}
+		if
+		:: s != NOS ->
+			collect(s, aused[s]); /* under aband_lock */
+			atomic { /* take it if empty; unlock */
+				if
+				:: aused[s] == 0 -> lst[s] = L_NONE
+				:: else -> s = NOS
+				fi;
+				alk = 0; got = 0
+			}
+		:: else -> skip
+		fi;
 		if
 		:: s != NOS -> release(s, aused[s])
 		:: else -> skip
@@ -616,7 +716,8 @@ init
 				assert(sfull[i] == AVAIL && onl[i] == NOH);
 				assert(lst[i] == L_POOL || lst[i] == L_ABAND)
 			fi;
-			assert(lst[i] != L_POOL || xf[i] == 0)
+			assert(fl[i] == 0 || xsum[i]); /* (d1) */
+			assert(lst[i] != L_POOL || fl[i] == 0)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run-model.sh — generate, compile and run SPIN's exhaustive verifier for
-# tests/model/notify.pml (the full/notify protocol of lib/heap.c), or with
+# tests/model/notify.pml (the full/notify protocol of lib/heap.c and the
+# cross-thread free of lib/free.c and lib/span.c), or with
 # --model handle.pml the move protocol of handle objects (lib/handle.c,
 # lib/compact.c).
 #
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
 	--full) full=1 ;;
 	--workdir) workdir=$2; shift ;;
 	--model) name=$2; shift ;;
-	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,18p' "$0"; exit 0 ;;
 	*) configs+=("$1") ;;
 	esac
 	shift
@@ -124,7 +125,7 @@ trail_summary()
 	# shellcheck disable=SC2086 # the defines are words
 	spin -t -p $1 notify.pml 2>&1 |
 		grep -vE '^[[:space:]]*queue|^[[:space:]]*$' |
-		grep -E 'sfull\[|sheap\[|xn\[|xf\[|hst\[|blk[?!]|forked|trail ends|Error|failed assertion|cur = s|\[\(timeout\)\]' |
+		grep -E 'sfull\[|sheap\[|xn\[|fl\[|xsum\[|seen = |got = fl|hst\[|blk[?!]|forked|trail ends|Error|failed assertion|cur = s|\[\(timeout\)\]' |
 		grep -vE '^[[:space:]]*[0-9]+:.*\[assert|^[[:space:]]+[a-z]+\[[0-9]\] = |\(:init:' |
 		sed -E 's/proc  1 \(owner:1\)/A(heap0)/; s/proc  2 \(owner:1\)/B(heap1)/;
 			s/proc  3 \(owner:1\)/C(heap0)/; s/proc  4 \(remote:1\)/R1/;
