@@ -20,8 +20,8 @@
  * entry still as chosen (no pin since); copy (the new header tag^COPY);
  * CAS the entry to the new place; the tag at the new place; scrub the old
  * header; free the old block. handle.c has the protocol and why no write
- * is lost. After the pass the mover's batch of frees is pushed and the
- * abandoned spans are swept: the emptied spans go back to the engine,
+ * is lost. After the pass (the old blocks freed as any other thread's
+ * frees: flagged in their spans) the abandoned spans are swept: the emptied spans go back to the engine,
  * whose pageblocks then go free whole (and, once an SPB is empty, decay
  * unmaps it). Objects over 128 KiB (page runs) move when their pageblock
  * is emptied; objects of whole pageblocks (2 MiB and more) when their SPB

@@ -455,10 +455,9 @@ void *spb__pages_alloc(struct spb_zone *z, size_t bytes, size_t align,
 		       unsigned cls, unsigned flags) SPB_HIDDEN;
 
 /* Run by spb_trim() before the release (all = true), and by the
- * background thread once a second (all = false): the malloc layer pushes
- * batched cross-thread frees (every batch, or those idle since the last
- * round) and sweeps the spans exited threads left, so their pageblocks
- * can go. */
+ * background thread once a second (all = false): the malloc layer sweeps
+ * the spans exited threads left, so their pageblocks can go, and takes
+ * back cached page runs (every one, or those idle since the last round). */
 extern void (*spb__reclaim_hook)(bool all) SPB_HIDDEN;
 
 /* ---- large.c ---- */

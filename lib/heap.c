@@ -842,11 +842,30 @@ void spb__heap_postfork_parent(void)
  * xfreed (xsum) may have lost it between the flag and the look at `full`:
  * both become AVAIL here, or the child's thread exit would wait for ever
  * (make_avail_for_exit) and the span's frees would never be noticed.
- * Found by the model (tests/model, variant FORK). */
+ * Found by the model (tests/model, variant FORK). A thread that was
+ * between its flag (the bitmap) and its xsum bit left a block no collect
+ * looks for: every span's xsum is set again from its xfreed words. */
+static void xsum_rearm(struct spb_span *s)
+{
+	const uint64_t *w = (const uint64_t *)(s + 1);
+	uint64_t sum = 0;
+	for (uint32_t k = 0; k < (1u << s->words_order); k++)
+		if (__atomic_load_n(&w[2 * k + 1], __ATOMIC_RELAXED))
+			sum |= spb__xsum_bit(s, k);
+	if (sum)
+		__atomic_fetch_or(&s->xsum, sum, __ATOMIC_RELAXED);
+}
+
 static void heap_fixup_child(struct spb_heap *h)
 {
 	drain_notify(h, true);
 	for (unsigned b = 0; b < SPB_NR_BINS; b++) {
+		for (struct spb_link *l = h->full[b].next; l != &h->full[b]; l = l->next)
+			xsum_rearm(spb__container_of(l, struct spb_span, link));
+		for (struct spb_link *l = h->avail[b].next; l != &h->avail[b]; l = l->next)
+			xsum_rearm(spb__container_of(l, struct spb_span, link));
+		if (h->bins[b] != &empty_span)
+			xsum_rearm(h->bins[b]);
 		struct spb_link *hd = &h->full[b];
 		for (struct spb_link *l = hd->next, *nx; l != hd; l = nx) {
 			nx = l->next;

@@ -40,7 +40,7 @@ struct spb_heap;
 
 /* Three cache lines, by who writes them: a cross-thread free reads the
  * first (written when the span is set up, and at its rare full/owner
- * transitions), pushes on the third, and touches the second, which the
+ * transitions), sets a bit in the third (xsum), and touches the second, which the
  * owner's malloc and free write all the time, only to queue a span seen
  * full on its owner's notification list (notify_next). On one line, each
  * cross-thread free took the owner's hottest line away from it. The
@@ -291,8 +291,8 @@ void spb__runcache_release(void **v, unsigned n) SPB_HIDDEN;
 
 /* ---- heap.c ---- */
 extern SPB_TLS struct spb_heap *spb__tls_heap SPB_HIDDEN;
-/* The thread's primary (UNMOVABLE) heap, which holds its cross-thread
- * batch and its other classes' heaps; NULL before its first malloc. */
+/* The thread's primary (UNMOVABLE) heap, which holds its other classes'
+ * heaps and its run cache; NULL before its first malloc. */
 extern SPB_TLS struct spb_heap *spb__tls_primary SPB_HIDDEN;
 extern struct spb_heap spb__empty_heap SPB_HIDDEN;
 /* The calling thread's heap, created on first use (NULL only if the OS
@@ -392,8 +392,8 @@ bool spb__secret_free_small(struct spb_span *s, void *p) SPB_HIDDEN;
  * pageblocks were not inherited; map zeroed memory there and retire
  * every heap, span and batch that referred to them. */
 void spb__secret_postfork_child(void) SPB_HIDDEN;
-/* heap.c: in a forked child, drop every heap, abandoned span and
- * cross-thread batch of class cls (their memory is gone). */
+/* heap.c: in a forked child, drop every heap and abandoned span of class
+ * cls (their memory is gone). */
 void spb__heap_forget_class_child(unsigned cls) SPB_HIDDEN;
 
 /* ---- init.c ---- */

@@ -20,7 +20,7 @@ static struct spb_span *desc_free[DESC_ORDERS];
 static char *desc_cur, *desc_end;
 
 /* Whole cache lines (heap.h): the bitmaps after the descriptor do not
- * share the line of its cross-thread stack. */
+ * share the line of its xsum.*/
 _Static_assert(sizeof(struct spb_span) % 64 == 0, "span descriptor: whole cache lines");
 
 static size_t desc_bytes(unsigned order)
@@ -215,9 +215,14 @@ uint32_t spb__span_collect(struct spb_span *s)
 				continue;
 			uint64_t x = __atomic_exchange_n(&w[2 * k + 1], 0, __ATOMIC_SEQ_CST);
 			uint64_t lv = __atomic_load_n(&w[2 * k], __ATOMIC_RELAXED);
-			if (SPB_UNLIKELY((lv & x) != x))
+			if (SPB_UNLIKELY((lv & x) != x)) {
+				/* Flagged but not live: freed twice (the first
+				 * collected meanwhile), or never handed out. */
+				uintptr_t lo = ((uintptr_t)k * 64 +
+						(unsigned)__builtin_ctzll(x & ~lv)) << s->gshift;
 				spb__fatal("free(): double free detected",
-					   (void *)(s->start + ((uintptr_t)k * 64 << s->gshift)));
+					   (void *)(s->start + (lo + s->bsize - 1) / s->bsize * s->bsize));
+			}
 			__atomic_store_n(&w[2 * k], lv & ~x, __ATOMIC_RELAXED);
 			n += (uint32_t)__builtin_popcountll(x);
 			do {
@@ -233,9 +238,11 @@ uint32_t spb__span_collect(struct spb_span *s)
 			} while (x);
 		}
 	}
-	s->free = head;
-	s->free_zero = 0;
-	s->used -= n;
+	if (n) {
+		s->free = head;
+		s->free_zero = 0;
+		s->used -= n;
+	}
 	return n;
 }
 

@@ -189,7 +189,7 @@ static void c_double_xthread(void *a)
 	pthread_t t;
 	pthread_create(&t, NULL, thread_free, p);
 	pthread_join(t, NULL);
-	do_free(p); /* main owns the span; the thread's free is on its xfree */
+	do_free(p); /* main owns the span; the thread's free flagged it (xfreed) */
 	free(keep);
 }
 

@@ -53,8 +53,8 @@
  * spb_compact, and spb_compact refusing inside a read section);
  * bursts of up to 64 blocks freed in four orders, and a per-thread bulk of
  * up to 512 small blocks (full spans) sent to other threads in batches
- * through a mailbox of 1024 (cross-thread frees and reallocs, the remote
- * batches, the full-span notification); blocks freed and allocated by a
+ * through a mailbox of 1024 (cross-thread frees and reallocs, the xfreed
+ * flags and their collect, the full-span notification); blocks freed and allocated by a
  * thread's key destructor after its heaps are retired (the late paths);
  * fork() with the child checking and using what it inherited. Sizes: 0 to
  * a few MiB near the size classes, page and pageblock boundaries, rarely a
