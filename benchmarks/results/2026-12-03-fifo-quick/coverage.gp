@@ -1,0 +1,13 @@
+set terminal pngcairo size 1100,560 font ',10'
+set output 'coverage.png'
+set title 'Huge-page coverage at peak (AnonHugePages / Anonymous)'
+set ylabel 'coverage'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics
+set key outside right top
+set yrange [0:*]
+set xtics rotate by -20
+plot 'coverage.dat' using 2:xtic(1) title columnheader(2) lc rgb '#d62728', 'coverage.dat' using 3:xtic(1) title columnheader(3) lc rgb '#7f7f7f', 'coverage.dat' using 4:xtic(1) title columnheader(4) lc rgb '#1f77b4', 'coverage.dat' using 5:xtic(1) title columnheader(5) lc rgb '#ff7f0e', 'coverage.dat' using 6:xtic(1) title columnheader(6) lc rgb '#2ca02c'
