@@ -154,10 +154,19 @@ int main(void)
 
 	/* 3. Use up the free pageblocks, then direct compaction captures. */
 	uint64_t cap0 = mt_counter("compact_direct_captured");
+	unsigned refused = 0;
 	while (nb < 600 && mt_counter("compact_direct_captured") < cap0 + 3) {
 		void *b = spb_pages_alloc(2u << 20, 2u << 20, SPB_UNMOVABLE, 0);
-		if (!b)
-			break;
+		if (!b) {
+			/* A direct compaction that did not finish within its
+			 * bounded wait (a loaded machine: CI runs two tests at
+			 * once) leaves the request refused; the captures are
+			 * what is tested: ask again, a few times. */
+			if (++refused > 5)
+				break;
+			usleep(100000);
+			continue;
+		}
 		CHECK(same_spb(b, p0));
 		memset(b, 0x33, 4096);
 		blocks[nb++] = b;
@@ -168,6 +177,9 @@ int main(void)
 	       n, nb, mt_counter("compact_lastchance"), mt_counter("compact_direct_stall"),
 	       mt_counter("compact_direct_success"), mt_counter("compact_direct_captured"),
 	       mt_counter("compact_evac_pb"));
+	if (refused)
+		printf("test_evacuate: %u request(s) refused on the way (direct compaction "
+		       "past its wait), asked again\n", refused);
 	CHECK(mt_counter("compact_lastchance") >= 1);
 	CHECK(mt_counter("compact_direct_captured") >= cap0 + 3);
 	CHECK(stamps_ok());
