@@ -165,11 +165,24 @@ static inline uint64_t *spb__bit_word(const struct spb_span *s, uintptr_t off, u
 	*bit = (uint64_t)1 << (i & 63);
 	return (uint64_t *)(s + 1) + ((i >> 6) << 1); /* live; [1] is xfreed */
 }
+/* The offset in s of the block whose bit is bit j of word pair k: bit
+ * (k * 64 + j) covers offsets [that << gshift, + 2^gshift), where the
+ * first multiple of bsize at or after its start is the block (the
+ * reciprocal is exact over a span: the interior check relies on it). */
+static inline uintptr_t spb__bit_off(const struct spb_span *s, uint32_t k, unsigned j)
+{
+	uintptr_t lo = ((uintptr_t)k * 64 + j) << s->gshift;
+	return (((lo + s->bsize - 1) * s->inv) >> SPB_INV_SHIFT) * s->bsize;
+}
+/* xsum: one bit per word pair, per 2^shift of them past 64 pairs. */
+static inline unsigned spb__xsum_shift(const struct spb_span *s)
+{
+	return s->words_order > 6 ? s->words_order - 6u : 0u;
+}
 /* The xsum bit of the bitmap's word pair wi (wi = off >> gshift >> 6). */
 static inline uint64_t spb__xsum_bit(const struct spb_span *s, uintptr_t wi)
 {
-	unsigned sh = s->words_order > 6 ? s->words_order - 6u : 0u;
-	return (uint64_t)1 << ((wi >> sh) & 63);
+	return (uint64_t)1 << ((wi >> spb__xsum_shift(s)) & 63);
 }
 static inline bool spb__live_test(const struct spb_span *s, uintptr_t off)
 {

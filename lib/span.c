@@ -196,7 +196,7 @@ uint32_t spb__span_collect(struct spb_span *s)
 	uint64_t sum = __atomic_exchange_n(&s->xsum, 0, __ATOMIC_SEQ_CST);
 	if (!sum)
 		return 0;
-	unsigned sh = s->words_order > 6 ? s->words_order - 6u : 0u;
+	unsigned sh = spb__xsum_shift(s);
 	uint32_t nwords = 1u << s->words_order, n = 0;
 	uint64_t *w = (uint64_t *)(s + 1);
 	struct spb_block *head = s->free;
@@ -215,23 +215,16 @@ uint32_t spb__span_collect(struct spb_span *s)
 				continue;
 			uint64_t x = __atomic_exchange_n(&w[2 * k + 1], 0, __ATOMIC_SEQ_CST);
 			uint64_t lv = __atomic_load_n(&w[2 * k], __ATOMIC_RELAXED);
-			if (SPB_UNLIKELY((lv & x) != x)) {
-				/* Flagged but not live: freed twice (the first
-				 * collected meanwhile), or never handed out. */
-				uintptr_t lo = ((uintptr_t)k * 64 +
-						(unsigned)__builtin_ctzll(x & ~lv)) << s->gshift;
+			/* Flagged but not live: freed twice (the first
+			 * collected meanwhile), or never handed out. */
+			if (SPB_UNLIKELY((lv & x) != x))
 				spb__fatal("free(): double free detected",
-					   (void *)(s->start + (lo + s->bsize - 1) / s->bsize * s->bsize));
-			}
+					   (void *)(s->start + spb__bit_off(s, k, (unsigned)__builtin_ctzll(x & ~lv))));
 			__atomic_store_n(&w[2 * k], lv & ~x, __ATOMIC_RELAXED);
 			n += (uint32_t)__builtin_popcountll(x);
 			do {
-				/* Bit j covers offsets [j << gshift, (j + 1) << gshift):
-				 * the block there starts at the first multiple of
-				 * bsize at or after j << gshift. */
-				uintptr_t lo = ((uintptr_t)k * 64 + (unsigned)__builtin_ctzll(x)) << s->gshift;
-				uintptr_t off = (((lo + s->bsize - 1) * s->inv) >> SPB_INV_SHIFT) * s->bsize;
-				struct spb_block *b = (struct spb_block *)(s->start + off);
+				struct spb_block *b = (struct spb_block *)(s->start +
+					spb__bit_off(s, k, (unsigned)__builtin_ctzll(x)));
 				b->next_enc = spb__link_enc(head, b);
 				head = b;
 				x &= x - 1;
@@ -264,13 +257,8 @@ static uint64_t busy_pages(const struct spb_span *s)
 	for (uint32_t k = 0; k < (1u << s->words_order); k++) {
 		uint64_t v = __atomic_load_n(&w[2 * k], __ATOMIC_RELAXED);
 		while (v) {
-			/* Bit j covers offsets [j << gshift, (j + 1) << gshift):
-			 * the block starting there is the first multiple of
-			 * bsize at or after j << gshift. */
-			uintptr_t lo = ((uintptr_t)k * 64 + (unsigned)__builtin_ctzll(v)) << s->gshift;
-			uintptr_t off = (lo + s->bsize - 1) / s->bsize * s->bsize;
+			busy |= page_bits(spb__bit_off(s, k, (unsigned)__builtin_ctzll(v)), s->bsize);
 			v &= v - 1;
-			busy |= page_bits(off, s->bsize);
 		}
 	}
 	return busy;
