@@ -355,6 +355,17 @@ static void copy_whole(char *to, const char *from, size_t bytes)
 	}
 }
 
+/* A move given up after its header went to COPY: the header back to the
+ * tag, the copy no longer in flight (fork may go on), the new block (if
+ * any) back. */
+static void give_up_copy(struct move *m, char *nb)
+{
+	unchoose(m, m->tag ^ SPB_HDR_COPY);
+	__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
+	if (nb)
+		spb__free_ptr(nb);
+}
+
 static size_t run_batch(struct move *b, unsigned n)
 {
 	size_t moved = 0;
@@ -400,9 +411,7 @@ static size_t run_batch(struct move *b, unsigned n)
 		if (w != m->w) {
 			if (spb__h_pins(w))
 				spb__heap_count(COMPACT_PINNED_SKIPPED, 1);
-			unchoose(m, copying);
-			__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
-			spb__free_ptr(nb);
+			give_up_copy(m, nb);
 			continue;
 		}
 		/* The block size was a speculative read (a descriptor being
@@ -415,8 +424,7 @@ static size_t run_batch(struct move *b, unsigned n)
 			nb = spb__malloc_movable(real);
 			spb__heap_count(COMPACT_RESIZED, 1);
 			if (!nb) {
-				unchoose(m, copying);
-				__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
+				give_up_copy(m, NULL);
 				continue;
 			}
 		}
@@ -439,9 +447,7 @@ static size_t run_batch(struct move *b, unsigned n)
 			 * block goes back with no tag in it. */
 			spb__heap_count(COMPACT_PINNED_SKIPPED, 1);
 			__atomic_store_n((uint64_t *)nb, 0, __ATOMIC_SEQ_CST);
-			unchoose(m, copying);
-			__atomic_fetch_sub(&copies_in_flight, 1, __ATOMIC_SEQ_CST);
-			spb__free_ptr(nb);
+			give_up_copy(m, nb);
 			continue;
 		}
 		/* Settled at the new place; the old one answers for the handle
